@@ -1,0 +1,113 @@
+"""The command line: ``python -m stylize CONTENT STYLE [STYLE ...] -o OUT.png``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from dataclasses import fields
+from pathlib import Path
+
+from .errors import StylizeError
+from .params import CHOICES, RANGES, STYLE_LAYER_SETS, Settings
+
+HELP = {
+    "size": "longest side of the output in pixels",
+    "steps": "L-BFGS iterations (each one forward+backward pass)",
+    "style_strength": "style weight relative to content (β/α), log scale",
+    "content_layer": "layer whose responses the content loss matches",
+    "style_layers": f"style layers: one of {', '.join(STYLE_LAYER_SETS)} (the paper's sets; e = relu1_1…relu5_1) "
+                    "or comma-separated names",
+    "layer_weights": "comma-separated weight per style layer (default equal)",
+    "tv_weight": "total-variation smoothing weight",
+    "init": "starting image",
+    "pooling": "pooling between blocks (average as in the paper)",
+    "preserve_color": "keep the photo's colours: luminance-only transfer, or recolour the style first",
+    "scales": "coarse-to-fine levels (1 = single scale)",
+    "style_scale": "style image size relative to the output",
+    "style_blend": "comma-separated weight per style image (default equal)",
+    "seed": "random seed (noise init); same seed, same result on the CPU",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m stylize",
+        description="Paint a photo in the style of one or more paintings (Gatys, Ecker & Bethge 2015).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("content", help="the photo; 'none' synthesizes the style's texture from noise")
+    parser.add_argument("styles", nargs="*", help="one or more paintings; none reconstructs the photo from its features")
+    parser.add_argument("-o", "--output", default="out.png", help="output PNG")
+    defaults = Settings()
+    for f in fields(Settings):
+        flag = "--" + f.name.replace("_", "-")
+        default = getattr(defaults, f.name)
+        kwargs = {"default": default, "help": HELP[f.name], "type": type(default)}
+        if f.name in CHOICES:
+            kwargs["choices"] = CHOICES[f.name]
+        if f.name in RANGES:
+            low, high = RANGES[f.name]
+            kwargs["help"] += f" [{low:g}–{high:g}]"
+        parser.add_argument(flag, **kwargs)
+    parser.add_argument("--weights", default=None,
+                        help="hub, embedded, or a .safetensors path (default: $STYLIZE_WEIGHTS, else the Hub, else embedded)")
+    parser.add_argument("--save-every", type=int, default=0, help="also save OUT-<step>.png every N steps (0: never)")
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    try:
+        return _run(args)
+    except StylizeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from . import images
+    from .engine import Stylizer
+    from .weights import load_weights
+
+    settings = Settings(**{f.name: getattr(args, f.name) for f in fields(Settings)})
+    output = Path(args.output)
+    if output.suffix.lower() != ".png":
+        raise StylizeError(f"the output must be a .png file (got {output.name})")
+    if not output.parent.is_dir():
+        raise StylizeError(f"the output folder {output.parent} does not exist")
+    content = None if args.content.lower() == "none" else images.load_image(args.content, max_side=4 * settings.size)
+    styles = [images.load_image(path, max_side=4 * settings.size) for path in args.styles]
+    upto = "relu5_4"
+    weights = load_weights(args.weights, upto)
+    print(f"weights: {weights.summary}", file=sys.stderr)
+    stylizer = Stylizer(weights, args.device)
+    started = time.perf_counter()
+    frame = None
+    preview = args.save_every or max(1, settings.steps)
+    with tqdm(total=settings.steps, disable=args.quiet, unit="step", file=sys.stderr) as bar:
+        for frame in stylizer.run(content, styles, settings, preview_every=preview):
+            bar.total = frame.total_steps
+            bar.update(1)
+            bar.set_postfix({k: f"{v:.3g}" for k, v in frame.losses.items()})
+            if frame.image is not None and not frame.done:
+                frame.image.save(output.with_name(f"{output.stem}-{frame.step:04d}.png"))
+    assert frame is not None and frame.image is not None
+    frame.image.save(output)
+    losses = ", ".join(f"{k} {v:.4g}" for k, v in frame.losses.items())
+    print(f"saved {output} ({frame.image.width}×{frame.image.height}) in {time.perf_counter() - started:.1f} s, "
+          f"{frame.total_steps} steps on {stylizer.device}; losses: {losses}; weights: {weights.source}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,194 @@
+"""One validated settings object: defaults, ranges, and a round trip through a URL query string.
+
+`Settings(...)` raises a `StylizeError` that lists every invalid field with its valid values;
+`Settings.from_query(...)` is forgiving instead (clamps, falls back to defaults) and returns notices,
+because a shared link should open even if someone edited it by hand.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any, Mapping
+from urllib.parse import urlencode
+
+from .errors import StylizeError
+from .vgg import FEATURE_LAYERS
+
+# The paper's five style representations (Fig. 1, rows a–e).
+STYLE_LAYER_SETS: dict[str, tuple[str, ...]] = {
+    key: tuple(f"relu{i}_1" for i in range(1, n + 1)) for n, key in enumerate("abcde", 1)
+}
+
+# Numeric fields: (minimum, maximum). Log-scaled ones are marked for UIs.
+RANGES: dict[str, tuple[float, float]] = {
+    "size": (64, 2048),
+    "steps": (1, 5000),
+    "style_strength": (1e-2, 1e6),
+    "tv_weight": (0.0, 100.0),
+    "scales": (1, 4),
+    "style_scale": (0.25, 4.0),
+    "seed": (0, 2**31 - 1),
+}
+LOG_SCALED = {"style_strength"}
+CHOICES: dict[str, tuple[str, ...]] = {
+    "init": ("content", "noise", "style"),
+    "pooling": ("avg", "max"),
+    "preserve_color": ("none", "luminance", "histogram"),
+}
+
+
+def _floats(text: str) -> list[float]:
+    return [float(part) for part in text.split(",") if part.strip()]
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything that decides a result, for a given content and style images and weights."""
+
+    size: int = 256  # longest side of the output, in pixels
+    steps: int = 200  # L-BFGS iterations in all (each is one forward and backward pass)
+    style_strength: float = 1000.0  # β/α: the style term's weight against the per-element content term
+    content_layer: str = "relu4_2"
+    style_layers: str = "e"  # one of a–e (the paper's sets) or comma-separated layer names
+    layer_weights: str = ""  # comma-separated weights, one per style layer; empty: equal (w_l = 1/L)
+    tv_weight: float = 0.0  # total-variation smoothing
+    init: str = "content"
+    pooling: str = "avg"  # average pooling, as in the paper; "max" as in VGG
+    preserve_color: str = "none"  # "luminance": transfer on luma only; "histogram": recolour the style first
+    scales: int = 1  # coarse-to-fine levels, each twice the size of the last
+    style_scale: float = 1.0  # style image size relative to the output's longest side
+    style_blend: str = ""  # comma-separated weights, one per style image; empty: equal
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        problems = self.problems()
+        if problems:
+            raise StylizeError("invalid settings: " + "; ".join(problems))
+
+    def problems(self) -> list[str]:
+        found = []
+        for name, (low, high) in RANGES.items():
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+                found.append(f"{name} must be a number (got {value!r})")
+            elif not low <= value <= high:
+                found.append(f"{name} must be between {low:g} and {high:g} (got {value:g})")
+        for name, choices in CHOICES.items():
+            if getattr(self, name) not in choices:
+                found.append(f"{name} must be one of {', '.join(choices)} (got {getattr(self, name)!r})")
+        if self.content_layer not in FEATURE_LAYERS:
+            found.append(f"content_layer {self.content_layer!r} is unknown; valid: {', '.join(FEATURE_LAYERS)}")
+        try:
+            layers = self.style_layer_names
+        except StylizeError as exc:
+            found.append(str(exc))
+            layers = ()
+        for name, text, count in (("layer_weights", self.layer_weights, len(layers)), ("style_blend", self.style_blend, None)):
+            try:
+                values = _floats(text)
+            except ValueError:
+                found.append(f"{name} must be comma-separated numbers (got {text!r})")
+                continue
+            if any(v < 0 or not math.isfinite(v) for v in values) or (values and sum(values) == 0):
+                found.append(f"{name} must be non-negative with a positive sum (got {text!r})")
+            elif values and count is not None and len(values) != count:
+                found.append(f"{name} needs one weight per style layer ({count}), got {len(values)}")
+        return found
+
+    @property
+    def style_layer_names(self) -> tuple[str, ...]:
+        if self.style_layers in STYLE_LAYER_SETS:
+            return STYLE_LAYER_SETS[self.style_layers]
+        names = tuple(part.strip() for part in self.style_layers.split(",") if part.strip())
+        unknown = [n for n in names if n not in FEATURE_LAYERS]
+        if not names or unknown:
+            raise StylizeError(
+                f"style_layers {self.style_layers!r}: unknown {', '.join(unknown) or 'empty list'}; valid: a, b, c, d, e "
+                f"(the paper's sets) or comma-separated names from {', '.join(FEATURE_LAYERS)}"
+            )
+        return names
+
+    def style_layer_weights(self) -> dict[str, float]:
+        """w_l per style layer, normalized to sum to 1 (the paper's w_l = 1/5 for set e)."""
+        names = self.style_layer_names
+        values = _floats(self.layer_weights) or [1.0] * len(names)
+        total = sum(values)
+        return {name: value / total for name, value in zip(names, values) if value > 0}
+
+    def blend_weights(self, count: int) -> list[float]:
+        """One weight per style image, normalized to sum to 1."""
+        values = _floats(self.style_blend) or [1.0] * count
+        if len(values) != count:
+            raise StylizeError(f"style_blend has {len(values)} weights for {count} style images")
+        total = sum(values)
+        return [value / total for value in values]
+
+    def replace(self, **changes: Any) -> "Settings":
+        return replace(self, **changes)
+
+    def to_query(self, extra: Mapping[str, str] | None = None) -> str:
+        """Every field as a query string (stable links: defaults may change, a shared link must not)."""
+        pairs = {key: _format(value) for key, value in asdict(self).items()}
+        return urlencode({**(extra or {}), **pairs})
+
+    @classmethod
+    def from_query(cls, query: Mapping[str, Any], ignore: tuple[str, ...] = ()) -> tuple["Settings", list[str]]:
+        """Settings from query parameters: out-of-range numbers are clamped, bad values fall back to defaults.
+
+        Returns the settings and one notice per value that was not taken as given.
+        """
+        defaults, notices, values = cls(), [], {}
+        known = {f.name: f for f in fields(cls)}
+        for key, raw in query.items():
+            if key in ignore:
+                continue
+            if key not in known:
+                notices.append(f"ignored unknown parameter {key!r}")
+                continue
+            raw = raw[0] if isinstance(raw, (list, tuple)) else raw
+            default = getattr(defaults, key)
+            try:
+                value = _parse(raw, type(default))
+            except ValueError:
+                notices.append(f"{key}={raw!r} is not valid; using the default {default!r}")
+                continue
+            if key in RANGES:
+                low, high = RANGES[key]
+                clamped = type(default)(min(max(value, low), high))
+                if clamped != value:
+                    notices.append(f"{key}={raw} is outside {low:g}–{high:g}; using {clamped:g}")
+                value = clamped
+            values[key] = value
+        for key in list(values):
+            try:
+                cls(**{key: values[key]})
+            except StylizeError as exc:
+                notices.append(f"{exc.args[0].removeprefix('invalid settings: ')}; using the default")
+                del values[key]
+        try:
+            return cls(**values), notices
+        except StylizeError as exc:  # fields valid alone but not together (layer_weights vs style_layers)
+            notices.append(f"{exc.args[0]}; using the defaults for layer weights")
+            values.pop("layer_weights", None)
+            return cls(**values), notices
+
+
+def _parse(raw: Any, kind: type) -> Any:
+    if kind is bool:
+        return str(raw).lower() in ("1", "true", "yes", "on")
+    if kind is int:
+        value = float(raw)
+        if not math.isfinite(value):
+            raise ValueError(raw)
+        return int(round(value))
+    if kind is float:
+        value = float(raw)
+        if not math.isfinite(value):
+            raise ValueError(raw)
+        return value
+    return str(raw)
+
+
+def _format(value: Any) -> str:
+    return repr(value) if isinstance(value, float) else str(value)

@@ -1,0 +1,123 @@
+"""VGG-19's convolutional trunk, run only as deep as the losses need.
+
+Layers are named as in Simonyan & Zisserman and Gatys et al.: ``conv{b}_{c}`` is a convolution's output,
+``relu{b}_{c}`` its rectified response, ``pool{b}`` the pooling after block b. The network holds frozen
+weights and is shared by every run; pooling (average, as in the paper, or max) is chosen per call.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+# Convolutions per block of VGG-19 ("configuration E") and their output channels.
+BLOCKS: tuple[tuple[int, int], ...] = ((2, 64), (2, 128), (4, 256), (4, 512), (4, 512))
+CONV_LAYERS: tuple[str, ...] = tuple(f"conv{b}_{c}" for b, (n, _) in enumerate(BLOCKS, 1) for c in range(1, n + 1))
+FEATURE_LAYERS: tuple[str, ...] = tuple(
+    name for conv in CONV_LAYERS for name in (conv, conv.replace("conv", "relu"))
+)
+
+
+def conv_shapes() -> dict[str, tuple[int, int]]:
+    """(out_channels, in_channels) of every convolution, for validating weight files."""
+    shapes, in_ch = {}, 3
+    for b, (n, out_ch) in enumerate(BLOCKS, 1):
+        for c in range(1, n + 1):
+            shapes[f"conv{b}_{c}"] = (out_ch, in_ch)
+            in_ch = out_ch
+    return shapes
+
+
+def conv_of(layer: str) -> str:
+    """The convolution a feature layer belongs to: relu3_1 -> conv3_1."""
+    return layer.replace("relu", "conv")
+
+
+def deepest(layers: set[str] | list[str] | tuple[str, ...]) -> str:
+    """The deepest of some feature layers, in network order."""
+    return max(layers, key=FEATURE_LAYERS.index)
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """How a weight source expects its input; the engine always works on RGB in [0, 1]."""
+
+    bgr: bool
+    scale: float
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    def __call__(self, rgb01: torch.Tensor) -> torch.Tensor:
+        x = rgb01.flip(1) if self.bgr else rgb01
+        mean = torch.tensor(self.mean, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+        std = torch.tensor(self.std, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+        return (x * self.scale - mean) / std
+
+
+class VGGFeatures(torch.nn.Module):
+    """Frozen VGG-19 convolutions that return the requested feature maps and stop at the deepest one."""
+
+    def __init__(self, convs: dict[str, tuple[torch.Tensor, torch.Tensor]], preprocess: Preprocess) -> None:
+        super().__init__()
+        self.preprocess = preprocess
+        self.layers = tuple(name for name in CONV_LAYERS if name in convs)
+        for name in self.layers:
+            weight, bias = convs[name]
+            self.register_buffer(f"{name}_weight", weight.float().contiguous(memory_format=torch.channels_last))
+            self.register_buffer(f"{name}_bias", bias.float().contiguous())
+        self.deepest_available = f"relu{self.layers[-1][4:]}"
+
+    def forward(self, rgb01: torch.Tensor, wanted: set[str], pooling: str = "avg") -> dict[str, torch.Tensor]:
+        """Feature maps (N, C, H, W) for every layer in `wanted`; layers past the deepest are never computed."""
+        unknown = wanted - set(FEATURE_LAYERS)
+        if unknown:
+            raise KeyError(f"unknown layers {sorted(unknown)}")
+        last = deepest(wanted)
+        if FEATURE_LAYERS.index(last) > FEATURE_LAYERS.index(self.deepest_available):
+            raise KeyError(f"layer {last} is deeper than the loaded weights (up to {self.deepest_available})")
+        pool = F.avg_pool2d if pooling == "avg" else F.max_pool2d
+        x = self.preprocess(rgb01).contiguous(memory_format=torch.channels_last)
+        out: dict[str, torch.Tensor] = {}
+        block = 1
+        for name in self.layers:
+            b = int(name[4])
+            if b != block:
+                x, block = pool(x, 2), b
+            x = F.conv2d(x, getattr(self, f"{name}_weight"), getattr(self, f"{name}_bias"), padding=1)
+            if name in wanted:
+                out[name] = x
+            relu = name.replace("conv", "relu")
+            x = F.relu(x)
+            if relu in wanted:
+                out[relu] = x
+            if relu == last or name == last:
+                break
+        return out
+
+
+def calibration_image(size: int = 128, seed: int = 1234) -> torch.Tensor:
+    """A fixed, seeded colour 1/f-noise image in [0, 1]: natural images share its power spectrum."""
+    gen = torch.Generator().manual_seed(seed)
+    spectrum = torch.randn(1, 3, size, size, dtype=torch.complex64, generator=gen)
+    fy = torch.fft.fftfreq(size).view(-1, 1)
+    fx = torch.fft.fftfreq(size).view(1, -1)
+    radius = (fx**2 + fy**2).sqrt().clamp_min(1.0 / size)
+    image = torch.fft.ifft2(spectrum / radius).real
+    image = (image - image.mean()) / image.std()
+    return (0.5 + 0.2 * image).clamp(0, 1)
+
+
+@torch.no_grad()
+def layer_scales(net: VGGFeatures) -> dict[str, float]:
+    """The RMS response of every layer to `calibration_image()`.
+
+    Losses divide each layer's features by this number, so every weight source (0–255 Caffe input or
+    ImageNet-normalized input, whose raw features differ ~100-fold) gives losses on the same scale and one
+    style strength means the same thing for all of them.
+    """
+    param = next(iter(net.buffers()))
+    wanted = set(FEATURE_LAYERS[: FEATURE_LAYERS.index(net.deepest_available) + 1])
+    feats = net(calibration_image().to(param.device), wanted)
+    return {name: float(f.float().pow(2).mean().sqrt().clamp_min(1e-12)) for name, f in feats.items()}
