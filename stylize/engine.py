@@ -257,10 +257,8 @@ def _level_sizes(final: tuple[int, int], levels: int) -> list[tuple[int, int]]:
 
 
 def _split_steps(steps: int, levels: int) -> list[int]:
-    """Steps per level: the finest level gets half, each coarser level half of what the next finer one gets."""
-    if levels == 1:
-        return [steps]
-    shares = [2.0**-(levels - k) for k in range(levels)]  # e.g. 3 levels: 1/8, 1/4, 1/2 (+1/8 to the finest)
-    counts = [max(1, int(steps * s)) for s in shares]
-    counts[-1] += max(0, steps - sum(counts))
+    """Steps per level, coarse to fine: each coarser level gets half the steps of the next finer one."""
+    shares = [2.0**k for k in range(levels)]  # e.g. 3 levels: 1/7, 2/7, 4/7
+    counts = [max(1, int(steps * share / sum(shares))) for share in shares]
+    counts[-1] = max(1, steps - sum(counts[:-1]))
     return counts

@@ -41,6 +41,8 @@ def _open(source: ImageSource) -> Image.Image:
         raise StylizeError(f"{name} is not an image PIL can read (PNG, JPEG, WebP, GIF, BMP, TIFF …)") from exc
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise StylizeError(f"{name} declares too many pixels (limit {MAX_PIXELS // 1_000_000} MP)") from exc
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise StylizeError(f"{name} is truncated or corrupt ({exc})") from exc
 
 
 def load_image(source: ImageSource, max_side: int | None = None) -> Image.Image:
@@ -56,6 +58,8 @@ def load_image(source: ImageSource, max_side: int | None = None) -> Image.Image:
         raise StylizeError(f"the image is {width}×{height}: more than the {MAX_PIXELS // 1_000_000} MP allowed")
     if width < 1 or height < 1:
         raise StylizeError("the image is empty (0 pixels)")
+    if min(width, height) < MIN_SIDE:
+        raise StylizeError(f"the image is {width}×{height}: its shorter side must be at least {MIN_SIDE} px")
     try:
         img.seek(0)
         if max_side and img.format == "JPEG":

@@ -9,15 +9,19 @@ from __future__ import annotations
 import torch
 
 
+def _at_least_fp32(t: torch.Tensor) -> torch.Tensor:
+    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+
+
 def gram(features: torch.Tensor) -> torch.Tensor:
     """G = F Fᵀ for (B, N, H, W) feature maps, in fp32 whatever the features' dtype: shape (B, N, N)."""
-    f = features.flatten(2).float()
+    f = _at_least_fp32(features.flatten(2))
     return torch.bmm(f, f.transpose(1, 2))
 
 
 def content_loss(features: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """½ Σ (F − P)², eq. 1 of the paper."""
-    return 0.5 * (features.float() - target).pow(2).sum()
+    return 0.5 * (_at_least_fp32(features) - target).pow(2).sum()
 
 
 def style_layer_loss(gram_matrix: torch.Tensor, target_gram: torch.Tensor, n: int, m: int) -> torch.Tensor:

@@ -24,13 +24,15 @@ STYLE_LAYER_SETS: dict[str, tuple[str, ...]] = {
 RANGES: dict[str, tuple[float, float]] = {
     "size": (64, 2048),
     "steps": (1, 5000),
-    "style_strength": (1e-2, 1e6),
+    "style_strength": (0.1, 1e4),
     "tv_weight": (0.0, 100.0),
     "scales": (1, 4),
     "style_scale": (0.25, 4.0),
     "seed": (0, 2**31 - 1),
 }
 LOG_SCALED = {"style_strength"}
+# Fields whose validity depends on others: checked together with them.
+DEPENDS: dict[str, tuple[str, ...]] = {"layer_weights": ("style_layers",)}
 CHOICES: dict[str, tuple[str, ...]] = {
     "init": ("content", "noise", "style"),
     "pooling": ("avg", "max"),
@@ -48,7 +50,7 @@ class Settings:
 
     size: int = 256  # longest side of the output, in pixels
     steps: int = 200  # L-BFGS iterations in all (each is one forward and backward pass)
-    style_strength: float = 1000.0  # β/α: the style term's weight against the per-element content term
+    style_strength: float = 20.0  # β/α: the style term's weight against the per-element content term
     content_layer: str = "relu4_2"
     style_layers: str = "e"  # one of a–e (the paper's sets) or comma-separated layer names
     layer_weights: str = ""  # comma-separated weights, one per style layer; empty: equal (w_l = 1/L)
@@ -160,18 +162,14 @@ class Settings:
                     notices.append(f"{key}={raw} is outside {low:g}–{high:g}; using {clamped:g}")
                 value = clamped
             values[key] = value
-        for key in list(values):
+        for key in sorted(values, key=lambda k: k in DEPENDS):  # dependent fields last, with what they depend on
+            context = {dep: values[dep] for dep in DEPENDS.get(key, ()) if dep in values}
             try:
-                cls(**{key: values[key]})
+                cls(**context, **{key: values[key]})
             except StylizeError as exc:
                 notices.append(f"{exc.args[0].removeprefix('invalid settings: ')}; using the default")
                 del values[key]
-        try:
-            return cls(**values), notices
-        except StylizeError as exc:  # fields valid alone but not together (layer_weights vs style_layers)
-            notices.append(f"{exc.args[0]}; using the defaults for layer weights")
-            values.pop("layer_weights", None)
-            return cls(**values), notices
+        return cls(**values), notices
 
 
 def _parse(raw: Any, kind: type) -> Any:

@@ -1,0 +1,68 @@
+"""Shared fixtures: the real embedded VGG-19, small generated images, and the reference paintings if present."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+ROOT = Path(__file__).resolve().parent.parent
+PAINTINGS = ROOT.parent / "shared" / "paintings"
+
+
+@pytest.fixture(scope="session")
+def embedded():
+    from stylize.weights import load_embedded
+
+    return load_embedded()
+
+
+@pytest.fixture(scope="session")
+def stylizer(embedded):
+    from stylize import Stylizer
+
+    return Stylizer(embedded, "cpu")
+
+
+def gradient_photo(width: int = 96, height: int = 64, seed: int = 0) -> Image.Image:
+    """A smooth 'photo': colour gradients, a bright disc and a dark bar, different per seed."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width] / max(width, height)
+    base = rng.uniform(0.2, 0.8, size=3)
+    img = np.stack([base[0] + 0.3 * x, base[1] + 0.3 * y, base[2] - 0.2 * x * y], axis=-1)
+    cy, cx = rng.uniform(0.3, 0.7, size=2)
+    img[(x - cx * width / max(width, height)) ** 2 + (y - cy * height / max(width, height)) ** 2 < 0.02] = 0.95
+    img[int(height * 0.7): int(height * 0.8), :] *= 0.3
+    return Image.fromarray((np.clip(img, 0, 1) * 255).astype(np.uint8), "RGB")
+
+
+def stripes_painting(width: int = 96, height: int = 96, seed: int = 1) -> Image.Image:
+    """A 'painting' with strong texture: coloured diagonal stripes over noise."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width]
+    stripes = (np.sin((x + y) * 0.6) > 0)[..., None]
+    img = np.where(stripes, [0.9, 0.7, 0.1], [0.1, 0.2, 0.6]) + rng.normal(0, 0.05, (height, width, 3))
+    return Image.fromarray((np.clip(img, 0, 1) * 255).astype(np.uint8), "RGB")
+
+
+@pytest.fixture
+def photo() -> Image.Image:
+    return gradient_photo()
+
+
+@pytest.fixture
+def painting() -> Image.Image:
+    return stripes_painting()
+
+
+def painting_path(name: str) -> Path:
+    path = PAINTINGS / name
+    if not path.is_file():
+        pytest.skip(f"reference painting {path} is absent")
+    return path

@@ -1,0 +1,49 @@
+"""The command line end to end, in a subprocess, as a user runs it."""
+
+import subprocess
+import sys
+
+from PIL import Image
+
+from conftest import ROOT, gradient_photo, stripes_painting
+
+
+def cli(*args: str, cwd=ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "stylize", *args], cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+def test_stylizes_a_small_image_and_saves_intermediates(tmp_path):
+    gradient_photo().save(tmp_path / "photo.png")
+    stripes_painting().save(tmp_path / "painting.jpg")
+    out = tmp_path / "out.png"
+    result = cli(str(tmp_path / "photo.png"), str(tmp_path / "painting.jpg"), "-o", str(out), "--size", "64",
+                 "--steps", "4", "--save-every", "2", "--weights", "embedded", "--seed", "3")
+    assert result.returncode == 0, result.stderr
+    assert Image.open(out).size == (64, 43)
+    assert (tmp_path / "out-0002.png").is_file() and not (tmp_path / "out-0004.png").exists()
+    summary = result.stdout.strip().splitlines()[-1]
+    assert summary.startswith(f"saved {out} (64×43) in ") and "4 steps on cpu" in summary
+    assert "losses: content" in summary and "weights: embedded" in summary
+    assert "weights: original VGG-19" in result.stderr
+
+
+def test_help_documents_every_option_with_its_default():
+    result = cli("--help")
+    assert result.returncode == 0
+    text = " ".join(result.stdout.split())
+    for option in ("--size", "--steps", "--style-strength", "--seed", "--weights", "--preserve-color",
+                   "--save-every", "--init", "--pooling", "--scales", "--style-scale", "--style-blend",
+                   "--content-layer", "--style-layers", "--layer-weights", "--tv-weight"):
+        assert option in text
+    assert "(default: 256)" in text and "{none,luminance,histogram}" in text
+
+
+def test_bad_input_exits_non_zero_with_one_line(tmp_path):
+    (tmp_path / "notes.jpg").write_text("not a picture")
+    stripes_painting().save(tmp_path / "painting.png")
+    result = cli(str(tmp_path / "notes.jpg"), str(tmp_path / "painting.png"), "-o", str(tmp_path / "o.png"))
+    assert result.returncode == 2
+    assert result.stderr.strip() == "error: notes.jpg is not an image PIL can read (PNG, JPEG, WebP, GIF, BMP, TIFF …)"
+
+    result = cli(str(tmp_path / "painting.png"), str(tmp_path / "painting.png"), "--steps", "0")
+    assert result.returncode == 2 and result.stderr.strip().startswith("error: invalid settings: steps must be between 1")

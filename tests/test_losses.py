@@ -1,0 +1,93 @@
+"""The paper's loss terms against hand-computed values, and gradients through the real network layout."""
+
+import torch
+
+from stylize.losses import content_loss, gram, style_layer_loss, tv_loss
+from stylize.vgg import CONV_LAYERS, VGGFeatures, conv_shapes, deepest
+from stylize.weights import IMAGENET
+
+
+def test_gram_is_f_f_transpose():
+    # N=2 filters, M=3 positions: F = [[1,2,3],[0,1,-1]] -> G = [[14, -1], [-1, 2]]
+    f = torch.tensor([[1.0, 2.0, 3.0], [0.0, 1.0, -1.0]]).view(1, 2, 1, 3)
+    assert torch.equal(gram(f), torch.tensor([[[14.0, -1.0], [-1.0, 2.0]]]))
+
+
+def test_gram_of_low_precision_features_is_fp32():
+    f = torch.tensor([[1.0, 2.0, 3.0], [0.0, 1.0, -1.0]]).view(1, 2, 1, 3).bfloat16()
+    g = gram(f)
+    assert g.dtype == torch.float32 and torch.equal(g, torch.tensor([[[14.0, -1.0], [-1.0, 2.0]]]))
+
+
+def test_content_loss_is_half_sum_of_squares():
+    f = torch.tensor([1.0, 2.0, 3.0, 4.0]).view(1, 1, 2, 2)
+    p = torch.tensor([0.0, 2.0, 5.0, 4.0]).view(1, 1, 2, 2)
+    assert content_loss(f, p).item() == 0.5 * (1 + 0 + 4 + 0)
+
+
+def test_style_layer_loss_normalization():
+    g = torch.tensor([[[14.0, -1.0], [-1.0, 2.0]]])
+    a = torch.tensor([[[10.0, 1.0], [1.0, 2.0]]])
+    # Σ(G−A)² = 16 + 4 + 4 + 0 = 24; N=2, M=3: 24 / (4·4·9) = 1/6
+    assert abs(style_layer_loss(g, a, n=2, m=3).item() - 24 / 144) < 1e-7
+
+
+def test_tv_loss_by_hand():
+    img = torch.tensor([[0.0, 1.0], [2.0, 4.0]]).view(1, 1, 2, 2)
+    # horizontal diffs 1, 2 -> mean 2.5; vertical diffs 2, 3 -> mean 6.5
+    assert tv_loss(img).item() == 2.5 + 6.5
+    assert tv_loss(torch.full((1, 3, 5, 5), 0.7)).item() == 0.0
+
+
+def tiny_network(upto: str = "conv2_1", seed: int = 0) -> VGGFeatures:
+    gen = torch.Generator().manual_seed(seed)
+    shapes = conv_shapes()
+    convs = {
+        name: (torch.randn(*shapes[name], 3, 3, generator=gen) * 0.2, torch.randn(shapes[name][0], generator=gen) * 0.1)
+        for name in CONV_LAYERS[: CONV_LAYERS.index(upto) + 1]
+    }
+    return VGGFeatures(convs, IMAGENET)
+
+
+def test_gradients_of_the_full_objective_match_finite_differences():
+    net = tiny_network().double()
+    gen = torch.Generator().manual_seed(1)
+    photo = torch.rand(1, 3, 6, 6, dtype=torch.float64, generator=gen)
+    painting = torch.rand(1, 3, 6, 6, dtype=torch.float64, generator=gen)
+    target_content = net(photo, {"relu2_1"})["relu2_1"].detach()
+    target_gram = gram(net(painting, {"relu1_1"})["relu1_1"]).detach()
+
+    def objective(x, pooling):
+        feats = net(x, {"relu1_1", "relu2_1"}, pooling)
+        f = feats["relu1_1"]
+        return (content_loss(feats["relu2_1"], target_content)
+                + 1e-3 * style_layer_loss(gram(f), target_gram, f.shape[1], f[0, 0].numel())
+                + tv_loss(x))
+
+    x = torch.rand(1, 3, 6, 6, dtype=torch.float64, generator=gen, requires_grad=True)
+    for pooling in ("avg", "max"):
+        assert torch.autograd.gradcheck(lambda t: objective(t, pooling), (x,), eps=1e-6, atol=1e-5)
+
+
+def test_network_stops_at_the_deepest_wanted_layer():
+    net = tiny_network("conv3_1")
+    calls = []
+    original = torch.nn.functional.conv2d
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    torch.nn.functional.conv2d = counting
+    try:
+        out = net(torch.rand(1, 3, 16, 16), {"relu1_1", "conv2_1"})
+    finally:
+        torch.nn.functional.conv2d = original
+    assert set(out) == {"relu1_1", "conv2_1"} and len(calls) == 3  # conv1_1, conv1_2, conv2_1
+    assert deepest({"relu1_1", "conv2_1", "relu1_2"}) == "conv2_1"
+
+
+def test_pre_relu_and_relu_features_differ_only_by_rectification():
+    out = tiny_network()(torch.rand(1, 3, 8, 8), {"conv1_2", "relu1_2"})
+    assert torch.equal(out["relu1_2"], out["conv1_2"].clamp_min(0))
+    assert (out["conv1_2"] < 0).any()
