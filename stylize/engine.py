@@ -47,8 +47,21 @@ class Frame:
         return self.elapsed / self.step * (self.total_steps - self.step) if self.step else math.nan
 
 
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
 def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def native_precision(device: torch.device) -> str:
+    """bf16 where the hardware computes it natively (AVX512-BF16/AMX CPUs, Ampere+ GPUs), else fp32."""
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    try:
+        return "bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "fp32"
+    except (AttributeError, RuntimeError):
+        return "fp32"
 
 
 def fingerprint(img: Image.Image) -> str:
@@ -77,12 +90,27 @@ class _Objective:
 class Stylizer:
     """A loaded VGG-19 on one device, shared by every run, with a cache of style and content targets."""
 
-    def __init__(self, weights: Weights | None = None, device: torch.device | str | None = None) -> None:
+    def __init__(self, weights: Weights | None = None, device: torch.device | str | None = None,
+                 precision: str = "auto") -> None:
         self.weights = weights or load_weights()
         self.device = torch.device(device) if device else default_device()
+        if precision not in PRECISIONS:
+            raise StylizeError(f"precision must be one of {', '.join(PRECISIONS)} (got {precision!r})")
+        self.precision = native_precision(self.device) if precision == "auto" else precision
+        if self.device.type == "cuda":
+            torch.backends.cudnn.allow_tf32 = True
+            torch.backends.cuda.matmul.allow_tf32 = True
         self.net = VGGFeatures(self.weights.convs, self.weights.preprocess).to(self.device).eval()
         self.scales = layer_scales(self.net)
         self._targets: OrderedDict[tuple, dict[str, torch.Tensor]] = OrderedDict()
+
+    def __repr__(self) -> str:
+        return f"Stylizer({self.weights.source} weights on {self.device}, {self.precision})"
+
+    def features(self, image: torch.Tensor, layers: set[str], pooling: str) -> dict[str, torch.Tensor]:
+        """VGG features, with the convolutions in bf16 when that precision is on; losses stay fp32."""
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+            return self.net(image, layers, pooling)
 
     # ---- targets -------------------------------------------------------------------------------
 
@@ -93,7 +121,7 @@ class Stylizer:
             self._targets.move_to_end(key)
             return self._targets[key]
         with torch.no_grad():
-            feats = self.net(image, layers, pooling)
+            feats = self.features(image, layers, pooling)
             if grams:
                 feats = {name: gram(f)[0] / f[0, 0].numel() for name, f in feats.items()}
         self._targets[key] = feats
@@ -147,7 +175,7 @@ class Stylizer:
 
     def losses(self, x: torch.Tensor, objective: _Objective, pooling: str) -> dict[str, torch.Tensor]:
         """The weighted terms and their sum for image `x`: what L-BFGS minimizes."""
-        feats = self.net(x, objective.wanted, pooling)
+        feats = self.features(x, objective.wanted, pooling)
         terms: dict[str, torch.Tensor] = {}
         if objective.content_target is not None:
             f = feats[objective.content_layer]
@@ -163,6 +191,19 @@ class Stylizer:
             terms["tv"] = objective.tv_weight * tv_loss(x)
         terms["total"] = sum(terms.values())
         return terms
+
+    @torch.no_grad()
+    def evaluate(self, image: Image.Image, content: Image.Image | None, styles: Sequence[Image.Image],
+                 settings: Settings) -> dict[str, float]:
+        """The objective's terms for a finished (8-bit) image, as a user receives it: how results are judged."""
+        x = images.to_tensor(image, self.device)
+        content_t = images.to_tensor(images.resize(content, image.size), self.device) if content is not None else None
+        if content_t is not None and settings.preserve_color == "luminance":
+            x = images.luminance(x)
+        blend = settings.blend_weights(len(styles)) if styles else []
+        objective = self._objective(content_t, fingerprint(content) if content is not None else "", list(styles), blend,
+                                    settings.replace(size=max(image.size)))
+        return {k: float(v) for k, v in self.losses(x, objective, settings.pooling).items()}
 
     # ---- the generator ------------------------------------------------------------------------
 

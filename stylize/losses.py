@@ -13,10 +13,23 @@ def _at_least_fp32(t: torch.Tensor) -> torch.Tensor:
     return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
 
 
+class _Gram(torch.autograd.Function):
+    """F Fᵀ with a one-matmul backward: dL/dF = (g + gᵀ) F, where autograd's generic rule needs two and an add."""
+
+    @staticmethod
+    def forward(ctx, f: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(f)
+        return torch.bmm(f, f.transpose(1, 2))
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        (f,) = ctx.saved_tensors
+        return torch.bmm(grad + grad.transpose(1, 2), f)
+
+
 def gram(features: torch.Tensor) -> torch.Tensor:
     """G = F Fᵀ for (B, N, H, W) feature maps, in fp32 whatever the features' dtype: shape (B, N, N)."""
-    f = _at_least_fp32(features.flatten(2))
-    return torch.bmm(f, f.transpose(1, 2))
+    return _Gram.apply(_at_least_fp32(features.flatten(2)))
 
 
 def content_loss(features: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

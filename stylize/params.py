@@ -190,3 +190,14 @@ def _parse(raw: Any, kind: type) -> Any:
 
 def _format(value: Any) -> str:
     return repr(value) if isinstance(value, float) else str(value)
+
+
+# Starting points per device, from `python -m stylize.bench` (README, Performance): on 2 CPU cores a run
+# must end within a minute; a GPU affords the classic tools' 512 px and 500 iterations.
+CPU_DEFAULTS = {"size": 256, "steps": 200}
+GPU_DEFAULTS = {"size": 512, "steps": 500}
+
+
+def defaults_for(device_type: str) -> Settings:
+    """The default settings for a device type ('cpu' or 'cuda')."""
+    return Settings(**(GPU_DEFAULTS if device_type == "cuda" else CPU_DEFAULTS))

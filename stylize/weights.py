@@ -109,6 +109,18 @@ def load_safetensors(path: str | Path, upto: str = "relu5_4") -> dict[str, tuple
     return convs
 
 
+def save_safetensors(convs: dict[str, tuple[torch.Tensor, torch.Tensor]], path: str | Path) -> None:
+    """Write conv tensors in torchvision's layout (what `load_file` and the Hub source read)."""
+    from safetensors.torch import save_file
+
+    tensors = {}
+    for name, (weight, bias) in convs.items():
+        index = TORCHVISION_INDEX[name]
+        tensors[f"features.{index}.weight"] = weight.contiguous()
+        tensors[f"features.{index}.bias"] = bias.contiguous()
+    save_file(tensors, str(path))
+
+
 def load_file(path: str | Path, upto: str = "relu5_4") -> Weights:
     """A local ``.safetensors`` in torchvision's layout (ImageNet preprocessing)."""
     path = Path(path).expanduser()

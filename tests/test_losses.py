@@ -19,6 +19,17 @@ def test_gram_of_low_precision_features_is_fp32():
     assert g.dtype == torch.float32 and torch.equal(g, torch.tensor([[[14.0, -1.0], [-1.0, 2.0]]]))
 
 
+def test_gram_gradient_equals_autograd_of_f_f_transpose():
+    f = torch.randn(2, 5, 3, 4, dtype=torch.float64, requires_grad=True)
+    weights = torch.randn(2, 5, 5, dtype=torch.float64)  # an asymmetric upstream gradient
+    (gram(f) * weights).sum().backward()
+    ours = f.grad.clone()
+    f.grad = None
+    flat = f.flatten(2)
+    (torch.bmm(flat, flat.transpose(1, 2)) * weights).sum().backward()
+    assert torch.allclose(ours, f.grad)
+
+
 def test_content_loss_is_half_sum_of_squares():
     f = torch.tensor([1.0, 2.0, 3.0, 4.0]).view(1, 1, 2, 2)
     p = torch.tensor([0.0, 2.0, 5.0, 4.0]).view(1, 1, 2, 2)

@@ -1,0 +1,137 @@
+"""What the app runs, without any UI: presets, one shared engine per weight source, throttled run updates,
+status lines and shareable links. `app.py` only wires these to components.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Sequence
+from urllib.parse import urlencode
+
+from PIL import Image
+
+from . import images
+from .engine import Frame, Stylizer, default_device
+from .errors import StylizeError
+from .params import Settings, defaults_for
+from .presets import PresetImages, load_manifest
+from .weights import load_weights
+
+log = logging.getLogger(__name__)
+
+UPDATE_INTERVAL_S = 0.5  # about two streamed images a second
+MAX_INPUT_SIDE = 2048  # uploads are decoded at most this large (JPEG draft mode makes big photos cheap)
+WEIGHT_CHOICES = ("auto", "hub", "embedded")
+
+
+@dataclass
+class Update:
+    """One streamed state of a run, ready to show."""
+
+    frame: Frame
+    status: str
+    history: list[tuple[int, str, float]] = field(default_factory=list)  # (step, term, value)
+
+
+def status_line(frame: Frame) -> str:
+    terms = " · ".join(f"{k} {v:.3g}" for k, v in frame.losses.items() if k != "total")
+    eta = "" if math.isnan(frame.eta) else f" · ETA {frame.eta:.0f} s"
+    head = "Done" if frame.done else "Step"
+    return (f"{head} {frame.step}/{frame.total_steps} · loss {frame.losses['total']:.4g} ({terms}) · "
+            f"{frame.size[0]}×{frame.size[1]} · {frame.elapsed:.1f} s{'' if frame.done else eta}")
+
+
+def throttle(frames: Iterator[Frame], interval: float = UPDATE_INTERVAL_S) -> Iterator[Update]:
+    """Updates at most every `interval` seconds (each carries an image), plus the last one, with the loss history."""
+    history: list[tuple[int, str, float]] = []
+    last_sent = -math.inf
+    latest_image: Image.Image | None = None
+    for frame in frames:
+        history.extend((frame.step, term, value) for term, value in frame.losses.items())
+        latest_image = frame.image or latest_image
+        now = time.perf_counter()
+        if frame.done or (frame.image is not None and now - last_sent >= interval):
+            last_sent = now
+            yield Update(frame, status_line(frame), list(history))
+
+
+def gpu_seconds(size: int, steps: int, styles: int = 1) -> int:
+    """A ZeroGPU time budget for one run: model load plus steps at a measured per-step cost, with margin."""
+    per_step = 0.006 * (size / 512) ** 2 * (1 + 0.1 * (styles - 1))
+    return int(min(300, max(20, 15 + 2 * steps * per_step)))
+
+
+def share_url(base: str, settings: Settings, preset_ids: Sequence[str] = (), run: bool = False) -> str:
+    """A link that reopens the app with these settings (and presets); `run` starts it at once."""
+    extra = {"preset": ",".join(preset_ids)} if preset_ids else {}
+    if run:
+        extra["run"] = "1"
+    return f"{base.split('?')[0]}?{settings.to_query(extra)}"
+
+
+def space_base_url() -> str | None:
+    """The public page of this Space, when running on Hugging Face Spaces."""
+    space = os.environ.get("SPACE_ID")
+    return f"https://huggingface.co/spaces/{space}" if space else None
+
+
+class Studio:
+    """Presets plus engines loaded once per process (in the background), shared by every request."""
+
+    def __init__(self, presets_dir: str | Path | None = None, download_presets: bool = True) -> None:
+        self.presets = load_manifest()
+        self.preset_images = PresetImages(self.presets, extra_dir=presets_dir, download=download_presets)
+        self.device = default_device()
+        self.defaults = defaults_for(self.device.type)
+        self._engines: dict[str, Stylizer] = {}
+        self._errors: dict[str, str] = {}
+        self._lock = threading.Lock()
+        self._ready = threading.Event()
+        threading.Thread(target=self._load_default, daemon=True, name="stylize-weights").start()
+
+    def _load_default(self) -> None:
+        try:
+            self.engine("auto")
+        except Exception as exc:  # reported by weights_status and at the first run
+            log.exception("loading the weights failed")
+            self._errors["auto"] = str(exc)
+        finally:
+            self._ready.set()
+
+    def engine(self, source: str = "auto") -> Stylizer:
+        """The shared engine for a weight source, loaded on first use."""
+        if source not in WEIGHT_CHOICES:
+            raise StylizeError(f"weights must be one of {', '.join(WEIGHT_CHOICES)} (got {source!r})")
+        with self._lock:
+            if source not in self._engines:
+                self._engines[source] = Stylizer(load_weights(source), self.device)
+            return self._engines[source]
+
+    def weights_status(self, timeout: float = 60.0) -> str:
+        self._ready.wait(timeout)
+        if "auto" in self._engines:
+            engine = self._engines["auto"]
+            return f"Weights: {engine.weights.summary}. Running on {engine.device.type.upper()} ({engine.precision})."
+        return f"Weights could not be loaded: {self._errors.get('auto', 'still loading')}"
+
+    def load_style(self, preset_id: str | None, upload: str | None) -> tuple[Image.Image, str | None]:
+        """The style image from an upload (preferred) or a preset id; returns it and the preset id used."""
+        if upload:
+            return images.load_image(upload, MAX_INPUT_SIDE), None
+        if not preset_id:
+            raise StylizeError("choose a preset painting or upload one")
+        return images.load_image(self.preset_images.path(preset_id), MAX_INPUT_SIDE), preset_id
+
+    def run(self, content: str | Image.Image | None, styles: Sequence[Image.Image], settings: Settings,
+            source: str = "auto") -> Iterator[Update]:
+        """Stylize and stream throttled updates; input errors surface as `StylizeError` before any work."""
+        if content is None:
+            raise StylizeError("add a photo first (upload, webcam or clipboard)")
+        photo = content if isinstance(content, Image.Image) else images.load_image(content, MAX_INPUT_SIDE)
+        return throttle(self.engine(source).run(photo, styles, settings, preview_every=1))
