@@ -100,7 +100,8 @@ class Stylizer:
         if self.device.type == "cuda":
             torch.backends.cudnn.allow_tf32 = True
             torch.backends.cuda.matmul.allow_tf32 = True
-        self.net = VGGFeatures(self.weights.convs, self.weights.preprocess).to(self.device).eval()
+        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float32
+        self.net = VGGFeatures(self.weights.convs, self.weights.preprocess, dtype).to(self.device).eval()
         self.scales = layer_scales(self.net)
         self._targets: OrderedDict[tuple, dict[str, torch.Tensor]] = OrderedDict()
 
@@ -108,9 +109,8 @@ class Stylizer:
         return f"Stylizer({self.weights.source} weights on {self.device}, {self.precision})"
 
     def features(self, image: torch.Tensor, layers: set[str], pooling: str) -> dict[str, torch.Tensor]:
-        """VGG features, with the convolutions in bf16 when that precision is on; losses stay fp32."""
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
-            return self.net(image, layers, pooling)
+        """VGG features in the engine's precision (bf16 or fp32); Grams and losses are always fp32."""
+        return self.net(image, layers, pooling)
 
     # ---- targets -------------------------------------------------------------------------------
 

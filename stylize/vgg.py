@@ -59,15 +59,23 @@ class Preprocess:
 class VGGFeatures(torch.nn.Module):
     """Frozen VGG-19 convolutions that return the requested feature maps and stop at the deepest one."""
 
-    def __init__(self, convs: dict[str, tuple[torch.Tensor, torch.Tensor]], preprocess: Preprocess) -> None:
+    def __init__(self, convs: dict[str, tuple[torch.Tensor, torch.Tensor]], preprocess: Preprocess,
+                 dtype: torch.dtype = torch.float32) -> None:
+        """`dtype` is the convolutions' precision: weights are stored in it once (no per-call casts)."""
         super().__init__()
         self.preprocess = preprocess
+        self.dtype = dtype
         self.layers = tuple(name for name in CONV_LAYERS if name in convs)
         for name in self.layers:
             weight, bias = convs[name]
-            self.register_buffer(f"{name}_weight", weight.float().contiguous(memory_format=torch.channels_last))
-            self.register_buffer(f"{name}_bias", bias.float().contiguous())
+            self.register_buffer(f"{name}_weight", weight.to(dtype).contiguous(memory_format=torch.channels_last))
+            self.register_buffer(f"{name}_bias", bias.to(dtype).contiguous())
         self.deepest_available = f"relu{self.layers[-1][4:]}"
+
+    def _apply(self, fn, recurse=True):  # .double()/.to(dtype) keep `dtype` in step with the buffers
+        module = super()._apply(fn, recurse)
+        self.dtype = getattr(self, f"{self.layers[0]}_weight").dtype
+        return module
 
     def forward(self, rgb01: torch.Tensor, wanted: set[str], pooling: str = "avg") -> dict[str, torch.Tensor]:
         """Feature maps (N, C, H, W) for every layer in `wanted`; layers past the deepest are never computed."""
@@ -78,7 +86,7 @@ class VGGFeatures(torch.nn.Module):
         if FEATURE_LAYERS.index(last) > FEATURE_LAYERS.index(self.deepest_available):
             raise KeyError(f"layer {last} is deeper than the loaded weights (up to {self.deepest_available})")
         pool = F.avg_pool2d if pooling == "avg" else F.max_pool2d
-        x = self.preprocess(rgb01).contiguous(memory_format=torch.channels_last)
+        x = self.preprocess(rgb01).to(self.dtype).contiguous(memory_format=torch.channels_last)
         out: dict[str, torch.Tensor] = {}
         block = 1
         for name in self.layers:
