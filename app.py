@@ -49,9 +49,19 @@ class PhotoInput(gr.Image):
 
 # ---- glue: component values <-> engine objects ----------------------------------------------------
 
-def settings_from_controls(log_strength, size, steps, content_layer, layer_set, custom_layers, layer_weights,
+def strength_from_log(log_strength: float) -> float:
+    """The strength slider works in log₁₀; three significant digits are what a slider position means."""
+    return float(f"{10 ** float(log_strength):.3g}")
+
+
+def slider_position(strength: float) -> float:
+    """Where the log-scale slider shows a strength (display only: the number box holds the exact value)."""
+    return round(math.log10(strength), 2)
+
+
+def settings_from_controls(style_strength, size, steps, content_layer, layer_set, custom_layers, layer_weights,
                            tv_weight, init, pooling, preserve_color, scales, style_scale, style_blend, seed) -> Settings:
-    return Settings(size=int(size), steps=int(steps), style_strength=round(10 ** float(log_strength), 6),
+    return Settings(size=int(size), steps=int(steps), style_strength=float(style_strength),
                     content_layer=content_layer, style_layers=custom_layers if layer_set == "custom" else layer_set,
                     layer_weights=layer_weights or "", tv_weight=float(tv_weight), init=init, pooling=pooling,
                     preserve_color=preserve_color, scales=int(scales), style_scale=float(style_scale),
@@ -60,9 +70,18 @@ def settings_from_controls(log_strength, size, steps, content_layer, layer_set, 
 
 def controls_from_settings(s: Settings) -> list:
     custom = s.style_layers not in STYLE_LAYER_SETS
-    return [round(math.log10(s.style_strength), 3), s.size, s.steps, s.content_layer, "custom" if custom else s.style_layers,
+    return [s.style_strength, s.size, s.steps, s.content_layer, "custom" if custom else s.style_layers,
             s.style_layers if custom else "", s.layer_weights, s.tv_weight, s.init, s.pooling, s.preserve_color,
             s.scales, s.style_scale, s.style_blend, s.seed]
+
+
+def session(request: gr.Request | None) -> str | None:
+    return getattr(request, "session_hash", None)
+
+
+def stop_run(request: gr.Request):
+    """Stop: the session's run ends after its current step and keeps its image as the result."""
+    studio.request_stop(session(request))
 
 
 def base_url(request: gr.Request | None) -> str:
@@ -74,7 +93,7 @@ def base_url(request: gr.Request | None) -> str:
 
 
 def loss_table(history) -> pd.DataFrame:
-    rows = [(step, term, math.log10(max(value, 1e-12))) for step, term, value in history]
+    rows = [(step, term, math.log10(value)) for step, term, value in history if value > 0]  # log scale: no zeros
     return pd.DataFrame(rows, columns=["step", "term", "log10 loss"])
 
 
@@ -83,15 +102,6 @@ def save_png(image) -> str:
     image.save(handle, "PNG")
     handle.close()
     return handle.name
-
-
-def gallery_items():
-    """(thumbnail, caption) per preset with an image on disk; captions say when one is unavailable."""
-    items = []
-    for preset_id, reason in studio.preset_images.availability().items():
-        if reason is None:
-            items.append((str(studio.preset_images.local_path(preset_id)), studio.presets[preset_id].caption))
-    return items
 
 
 def credits_markdown() -> str:
@@ -110,7 +120,7 @@ def _duration(content, preset, style_upload, extra_styles, *controls, **_):
 
 
 @spaces.GPU(duration=_duration)
-def stylize(content, preset="", style_upload=None, extra_styles=None, log_strength=math.log10(D.style_strength),
+def stylize(content, preset="", style_upload=None, extra_styles=None, style_strength=D.style_strength,
             size=D.size, steps=D.steps, content_layer=D.content_layer, layer_set=D.style_layers, custom_layers="",
             layer_weights="", tv_weight=D.tv_weight, init=D.init, pooling=D.pooling, preserve_color=D.preserve_color,
             scales=D.scales, style_scale=D.style_scale, style_blend="", seed=D.seed, weights="auto",
@@ -121,17 +131,17 @@ def stylize(content, preset="", style_upload=None, extra_styles=None, log_streng
     twice a second, the rest at the end.
     """
     try:
-        settings = settings_from_controls(log_strength, size, steps, content_layer, layer_set, custom_layers,
+        settings = settings_from_controls(style_strength, size, steps, content_layer, layer_set, custom_layers,
                                           layer_weights, tv_weight, init, pooling, preserve_color, scales,
                                           style_scale, style_blend, seed)
         style, preset_id = studio.load_style(preset, style_upload)
         styles = [style] + [images.load_image(f, 2048) for f in (extra_styles or [])]
         link = share_url(base_url(request), settings, [preset_id] if preset_id else [])
         photo = images.load_image(content, 2048) if content else None
-        updates = studio.run(photo, styles, settings, weights)
+        updates = studio.run(photo, styles, settings, weights, stop=studio.stop_flag(session(request)))
         yield None, "Starting…", gr.skip(), gr.skip(), gr.skip(), link
         for update in updates:
-            if not update.frame.done:
+            if not update.final:
                 yield update.frame.image, update.status, gr.skip(), gr.skip(), gr.skip(), gr.skip()
         final = update.frame.image
         before = photo.resize(final.size, images.Image.Resampling.LANCZOS)
@@ -145,20 +155,23 @@ def stylize(content, preset="", style_upload=None, extra_styles=None, log_streng
         raise gr.Error(f"Something went wrong ({type(exc).__name__}: {exc}). Your inputs are unchanged; try again.") from None
 
 
-def compare(content, preset_ids=PRESET_IDS[:3], log_strength=math.log10(D.style_strength), size=D.size, steps=D.steps,
-            seed=D.seed, weights="auto"):
+def compare(content, preset_ids=PRESET_IDS[:3], style_strength=D.style_strength, size=D.size, steps=D.steps,
+            seed=D.seed, weights="auto", request: gr.Request = None):
     """One photo × several presets, each with its tuned settings: a captioned gallery filled as each finishes."""
     try:
         if not preset_ids:
             raise StylizeError("tick at least one preset to compare")
         photo = images.load_image(content, 2048) if content else None
+        stop = studio.stop_flag(session(request))
         done = []
         for n, preset_id in enumerate(preset_ids, 1):
+            if stop.is_set():
+                break
             preset = studio.preset_images.get(preset_id)
             settings = preset.apply(Settings(size=int(size), steps=int(steps), seed=int(seed),
-                                             style_strength=round(10 ** float(log_strength), 6)))
+                                             style_strength=float(style_strength)))
             style, _ = studio.load_style(preset_id, None)
-            for update in studio.run(photo, [style], settings, weights):
+            for update in studio.run(photo, [style], settings, weights, stop=stop):
                 yield done + [(update.frame.image, f"{preset.title} (running)")], f"{n}/{len(preset_ids)}: {update.status}"
             done.append((update.frame.image, preset.caption))
             yield done, f"{n}/{len(preset_ids)} done"
@@ -174,7 +187,8 @@ def choose_preset(evt: gr.SelectData):
         raise gr.Error("That preset is not available.")
     tuned = preset.apply(D)
     values = controls_from_settings(tuned)
-    return [preset.id, None, f"Style: **{preset.caption}**"] + [values[0], gr.skip(), gr.skip()] + values[3:]
+    return ([preset.id, None, f"Style: **{preset.caption}**", slider_position(tuned.style_strength)]
+            + [values[0], gr.skip(), gr.skip()] + values[3:])
 
 
 def prefill(request: gr.Request):
@@ -182,7 +196,7 @@ def prefill(request: gr.Request):
     params = dict(request.query_params) if request else {}
     notices = []
     preset_id = params.get("preset", "").split(",")[0]
-    settings, setting_notices = Settings.from_query(params, ignore=("preset", "run", "deep_link", "__theme"))
+    settings, setting_notices = Settings.from_query(params, ignore=("preset", "run", "deep_link", "__theme"), base=D)
     notices += setting_notices
     if preset_id and preset_id not in studio.presets:
         notices.append(f"unknown preset {preset_id[:40]!r}; choose one from the gallery")
@@ -195,12 +209,10 @@ def prefill(request: gr.Request):
         settings = settings.replace(steps=MAX_STEPS)
     for notice in notices:
         gr.Warning(notice)
-    if not any(k in params for k in ("preset", *Settings.__dataclass_fields__)):
-        settings = D
     label = f"Style: **{studio.presets[preset_id].caption}**" if preset_id else "Style: *none chosen yet*"
     autorun = params.get("run") == "1" and bool(preset_id)
-    return [preset_id, label, *controls_from_settings(settings), studio.weights_status(), autorun, gallery_items(),
-            credits_markdown()]
+    return [preset_id, label, slider_position(settings.style_strength), *controls_from_settings(settings),
+            studio.weights_status(), autorun, studio.thumbnails(), credits_markdown()]
 
 
 # ---- layout ---------------------------------------------------------------------------------------------
@@ -224,8 +236,14 @@ with gr.Blocks(title="stylize — neural style transfer", delete_cache=(600, 360
                 style_label = gr.Markdown("Style: *none chosen yet*", elem_id="style-label")
                 gallery = gr.Gallery(label="Pick a painting", columns=4, height=200,
                                      allow_preview=False, elem_id="presets", elem_classes="preset-gallery")
-                strength = gr.Slider(*[math.log10(v) for v in RANGES["style_strength"]], value=math.log10(D.style_strength),
-                                     step=0.05, label="Style strength (log₁₀ of β/α)", elem_id="strength")
+                with gr.Row(equal_height=True):
+                    strength_scale = gr.Slider(*[math.log10(v) for v in RANGES["style_strength"]],
+                                               value=slider_position(D.style_strength), step=0.01, scale=3,
+                                               label="Style strength (log scale: ← photo · painting →)",
+                                               elem_id="strength-scale")
+                    strength = gr.Number(D.style_strength, minimum=RANGES["style_strength"][0],
+                                         maximum=RANGES["style_strength"][1], label="Style strength (β/α)", scale=1,
+                                         min_width=110, elem_id="strength")
                 with gr.Row():
                     size = gr.Slider(64, MAX_SIZE, value=D.size, step=32, label="Size (longest side, px)", elem_id="size")
                     steps = gr.Slider(1, MAX_STEPS, value=D.steps, step=1, label="Steps", elem_id="steps")
@@ -258,9 +276,10 @@ with gr.Blocks(title="stylize — neural style transfer", delete_cache=(600, 360
                 status = gr.Markdown("Pick a painting, add a photo, press **Stylize**.", elem_id="status")
                 result = gr.Image(label="Result", format="png", interactive=False, buttons=["download", "fullscreen"],
                                   elem_id="result", height=380)
-                before_after = gr.ImageSlider(label="Before / after", type="pil", interactive=False, elem_id="slider")
-                png_file = gr.File(label="Download PNG (lossless)", elem_id="png")
-                loss_plot = gr.LinePlot(x="step", y="log10 loss", color="term", label="Loss (log₁₀)", height=220)
+                before_after = gr.ImageSlider(label="Before / after", type="pil", interactive=False, elem_id="slider",
+                                              visible=False)
+                png_file = gr.File(label="Download PNG (lossless)", elem_id="png", visible=False)
+                loss_plot = gr.LinePlot(x="step", y="log10 loss", color="term", label="Loss (log₁₀)", height=220, visible=False)
                 link = gr.Textbox(label="Link to these settings", buttons=["copy"], elem_id="share-link")
                 gr.DeepLinkButton(value="Share this page with your images")
     with gr.Tab("Compare presets"):
@@ -286,24 +305,36 @@ with gr.Blocks(title="stylize — neural style transfer", delete_cache=(600, 360
 
     run_event = run_btn.click(stylize, inputs, outputs, api_name="stylize", show_progress="minimal",
                               concurrency_id="gpu")
-    stop_btn.click(None, None, None, cancels=[run_event], api_visibility="private")
-    gallery.select(choose_preset, None, [preset_state, style_upload, style_label, *controls],
+    run_event.success(lambda: [gr.update(visible=True)] * 3, None, [before_after, png_file, loss_plot],
+                      api_visibility="private", queue=False)  # shown once there is a finished result
+    # Stop is cooperative (the run ends after its step and delivers its image); API clients use job.cancel().
+    stop_btn.click(stop_run, None, None, api_visibility="private", queue=False)
+    strength_scale.release(strength_from_log, strength_scale, strength, api_visibility="private", queue=False)
+    strength.submit(lambda v: math.log10(max(float(v), RANGES["style_strength"][0])), strength, strength_scale,
+                    api_visibility="private", queue=False)
+    gallery.select(choose_preset, None, [preset_state, style_upload, style_label, strength_scale, *controls],
                    api_visibility="private", queue=False)
-    compare_event = compare_btn.click(compare, [compare_content, compare_presets, strength, size, steps, seed, weights],
+    compare_btn.click(compare, [compare_content, compare_presets, strength, size, steps, seed, weights],
                                       [compare_gallery, compare_status], api_name="compare", concurrency_id="gpu")
-    compare_stop.click(None, None, None, cancels=[compare_event], api_visibility="private")
-    load_event = demo.load(prefill, None, [preset_state, style_label, *controls, weights_md, autorun, gallery, credits],
+    compare_stop.click(stop_run, None, None, api_visibility="private", queue=False)
+    load_event = demo.load(prefill, None, [preset_state, style_label, strength_scale, *controls, weights_md, autorun,
+                                           gallery, credits],
                            api_visibility="private")
     # run=1 in a shared link presses Stylize once the page is prefilled (so Stop works as usual).
     load_event.then(None, autorun, None, js="(go) => { if (go) document.querySelector('#run').click(); }",
                     api_visibility="private")
 
 
-def launch() -> None:
+MAX_UPLOAD = "10mb"
+
+
+def launch(**overrides):
+    """Queue and serve: one run at a time per GPU (STYLIZE_CONCURRENCY), uploads capped, monitoring off."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     demo.queue(max_size=int(os.environ.get("STYLIZE_QUEUE_SIZE", 32)),
                default_concurrency_limit=int(os.environ.get("STYLIZE_CONCURRENCY", 1)))
-    demo.launch(max_file_size="10mb", enable_monitoring=False, css=CSS, theme=gr.themes.Soft())
+    options = dict(max_file_size=MAX_UPLOAD, enable_monitoring=False, css=CSS, theme=gr.themes.Soft())
+    return demo.launch(**{**options, **overrides})
 
 
 if __name__ == "__main__":

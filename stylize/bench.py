@@ -86,17 +86,27 @@ def end_to_end(stylizer: Stylizer, content: Image.Image, style: Image.Image, set
             "total_s": time.perf_counter() - started, "final_loss": frame.losses["total"]}
 
 
-def loss_in_equal_time(stylizer: Stylizer, judge: Stylizer, content: Image.Image, style: Image.Image,
-                       settings: Settings, seconds: float) -> dict:
-    """Run for `seconds`, then judge the saved 8-bit image with the fp32 objective; also the loss curve."""
-    curve, image = [], None
-    for frame in stylizer.run(content, [style], settings.replace(steps=5000), preview_every=1):
-        image = frame.image
-        curve.append((frame.elapsed, frame.losses["total"]))
-        if frame.elapsed >= seconds:
-            break
-    judged = judge.evaluate(image, content, [style], settings)
-    return {"steps": len(curve), "loss_8bit": judged["total"], "curve": curve}
+def quality_run(stylizer: Stylizer, judge: Stylizer, content: Image.Image, style: Image.Image,
+                settings: Settings) -> dict:
+    """A full run: its time, the fp32 objective of the saved 8-bit image, and the loss curve at the final size."""
+    curve, frame = [], None
+    final_size = images.fit_size(content.size, settings.size)
+    for frame in stylizer.run(content, [style], settings, preview_every=10**9):
+        if frame.size == final_size:
+            curve.append((frame.elapsed, frame.losses["total"]))
+    judged = judge.evaluate(frame.image, content, [style], settings)
+    return {"steps": frame.total_steps, "total_s": frame.elapsed, "loss_8bit": judged["total"], "curve": curve}
+
+
+def time_to(curve: list[tuple[float, float]], target: float) -> float | None:
+    """Seconds until the loss first reaches `target` (None if never)."""
+    return next((t for t, loss in curve if loss <= target), None)
+
+
+def loss_at(curve: list[tuple[float, float]], seconds: float) -> float:
+    """The loss a run had reached after `seconds` (its last value if it ended sooner)."""
+    reached = [loss for t, loss in curve if t <= seconds]
+    return reached[-1] if reached else curve[0][1]
 
 
 def cold_start(quick: bool) -> dict:
@@ -147,9 +157,14 @@ def markdown(report: dict) -> str:
     e2e = report["default_run"]
     lines += ["", f"Default run ({e2e['size']}, {e2e['steps']} steps, {report['default_precision']}): first preview "
                   f"{e2e['first_preview_s']:.1f} s, total {e2e['total_s']:.1f} s.", "",
-              "| variant (equal time) | steps | loss of the saved 8-bit image |", "|---|---|---|"]
-    for name, row in report["equal_time"].items():
-        lines.append(f"| {name} | {row['steps']} | {row['loss_8bit']:.4g} |")
+              f"| variant ({e2e['steps']} steps) | total time | loss of the saved 8-bit image (fp32 objective) | "
+              "fp32 run's loss at that time |", "|---|---|---|---|"]
+    for name, row in report["quality"].items():
+        lines.append(f"| {name} | {row['total_s']:.1f} s | {row['loss_8bit']:.4g} | {row['fp32_loss_at_same_time']:.4g} |")
+    ms = report["multiscale"]
+    reached = "never" if ms["single_scale_reaches_it_s"] is None else f"after {ms['single_scale_reaches_it_s']:.1f} s"
+    lines += ["", f"Multi-scale: 2 scales end at loss {ms['two_scales_loss']:.4g} after {ms['two_scales_s']:.1f} s; "
+                  f"one scale reaches that loss {reached}."]
     cold = report["cold_start"]
     lines += ["", f"Cold start: embedded {cold['embedded_s']:.2f} s, local file {cold['file_s']:.2f} s, Hub cache "
                   f"{cold['hub_cache_s']:.2f} s. Peak RSS {report['memory']['peak_rss_mb']:.0f} MB"
@@ -175,13 +190,13 @@ def chart(report: dict, path: Path) -> None:
     left.set_ylabel("ms per iteration (median)")
     left.set_title(f"Engine step vs floor — {report['device']}", fontsize=9)
     left.legend(fontsize=8)
-    for name, row in report["equal_time"].items():
+    for name, row in report["quality"].items():
         t, loss = zip(*row["curve"])
         right.plot(t, loss, label=f"{name} (8-bit: {row['loss_8bit']:.3g})")
     right.set_yscale("log")
     right.set_xlabel("seconds")
     right.set_ylabel("total loss")
-    right.set_title("Loss against time, equal budget", fontsize=9)
+    right.set_title("Loss against time at the final size (default steps)", fontsize=9)
     right.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -192,14 +207,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="smoke mode: tiny sizes, few repeats (for CI)")
     parser.add_argument("--sizes", type=int, nargs="+", default=None, help="sizes for floor vs step (default 256 512)")
     parser.add_argument("--repeats", type=int, default=None, help="repeats per median (default 7)")
-    parser.add_argument("--seconds", type=float, default=None, help="budget per equal-time variant (default 30)")
     parser.add_argument("--device", default=None)
     parser.add_argument("--out", default="bench-results", help="folder for bench.json, bench.md and bench.png")
     args = parser.parse_args(argv)
     quick = args.quick
     sizes = args.sizes or ([64, 96] if quick else [256, 512])
     repeats = args.repeats or (3 if quick else 7)
-    seconds = args.seconds or (1.0 if quick else 30.0)
     device = torch.device(args.device) if args.device else default_device()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -212,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     stylizers = {p: Stylizer(weights, device, precision=p) for p in precisions}
     report: dict = {"device": torch.cuda.get_device_name() if device.type == "cuda" else f"CPU ({platform.processor() or platform.machine()})",
                     "torch": torch.__version__, "threads": torch.get_num_threads(), "images": source,
-                    "default_precision": native, "iterations": [], "equal_time": {}}
+                    "default_precision": native, "iterations": [], "quality": {}}
     for size in sizes:
         for precision, stylizer in stylizers.items():
             row = {"precision": precision, **floor_and_step(stylizer, content, style, size, repeats)}
@@ -225,15 +238,23 @@ def main(argv: list[str] | None = None) -> int:
     report["default_run"] = end_to_end(stylizers[native], content, style, defaults)
     print("default run:", {k: round(v, 3) if isinstance(v, float) else v for k, v in report["default_run"].items()}, flush=True)
     judge = stylizers["fp32"]
-    size = 64 if quick else defaults.size
-    base = Settings(size=size)
+    base = Settings(size=defaults.size, steps=defaults.steps)
     variants = {f"{p}, content init": (stylizers[p], base) for p in precisions}
     variants[f"{native}, noise init"] = (stylizers[native], base.replace(init="noise"))
     variants[f"{native}, content init, 2 scales"] = (stylizers[native], base.replace(scales=2))
     for name, (stylizer, settings) in variants.items():
-        report["equal_time"][name] = loss_in_equal_time(stylizer, judge, content, style, settings, seconds)
-        print(f"{name}: {report['equal_time'][name]['steps']} steps in {seconds:g} s, 8-bit loss "
-              f"{report['equal_time'][name]['loss_8bit']:.4g}", flush=True)
+        report["quality"][name] = quality_run(stylizer, judge, content, style, settings)
+    # Equal time: each variant's saved image against what the fp32 run had reached by then (fp32 objective).
+    baseline = report["quality"]["fp32, content init"]["curve"]
+    for name, row in report["quality"].items():
+        row["fp32_loss_at_same_time"] = loss_at(baseline, row["total_s"])
+        print(f"{name}: {row['steps']} steps in {row['total_s']:.1f} s, 8-bit loss {row['loss_8bit']:.4g} "
+              f"(fp32 run at that time: {row['fp32_loss_at_same_time']:.4g})", flush=True)
+    # Multi-scale pays only if single-scale needs longer to reach the loss it ends with (same precision).
+    single, multi = report["quality"][f"{native}, content init"], report["quality"][f"{native}, content init, 2 scales"]
+    report["multiscale"] = {"two_scales_s": multi["total_s"], "two_scales_loss": multi["curve"][-1][1],
+                            "single_scale_reaches_it_s": time_to(single["curve"], multi["curve"][-1][1])}
+    print("multi-scale:", report["multiscale"], flush=True)
     report["cold_start"] = cold
     report["memory"] = peak_memory_mb(device)
     (out / "bench.json").write_text(json.dumps(report, indent=1))

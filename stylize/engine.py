@@ -27,6 +27,7 @@ from .weights import Weights, load_weights
 
 LBFGS_HISTORY = 100
 TARGET_CACHE_SIZE = 16
+MAX_RECOVERIES = 3  # non-finite losses survived (by restoring the last good image) before a run gives up
 
 
 @dataclass
@@ -235,32 +236,46 @@ class Stylizer:
         total_steps, step = sum(level_steps), 0
         content_id = fingerprint(content_img) if content_img is not None else ""
         x: torch.Tensor | None = None
+        recoveries = 0
         for size, steps in zip(sizes, level_steps):
             content = images.to_tensor(images.resize(content_img, size), self.device) if content_img is not None else None
             objective = self._objective(content, content_id, styles, blend, settings.replace(size=max(size)))
             x = self._initial(x, size, content, styles, settings, init)
-            optimizer = torch.optim.LBFGS([x], lr=1.0, max_iter=1, history_size=LBFGS_HISTORY,
-                                          tolerance_grad=-1.0, tolerance_change=-1.0)
+            optimizer = _lbfgs(x)
+            evaluated, good = x.detach().clone(), x.detach().clone()  # last evaluated / last finite image
             terms: dict[str, torch.Tensor] = {}
 
             def closure() -> torch.Tensor:
                 nonlocal terms
                 with torch.no_grad():
                     x.clamp_(0, 1)
+                    evaluated.copy_(x)
                 optimizer.zero_grad(set_to_none=False)
                 with torch.enable_grad():
                     terms = self.losses(x, objective, settings.pooling)
                     terms["total"].backward()
                 return terms["total"]
 
-            for _ in range(steps):
+            level_end = step + steps
+            while step < level_end:  # a recovered step is repeated, so every level does all its steps
                 optimizer.step(closure)
+                losses = {k: float(v.detach()) for k, v in terms.items()}
+                if not (math.isfinite(losses["total"]) and bool(torch.isfinite(x).all())):
+                    recoveries += 1
+                    if recoveries > MAX_RECOVERIES:
+                        raise StylizeError(f"the optimization diverged (non-finite loss at step {step + 1}, "
+                                           f"{MAX_RECOVERIES} recoveries tried); try a lower style strength or "
+                                           "TV weight, or another init")
+                    with torch.no_grad():  # back to the last good image, with a fresh L-BFGS history
+                        x.copy_(good)
+                    optimizer = _lbfgs(x)
+                    continue
+                good.copy_(evaluated)
                 step += 1
                 last = step == total_steps
                 show = last or step % preview_every == 0
                 image = self._frame_image(x, content, settings) if show else None
-                yield Frame(step, total_steps, {k: float(v.detach()) for k, v in terms.items()},
-                            time.perf_counter() - started, image, size, done=last)
+                yield Frame(step, total_steps, losses, time.perf_counter() - started, image, size, done=last)
 
     def _initial(self, previous: torch.Tensor | None, size: tuple[int, int], content: torch.Tensor | None,
                  styles: list[Image.Image], settings: Settings, init: str) -> torch.Tensor:
@@ -285,6 +300,12 @@ class Stylizer:
             if settings.preserve_color == "luminance" and content is not None:
                 out = images.with_content_colour(out, content)
             return images.to_pil(out)
+
+
+def _lbfgs(x: torch.Tensor) -> torch.optim.LBFGS:
+    """L-BFGS as the paper's reference code uses it: history 100, no line search, never stopping early."""
+    return torch.optim.LBFGS([x], lr=1.0, max_iter=1, history_size=LBFGS_HISTORY, tolerance_grad=-1.0,
+                             tolerance_change=-1.0)
 
 
 def _level_sizes(final: tuple[int, int], levels: int) -> list[tuple[int, int]]:

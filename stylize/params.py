@@ -135,12 +135,12 @@ class Settings:
         return urlencode({**(extra or {}), **pairs})
 
     @classmethod
-    def from_query(cls, query: Mapping[str, Any], ignore: tuple[str, ...] = ()) -> tuple["Settings", list[str]]:
-        """Settings from query parameters: out-of-range numbers are clamped, bad values fall back to defaults.
-
-        Returns the settings and one notice per value that was not taken as given.
+    def from_query(cls, query: Mapping[str, Any], ignore: tuple[str, ...] = (),
+                   base: "Settings | None" = None) -> tuple["Settings", list[str]]:
+        """Settings from query parameters over `base` (default: the defaults): out-of-range numbers are
+        clamped, bad values fall back to `base`. Returns the settings and one notice per value not taken as given.
         """
-        defaults, notices, values = cls(), [], {}
+        defaults, notices, values = base or cls(), [], {}
         known = {f.name: f for f in fields(cls)}
         for key, raw in query.items():
             if key in ignore:
@@ -165,11 +165,11 @@ class Settings:
         for key in sorted(values, key=lambda k: k in DEPENDS):  # dependent fields last, with what they depend on
             context = {dep: values[dep] for dep in DEPENDS.get(key, ()) if dep in values}
             try:
-                cls(**context, **{key: values[key]})
+                defaults.replace(**context, **{key: values[key]})
             except StylizeError as exc:
                 notices.append(f"{exc.args[0].removeprefix('invalid settings: ')}; using the default")
                 del values[key]
-        return cls(**values), notices
+        return defaults.replace(**values), notices
 
 
 def _parse(raw: Any, kind: type) -> Any:

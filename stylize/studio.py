@@ -4,9 +4,11 @@ status lines and shareable links. `app.py` only wires these to components.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import os
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -28,37 +30,46 @@ log = logging.getLogger(__name__)
 UPDATE_INTERVAL_S = 0.5  # about two streamed images a second
 MAX_INPUT_SIDE = 2048  # uploads are decoded at most this large (JPEG draft mode makes big photos cheap)
 WEIGHT_CHOICES = ("auto", "hub", "embedded")
+THUMBNAIL_SIDE = 256
 
 
 @dataclass
 class Update:
-    """One streamed state of a run, ready to show."""
+    """One streamed state of a run, ready to show; `final` marks the last one (finished or stopped)."""
 
     frame: Frame
     status: str
     history: list[tuple[int, str, float]] = field(default_factory=list)  # (step, term, value)
+    final: bool = False
 
 
-def status_line(frame: Frame) -> str:
+def status_line(frame: Frame, stopped: bool = False) -> str:
     terms = " · ".join(f"{k} {v:.3g}" for k, v in frame.losses.items() if k != "total")
-    eta = "" if math.isnan(frame.eta) else f" · ETA {frame.eta:.0f} s"
-    head = "Done" if frame.done else "Step"
+    eta = "" if math.isnan(frame.eta) or frame.done or stopped else f" · ETA {frame.eta:.0f} s"
+    head = "Stopped at step" if stopped else "Done" if frame.done else "Step"
     return (f"{head} {frame.step}/{frame.total_steps} · loss {frame.losses['total']:.4g} ({terms}) · "
-            f"{frame.size[0]}×{frame.size[1]} · {frame.elapsed:.1f} s{'' if frame.done else eta}")
+            f"{frame.size[0]}×{frame.size[1]} · {frame.elapsed:.1f} s{eta}")
 
 
-def throttle(frames: Iterator[Frame], interval: float = UPDATE_INTERVAL_S) -> Iterator[Update]:
-    """Updates at most every `interval` seconds (each carries an image), plus the last one, with the loss history."""
+def throttle(frames: Iterator[Frame], stop: threading.Event | None = None,
+             interval: float = UPDATE_INTERVAL_S) -> Iterator[Update]:
+    """Updates at most every `interval` seconds plus a final one, with the loss history so far.
+
+    Every frame must carry an image (preview_every=1). When `stop` is set, the run ends after the current
+    step and its image becomes the final update.
+    """
     history: list[tuple[int, str, float]] = []
     last_sent = -math.inf
-    latest_image: Image.Image | None = None
     for frame in frames:
         history.extend((frame.step, term, value) for term, value in frame.losses.items())
-        latest_image = frame.image or latest_image
+        stopped = stop is not None and stop.is_set() and not frame.done
         now = time.perf_counter()
-        if frame.done or (frame.image is not None and now - last_sent >= interval):
+        if frame.done or stopped or now - last_sent >= interval:
             last_sent = now
-            yield Update(frame, status_line(frame), list(history))
+            yield Update(frame, status_line(frame, stopped), list(history), final=frame.done or stopped)
+        if stopped:
+            frames.close()
+            return
 
 
 def gpu_seconds(size: int, steps: int, styles: int = 1) -> int:
@@ -93,6 +104,7 @@ class Studio:
         self._errors: dict[str, str] = {}
         self._lock = threading.Lock()
         self._ready = threading.Event()
+        self._stops: dict[str, threading.Event] = {}
         threading.Thread(target=self._load_default, daemon=True, name="stylize-weights").start()
 
     def _load_default(self) -> None:
@@ -120,6 +132,27 @@ class Studio:
             return f"Weights: {engine.weights.summary}. Running on {engine.device.type.upper()} ({engine.precision})."
         return f"Weights could not be loaded: {self._errors.get('auto', 'still loading')}"
 
+    def thumbnails(self) -> list[tuple[str, str]]:
+        """(thumbnail path, caption) for every preset whose image is on disk.
+
+        Thumbnails are written once into the temp folder: small to send, and servable by a web UI whatever
+        folder the originals live in.
+        """
+        folder = Path(tempfile.gettempdir()) / "stylize-thumbnails"
+        folder.mkdir(exist_ok=True)
+        items = []
+        for preset_id, reason in self.preset_images.availability().items():
+            if reason is not None:
+                continue
+            source = self.preset_images.local_path(preset_id)
+            stat = source.stat()
+            key = hashlib.blake2b(f"{source.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode(), digest_size=8)
+            thumb = folder / f"{preset_id}-{key.hexdigest()}.jpg"
+            if not thumb.exists():
+                images.load_image(source, THUMBNAIL_SIDE).save(thumb, "JPEG", quality=85)
+            items.append((str(thumb), self.presets[preset_id].caption))
+        return items
+
     def load_style(self, preset_id: str | None, upload: str | None) -> tuple[Image.Image, str | None]:
         """The style image from an upload (preferred) or a preset id; returns it and the preset id used."""
         if upload:
@@ -128,10 +161,25 @@ class Studio:
             raise StylizeError("choose a preset painting or upload one")
         return images.load_image(self.preset_images.path(preset_id), MAX_INPUT_SIDE), preset_id
 
+    def stop_flag(self, session: str | None) -> threading.Event:
+        """A fresh stop flag for a session's new run (a session runs one job at a time)."""
+        flag = threading.Event()
+        if session:
+            self._stops[session] = flag
+        return flag
+
+    def request_stop(self, session: str | None) -> bool:
+        """Ask the session's running job to end after its current step; False if it has none."""
+        flag = self._stops.get(session or "")
+        if flag is None:
+            return False
+        flag.set()
+        return True
+
     def run(self, content: str | Image.Image | None, styles: Sequence[Image.Image], settings: Settings,
-            source: str = "auto") -> Iterator[Update]:
+            source: str = "auto", stop: threading.Event | None = None) -> Iterator[Update]:
         """Stylize and stream throttled updates; input errors surface as `StylizeError` before any work."""
         if content is None:
             raise StylizeError("add a photo first (upload, webcam or clipboard)")
         photo = content if isinstance(content, Image.Image) else images.load_image(content, MAX_INPUT_SIDE)
-        return throttle(self.engine(source).run(photo, styles, settings, preview_every=1))
+        return throttle(self.engine(source).run(photo, styles, settings, preview_every=1), stop)

@@ -181,30 +181,40 @@ def hub_reachable(timeout: float = HUB_PROBE_SECONDS) -> bool:
     return bool(result and result[0])
 
 
-def hub_weights_path() -> Path:
-    """The cached Hub file, downloaded first if the cache lacks it and the Hub can be reached."""
+def hub_weights_path(force_download: bool = False) -> Path:
+    """The cached Hub file, downloaded first if the cache lacks it (or `force_download`) and the Hub is reachable."""
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import LocalEntryNotFoundError
 
     revision = hub_revision()
-    try:
-        return Path(hf_hub_download(HUB_REPO, HUB_FILENAME, revision=revision, local_files_only=True))
-    except LocalEntryNotFoundError:
-        pass
+    if not force_download:
+        try:
+            return Path(hf_hub_download(HUB_REPO, HUB_FILENAME, revision=revision, local_files_only=True))
+        except LocalEntryNotFoundError:
+            pass
     if not hub_reachable():
-        raise StylizeError(f"the Hub is unreachable and {HUB_REPO}@{revision} is not in the Hugging Face cache")
-    return Path(hf_hub_download(HUB_REPO, HUB_FILENAME, revision=revision))
+        what = "cannot replace the damaged cached copy of" if force_download else "is not in the Hugging Face cache:"
+        raise StylizeError(f"the Hub is unreachable and {what} {HUB_REPO}@{revision}")
+    try:
+        return Path(hf_hub_download(HUB_REPO, HUB_FILENAME, revision=revision, force_download=force_download))
+    except Exception as exc:  # network and Hub errors of every kind
+        raise StylizeError(f"downloading {HUB_REPO} failed ({type(exc).__name__}: {exc})") from exc
 
 
 def load_hub(upto: str = "relu5_4") -> Weights:
-    """torchvision's ImageNet VGG-19 from the Hub (timm's copy), through huggingface_hub's cache."""
+    """torchvision's ImageNet VGG-19 from the Hub (timm's copy), through huggingface_hub's cache.
+
+    A cached file that is truncated, corrupt or of the wrong shapes is downloaded again, once.
+    """
+    path = hub_weights_path()
     try:
-        path = hub_weights_path()
-    except StylizeError:
-        raise
-    except Exception as exc:  # network and Hub errors of every kind
-        raise StylizeError(f"downloading {HUB_REPO} failed ({type(exc).__name__}: {exc})") from exc
-    convs = load_safetensors(path, upto)
+        convs = load_safetensors(path, upto)
+    except StylizeError as damaged:
+        log.warning("cached Hub weights are unusable (%s); downloading them again", damaged)
+        try:
+            convs = load_safetensors(hub_weights_path(force_download=True), upto)
+        except StylizeError as exc:
+            raise StylizeError(f"{damaged}; {exc}") from exc
     return Weights("hub", f"VGG-19 {HUB_REPO}@{hub_revision()[:12]} (torchvision ImageNet weights)", convs, IMAGENET)
 
 

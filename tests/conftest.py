@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import socket
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -66,3 +68,39 @@ def painting_path(name: str) -> Path:
     if not path.is_file():
         pytest.skip(f"reference painting {path} is absent")
     return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def preset_dir(tmp_path_factory):
+    """Generated stand-ins for three presets, so the tests need neither the network nor shared/."""
+    folder = tmp_path_factory.mktemp("presets")
+    for n, preset_id in enumerate(("starry_night", "the_scream", "shipwreck")):
+        stripes_painting(128, 128, seed=n).save(folder / f"{preset_id}.png")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def app_module(preset_dir):
+    """The real app.py, imported once with test presets and the embedded weights."""
+    os.environ["STYLIZE_PRESETS_DIR"] = str(preset_dir)
+    os.environ["STYLIZE_WEIGHTS"] = "embedded"  # never download 575 MB from a test
+    os.environ.setdefault("XDG_CACHE_HOME", str(preset_dir / "cache"))
+    sys.path.insert(0, str(ROOT))
+    import app
+
+    return app
+
+
+@pytest.fixture(scope="session")
+def server(app_module):
+    _, url, _ = app_module.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True)
+    yield url
+    app_module.demo.close()
+
+

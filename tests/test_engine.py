@@ -140,3 +140,39 @@ def test_targets_are_computed_once_and_reused(stylizer, photo, painting, monkeyp
     monkeypatch.setattr(stylizer.net, "forward", lambda *a, **k: calls.append(1) or original(*a, **k))
     list(stylizer.run(photo, [painting], settings.replace(style_scale=0.75, steps=2)))
     assert len(calls) == 2  # only the two optimization steps; targets came from the cache
+
+
+def nan_after(stylizer, monkeypatch, bad_calls: set[int]):
+    """Make the loss non-finite on the given evaluations (1-based), as a numerical failure would."""
+    calls = {"n": 0}
+    original = stylizer.losses
+
+    def flaky(x, *args):
+        calls["n"] += 1
+        terms = original(x, *args)
+        if calls["n"] in bad_calls:
+            terms = {k: v * float("nan") for k, v in terms.items()}
+        return terms
+
+    monkeypatch.setattr(stylizer, "losses", flaky)
+    return calls
+
+
+def test_a_non_finite_loss_restores_the_last_good_image_and_continues(stylizer, photo, painting, monkeypatch):
+    nan_after(stylizer, monkeypatch, {4, 9})
+    frames = list(stylizer.run(photo, [painting], Settings(size=64, steps=10), preview_every=1))
+    assert [f.step for f in frames] == list(range(1, 11)) and frames[-1].done
+    for f in frames:
+        assert np.isfinite(list(f.losses.values())).all()
+        assert np.isfinite(pixels(f.image)).all() and pixels(f.image).std() > 1  # a real image, never NaN
+    assert frames[-1].losses["total"] < frames[0].losses["total"]
+
+
+def test_repeated_failures_end_the_run_with_a_clear_message(stylizer, photo, painting, monkeypatch):
+    nan_after(stylizer, monkeypatch, set(range(3, 100)))
+    run = stylizer.run(photo, [painting], Settings(size=64, steps=10), preview_every=1)
+    frames = []
+    with pytest.raises(StylizeError, match=r"the optimization diverged .* try a lower style strength"):
+        for frame in run:
+            frames.append(frame)
+    assert len(frames) == 2 and all(np.isfinite(pixels(f.image)).all() for f in frames)

@@ -70,3 +70,9 @@ def test_query_with_inconsistent_layer_weights_keeps_a_valid_whole():
     restored, notices = Settings.from_query({"style_layers": "a", "layer_weights": "1,2,3"})
     assert restored.style_layers == "a" and restored.layer_weights == ""
     assert any("layer weights" in n or "layer_weights" in n for n in notices)
+
+
+def test_query_values_apply_over_a_given_base():
+    base = Settings(size=512, steps=500)
+    restored, notices = Settings.from_query({"steps": "50"}, base=base)
+    assert restored == base.replace(steps=50) and notices == []

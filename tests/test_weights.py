@@ -157,3 +157,35 @@ def test_explicit_hub_choice_fails_with_a_message_when_offline(tmp_path):
     """
     result = run_python(code, {"HF_HOME": str(tmp_path), "HF_HUB_OFFLINE": "1"})
     assert "ERR the Hub is unreachable" in result.stdout, result.stdout + result.stderr
+
+
+def test_a_truncated_cached_hub_file_gives_a_clear_reason_and_the_fallback(tmp_path, embedded):
+    """Offline, the one re-download cannot happen: auto falls back and says why; an explicit hub choice errors."""
+    commit = "89abcdef0123456789abcdef0123456789abcdef"
+    repo_dir = tmp_path / "hub" / f"models--{HUB_REPO.replace('/', '--')}"
+    (repo_dir / "refs").mkdir(parents=True)
+    (repo_dir / "refs" / "main").write_text(commit)
+    snapshot = repo_dir / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    full = tmp_path / "full.safetensors"
+    save_file(as_torchvision(embedded), str(full))
+    (snapshot / HUB_FILENAME).write_bytes(full.read_bytes()[: 5_000_000])  # cut mid-tensor
+    env = {"HF_HOME": str(tmp_path), "HF_ENDPOINT": "https://hub.invalid", "HF_HUB_OFFLINE": "0"}
+
+    result = run_python(LOAD_AUTO, env)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["source"] == "embedded"
+    assert "not a readable safetensors file" in report["reason"]
+    assert "cannot replace the damaged cached copy" in report["reason"]
+
+    code = """
+        from stylize.weights import load_weights
+        from stylize.errors import StylizeError
+        try:
+            load_weights("hub")
+        except StylizeError as exc:
+            print("ERR", exc)
+    """
+    result = run_python(code, env)
+    assert "ERR model.safetensors is not a readable safetensors file" in result.stdout, result.stdout + result.stderr
