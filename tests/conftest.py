@@ -104,3 +104,17 @@ def server(app_module):
     app_module.demo.close()
 
 
+@pytest.fixture
+def client(server):
+    from gradio_client import Client
+
+    c = Client(server, verbose=False)
+    yield c
+    c.close()
+
+
+@pytest.fixture(scope="session")
+def photo_file(tmp_path_factory) -> str:
+    path = tmp_path_factory.mktemp("photos") / "photo.png"
+    gradient_photo(96, 64).save(path)
+    return str(path)

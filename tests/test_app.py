@@ -14,22 +14,6 @@ from PIL import Image
 from conftest import ROOT, free_port, gradient_photo
 
 
-@pytest.fixture
-def client(server):
-    from gradio_client import Client
-
-    c = Client(server, verbose=False)
-    yield c
-    c.close()
-
-
-@pytest.fixture(scope="session")
-def photo_file(tmp_path_factory) -> str:
-    path = tmp_path_factory.mktemp("photos") / "photo.png"
-    gradient_photo(96, 64).save(path)
-    return str(path)
-
-
 def submit(client, photo, **kwargs):
     from gradio_client import handle_file
 
