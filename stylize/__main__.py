@@ -77,6 +77,7 @@ def _run(args: argparse.Namespace) -> int:
 
     from . import images
     from .engine import Stylizer
+    from .vgg import deepest
     from .weights import load_weights
 
     settings = Settings(**{f.name: getattr(args, f.name) for f in fields(Settings)})
@@ -87,8 +88,9 @@ def _run(args: argparse.Namespace) -> int:
         raise StylizeError(f"the output folder {output.parent} does not exist")
     content = None if args.content.lower() == "none" else images.load_image(args.content, max_side=4 * settings.size)
     styles = [images.load_image(path, max_side=4 * settings.size) for path in args.styles]
-    upto = "relu5_4"
-    weights = load_weights(args.weights, upto)
+    layers = {settings.content_layer} if content is not None else set()
+    layers |= set(settings.style_layer_names) if styles else set()
+    weights = load_weights(args.weights, upto=deepest(layers or {settings.content_layer}))
     print(f"weights: {weights.summary}", file=sys.stderr)
     stylizer = Stylizer(weights, args.device)
     started = time.perf_counter()

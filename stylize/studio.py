@@ -95,7 +95,9 @@ def space_base_url() -> str | None:
 class Studio:
     """Presets plus engines loaded once per process (in the background), shared by every request."""
 
-    def __init__(self, presets_dir: str | Path | None = None, download_presets: bool = True) -> None:
+    def __init__(self, presets_dir: str | Path | None = None, download_presets: bool | None = None) -> None:
+        if download_presets is None:
+            download_presets = os.environ.get("STYLIZE_PRESET_DOWNLOADS", "1") != "0"
         self.presets = load_manifest()
         self.preset_images = PresetImages(self.presets, extra_dir=presets_dir, download=download_presets)
         self.device = default_device()
@@ -108,6 +110,7 @@ class Studio:
         threading.Thread(target=self._load_default, daemon=True, name="stylize-weights").start()
 
     def _load_default(self) -> None:
+        """Background start-up: the default engine, then any preset images not yet on disk."""
         try:
             self.engine("auto")
         except Exception as exc:  # reported by weights_status and at the first run
@@ -115,6 +118,12 @@ class Studio:
             self._errors["auto"] = str(exc)
         finally:
             self._ready.set()
+        for preset_id, reason in self.preset_images.availability().items():
+            if reason is not None and self.preset_images.download_allowed:
+                try:
+                    self.preset_images.path(preset_id)
+                except StylizeError as exc:
+                    log.info("preset %s unavailable: %s", preset_id, exc)
 
     def engine(self, source: str = "auto") -> Stylizer:
         """The shared engine for a weight source, loaded on first use."""

@@ -220,7 +220,8 @@ def load_hub(upto: str = "relu5_4") -> Weights:
 
 def load_weights(choice: str | None = None, upto: str = "relu5_4") -> Weights:
     """Load by choice: 'hub', 'embedded', a path, or 'auto' (STYLIZE_WEIGHTS, else the Hub, else embedded)."""
-    choice = choice or os.environ.get("STYLIZE_WEIGHTS") or "auto"
+    if choice in (None, "", "auto"):
+        choice = os.environ.get("STYLIZE_WEIGHTS") or "auto"
     started = time.perf_counter()
     if choice == "hub":
         weights = load_hub(upto)

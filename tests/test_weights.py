@@ -189,3 +189,23 @@ def test_a_truncated_cached_hub_file_gives_a_clear_reason_and_the_fallback(tmp_p
     """
     result = run_python(code, env)
     assert "ERR model.safetensors is not a readable safetensors file" in result.stdout, result.stdout + result.stderr
+
+
+def test_auto_honours_STYLIZE_WEIGHTS(tmp_path, embedded, monkeypatch):
+    from stylize.weights import load_weights
+
+    path = tmp_path / "mine.safetensors"
+    save_file(as_torchvision(embedded), str(path))
+    monkeypatch.setenv("STYLIZE_WEIGHTS", str(path))
+    assert load_weights("auto").source == "file" and load_weights().source == "file"
+    monkeypatch.setenv("STYLIZE_WEIGHTS", "embedded")
+    assert load_weights("auto").source == "embedded"
+    monkeypatch.setenv("STYLIZE_WEIGHTS", str(tmp_path / "missing.safetensors"))
+    with pytest.raises(StylizeError, match="no such weights file"):
+        load_weights("auto")
+
+
+def test_only_the_layers_in_use_are_loaded(embedded):
+    from stylize.weights import load_embedded
+
+    assert list(load_embedded(upto="relu3_1").convs) == ["conv1_1", "conv1_2", "conv2_1", "conv2_2", "conv3_1"]

@@ -1,0 +1,20 @@
+"""The benchmark in its smoke mode: it runs end to end and writes its three reports (no timing assertions)."""
+
+import json
+import subprocess
+import sys
+
+from conftest import ROOT
+
+
+def test_bench_quick_writes_json_markdown_and_a_chart(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "stylize.bench", "--quick", "--out", str(tmp_path)], cwd=ROOT,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads((tmp_path / "bench.json").read_text())
+    assert {row["precision"] for row in report["iterations"]} >= {"fp32"}
+    assert all(row["floor_s"] > 0 and row["step_s"] > 0 for row in report["iterations"])
+    assert report["default_run"]["first_preview_s"] <= report["default_run"]["total_s"]
+    assert set(report["cold_start"]) == {"embedded_s", "file_s", "hub_cache_s"}
+    assert "| precision | size | floor (fwd+bwd) | engine step | ratio |" in (tmp_path / "bench.md").read_text()
+    assert (tmp_path / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
