@@ -10,7 +10,6 @@ import spaces  # noqa: E402  (must come before anything touches CUDA; a no-op of
 
 import logging  # noqa: E402
 import math  # noqa: E402
-import tempfile  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import gradio as gr  # noqa: E402
@@ -18,7 +17,7 @@ import pandas as pd  # noqa: E402
 
 from stylize import Settings, StylizeError, images  # noqa: E402
 from stylize.params import CHOICES, RANGES, STYLE_LAYER_SETS  # noqa: E402
-from stylize.studio import WEIGHT_CHOICES, Studio, gpu_seconds, share_url, space_base_url  # noqa: E402
+from stylize.studio import MAX_INPUT_SIDE, WEIGHT_CHOICES, Studio, gpu_seconds, share_url, space_base_url  # noqa: E402
 from stylize.vgg import FEATURE_LAYERS  # noqa: E402
 
 log = logging.getLogger("stylize.app")
@@ -34,7 +33,7 @@ LAYER_SET_LABELS = {"a": "a: conv1", "b": "b: conv1–2", "c": "c: conv1–3", "
 class PhotoInput(gr.Image):
     """gr.Image whose decoding failures say what is wrong with the file (stylize's loader), not a stack trace."""
 
-    is_template = True  # reuse gr.Image's frontend
+    is_template = True  # reuse gr.Image's frontend (gradio also writes an app.pyi stub at import; git ignores it)
 
     def preprocess(self, payload):
         try:
@@ -97,13 +96,6 @@ def loss_table(history) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["step", "term", "log10 loss"])
 
 
-def save_png(image) -> str:
-    handle = tempfile.NamedTemporaryFile(prefix="stylized-", suffix=".png", delete=False)
-    image.save(handle, "PNG")
-    handle.close()
-    return handle.name
-
-
 def credits_markdown() -> str:
     lines = []
     for preset_id, reason in studio.preset_images.availability().items():
@@ -135,9 +127,9 @@ def stylize(content, preset="", style_upload=None, extra_styles=None, style_stre
                                           layer_weights, tv_weight, init, pooling, preserve_color, scales,
                                           style_scale, style_blend, seed)
         style, preset_id = studio.load_style(preset, style_upload)
-        styles = [style] + [images.load_image(f, 2048) for f in (extra_styles or [])]
+        styles = [style] + [images.load_image(f, MAX_INPUT_SIDE) for f in (extra_styles or [])]
         link = share_url(base_url(request), settings, [preset_id] if preset_id else [])
-        photo = images.load_image(content, 2048) if content else None
+        photo = images.load_image(content, MAX_INPUT_SIDE) if content else None
         updates = studio.run(photo, styles, settings, weights, stop=studio.stop_flag(session(request)))
         yield None, "Starting…", gr.skip(), gr.skip(), gr.skip(), link
         for update in updates:
@@ -145,7 +137,11 @@ def stylize(content, preset="", style_upload=None, extra_styles=None, style_stre
                 yield update.frame.image, update.status, gr.skip(), gr.skip(), gr.skip(), gr.skip()
         final = update.frame.image
         before = photo.resize(final.size, images.Image.Resampling.LANCZOS)
-        yield final, update.status, (before, final), save_png(final), loss_table(update.history), link
+        png = studio.save_result(final)
+        try:
+            yield final, update.status, (before, final), png, loss_table(update.history), link
+        finally:
+            Path(png).unlink(missing_ok=True)  # gradio has copied it to its own cache (which delete_cache cleans)
     except StylizeError as exc:
         raise gr.Error(str(exc), title="Can't stylize this") from None
     except gr.Error:
@@ -161,7 +157,7 @@ def compare(content, preset_ids=PRESET_IDS[:3], style_strength=D.style_strength,
     try:
         if not preset_ids:
             raise StylizeError("tick at least one preset to compare")
-        photo = images.load_image(content, 2048) if content else None
+        photo = images.load_image(content, MAX_INPUT_SIDE) if content else None
         stop = studio.stop_flag(session(request))
         done = []
         for n, preset_id in enumerate(preset_ids, 1):

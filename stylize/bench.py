@@ -28,7 +28,7 @@ from . import images
 from .engine import Stylizer, default_device, native_precision
 from .params import Settings, defaults_for
 from .vgg import deepest
-from .weights import HUB_FILENAME, HUB_REPO, load_embedded, load_file, save_safetensors
+from .weights import hub_cache_file, load_embedded, load_file, save_safetensors
 
 PAINTINGS = Path(__file__).resolve().parent.parent.parent / "shared" / "paintings"
 
@@ -121,12 +121,7 @@ def cold_start(quick: bool) -> dict:
         started = time.perf_counter()
         load_file(path)
         result["file_s"] = time.perf_counter() - started
-        commit = "0" * 40
-        repo = Path(tmp) / "hub" / f"models--{HUB_REPO.replace('/', '--')}"
-        (repo / "refs").mkdir(parents=True)
-        (repo / "refs" / "main").write_text(commit)
-        (repo / "snapshots" / commit).mkdir(parents=True)
-        os.link(path, repo / "snapshots" / commit / HUB_FILENAME)
+        os.link(path, hub_cache_file(tmp))
         code = textwrap.dedent("""
             import time
             from stylize.weights import load_hub

@@ -11,6 +11,7 @@ import os
 import tempfile
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -31,6 +32,7 @@ UPDATE_INTERVAL_S = 0.5  # about two streamed images a second
 MAX_INPUT_SIDE = 2048  # uploads are decoded at most this large (JPEG draft mode makes big photos cheap)
 WEIGHT_CHOICES = ("auto", "hub", "embedded")
 THUMBNAIL_SIDE = 256
+RESULT_MAX_AGE_S = 600  # saved PNGs are handed to the UI at once; older ones are swept
 
 
 @dataclass
@@ -161,6 +163,19 @@ class Studio:
                 images.load_image(source, THUMBNAIL_SIDE).save(thumb, "JPEG", quality=85)
             items.append((str(thumb), self.presets[preset_id].caption))
         return items
+
+    @staticmethod
+    def save_result(image: Image.Image) -> str:
+        """The result as a lossless PNG in a folder of the app's own, swept of files older than 10 minutes."""
+        folder = Path(tempfile.gettempdir()) / "stylize-results"
+        folder.mkdir(exist_ok=True)
+        cutoff = time.time() - RESULT_MAX_AGE_S
+        for old in folder.glob("*.png"):
+            if old.stat().st_mtime < cutoff:
+                old.unlink(missing_ok=True)
+        path = folder / f"stylized-{uuid.uuid4().hex[:12]}.png"
+        image.save(path, "PNG")
+        return str(path)
 
     def load_style(self, preset_id: str | None, upload: str | None) -> tuple[Image.Image, str | None]:
         """The style image from an upload (preferred) or a preset id; returns it and the preset id used."""

@@ -158,6 +158,17 @@ def load_embedded(upto: str = "relu5_4") -> Weights:
     return Weights("embedded", "original VGG-19 (Simonyan & Zisserman), embedded, 8-bit quantized", convs, CAFFE)
 
 
+def hub_cache_file(hf_home: str | Path, commit: str = "0" * 40) -> Path:
+    """Where huggingface_hub's cache under `hf_home` keeps the Hub file at `commit`, with refs/main pointing
+    there: writing the file makes the real, offline `hf_hub_download` find it (tests, benchmarks, air-gapped
+    machines)."""
+    repo = Path(hf_home) / "hub" / f"models--{HUB_REPO.replace('/', '--')}"
+    (repo / "refs").mkdir(parents=True, exist_ok=True)
+    (repo / "refs" / "main").write_text(commit)
+    (repo / "snapshots" / commit).mkdir(parents=True, exist_ok=True)
+    return repo / "snapshots" / commit / HUB_FILENAME
+
+
 def hub_reachable(timeout: float = HUB_PROBE_SECONDS) -> bool:
     """A bounded TCP probe of the Hub endpoint, so an offline machine learns it in seconds, not after retries."""
     from huggingface_hub import constants

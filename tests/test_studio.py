@@ -60,3 +60,22 @@ def test_studio_runs_a_preset_and_makes_thumbnails(app_module):
     assert all(path.endswith(".jpg") for path, _ in thumbs)
     updates = list(studio.run(gradient_photo(), [stripes_painting()], Settings(size=64, steps=3)))
     assert updates[-1].final and updates[-1].frame.image.size == (64, 43)
+
+
+def test_saved_results_are_lossless_and_old_ones_are_swept(tmp_path, monkeypatch):
+    import os
+    import tempfile
+    import time
+    from pathlib import Path
+
+    from PIL import Image
+
+    monkeypatch.setattr(tempfile, "gettempdir", lambda: str(tmp_path))
+    image = gradient_photo()
+    first = Path(Studio.save_result(image))
+    assert first.parent == tmp_path / "stylize-results"
+    assert Image.open(first).format == "PNG" and Image.open(first).tobytes() == image.tobytes()
+    old = time.time() - 3600
+    os.utime(first, (old, old))
+    second = Path(Studio.save_result(image))
+    assert second.exists() and not first.exists()

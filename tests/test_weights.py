@@ -13,7 +13,7 @@ from safetensors.torch import save_file
 
 from stylize import Settings, Stylizer, StylizeError
 from stylize.vgg import CONV_LAYERS
-from stylize.weights import CAFFE, IMAGENET, TORCHVISION_INDEX, HUB_FILENAME, HUB_REPO, load_file, load_safetensors
+from stylize.weights import CAFFE, HUB_REPO, IMAGENET, TORCHVISION_INDEX, hub_cache_file, load_file, load_safetensors
 
 from conftest import ROOT, gradient_photo, stripes_painting
 
@@ -121,13 +121,7 @@ LOAD_AUTO = """
 
 def test_hub_path_reads_a_prefilled_cache_offline(tmp_path, embedded):
     """The real hf_hub_download resolves refs/main -> snapshot in a cache laid out as the Hub leaves it."""
-    commit = "0123456789abcdef0123456789abcdef01234567"
-    repo_dir = tmp_path / "hub" / f"models--{HUB_REPO.replace('/', '--')}"
-    (repo_dir / "refs").mkdir(parents=True)
-    (repo_dir / "refs" / "main").write_text(commit)
-    snapshot = repo_dir / "snapshots" / commit
-    snapshot.mkdir(parents=True)
-    save_file(as_torchvision(embedded), str(snapshot / HUB_FILENAME))
+    save_file(as_torchvision(embedded), str(hub_cache_file(tmp_path, "0123456789abcdef0123456789abcdef01234567")))
     result = run_python(LOAD_AUTO, {"HF_HOME": str(tmp_path), "HF_HUB_OFFLINE": "1"})
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
@@ -146,30 +140,26 @@ def test_unreachable_hub_falls_back_to_embedded_within_3s_and_says_why(tmp_path)
     assert report["seconds"] < 3.0 + 1.5  # the probe's bound plus loading the embedded file
 
 
+LOAD_HUB = """
+    from stylize.weights import load_weights
+    from stylize.errors import StylizeError
+    try:
+        load_weights("hub")
+    except StylizeError as exc:
+        print("ERR", exc)
+"""
+
+
 def test_explicit_hub_choice_fails_with_a_message_when_offline(tmp_path):
-    code = """
-        from stylize.weights import load_weights
-        from stylize.errors import StylizeError
-        try:
-            load_weights("hub")
-        except StylizeError as exc:
-            print("ERR", exc)
-    """
-    result = run_python(code, {"HF_HOME": str(tmp_path), "HF_HUB_OFFLINE": "1"})
+    result = run_python(LOAD_HUB, {"HF_HOME": str(tmp_path), "HF_HUB_OFFLINE": "1"})
     assert "ERR the Hub is unreachable" in result.stdout, result.stdout + result.stderr
 
 
 def test_a_truncated_cached_hub_file_gives_a_clear_reason_and_the_fallback(tmp_path, embedded):
     """Offline, the one re-download cannot happen: auto falls back and says why; an explicit hub choice errors."""
-    commit = "89abcdef0123456789abcdef0123456789abcdef"
-    repo_dir = tmp_path / "hub" / f"models--{HUB_REPO.replace('/', '--')}"
-    (repo_dir / "refs").mkdir(parents=True)
-    (repo_dir / "refs" / "main").write_text(commit)
-    snapshot = repo_dir / "snapshots" / commit
-    snapshot.mkdir(parents=True)
     full = tmp_path / "full.safetensors"
     save_file(as_torchvision(embedded), str(full))
-    (snapshot / HUB_FILENAME).write_bytes(full.read_bytes()[: 5_000_000])  # cut mid-tensor
+    hub_cache_file(tmp_path).write_bytes(full.read_bytes()[: 5_000_000])  # cut mid-tensor
     env = {"HF_HOME": str(tmp_path), "HF_ENDPOINT": "https://hub.invalid", "HF_HUB_OFFLINE": "0"}
 
     result = run_python(LOAD_AUTO, env)
@@ -179,15 +169,7 @@ def test_a_truncated_cached_hub_file_gives_a_clear_reason_and_the_fallback(tmp_p
     assert "not a readable safetensors file" in report["reason"]
     assert "cannot replace the damaged cached copy" in report["reason"]
 
-    code = """
-        from stylize.weights import load_weights
-        from stylize.errors import StylizeError
-        try:
-            load_weights("hub")
-        except StylizeError as exc:
-            print("ERR", exc)
-    """
-    result = run_python(code, env)
+    result = run_python(LOAD_HUB, env)
     assert "ERR model.safetensors is not a readable safetensors file" in result.stdout, result.stdout + result.stderr
 
 
