@@ -151,26 +151,31 @@ def stylize(content, preset="", style_upload=None, extra_styles=None, style_stre
         raise gr.Error(f"Something went wrong ({type(exc).__name__}: {exc}). Your inputs are unchanged; try again.") from None
 
 
-def compare(content, preset_ids=PRESET_IDS[:3], style_strength=D.style_strength, size=D.size, steps=D.steps,
-            seed=D.seed, weights="auto", request: gr.Request = None):
+def compare(content, preset_ids=PRESET_IDS[:3], size=D.size, steps=D.steps, seed=D.seed, weights="auto",
+            request: gr.Request = None):
     """One photo × several presets, each with its tuned settings: a captioned gallery filled as each finishes."""
     try:
         if not preset_ids:
             raise StylizeError("tick at least one preset to compare")
         photo = images.load_image(content, MAX_INPUT_SIDE) if content else None
         stop = studio.stop_flag(session(request))
-        done = []
+        done, skipped = [], []
         for n, preset_id in enumerate(preset_ids, 1):
             if stop.is_set():
                 break
             preset = studio.preset_images.get(preset_id)
-            settings = preset.apply(Settings(size=int(size), steps=int(steps), seed=int(seed),
-                                             style_strength=float(style_strength)))
-            style, _ = studio.load_style(preset_id, None)
+            try:
+                style, _ = studio.load_style(preset_id, None)
+            except StylizeError as exc:  # an unavailable painting is skipped, not fatal
+                skipped.append(str(exc))
+                continue
+            settings = preset.apply(D.replace(size=int(size), steps=int(steps), seed=int(seed)))
             for update in studio.run(photo, [style], settings, weights, stop=stop):
                 yield done + [(update.frame.image, f"{preset.title} (running)")], f"{n}/{len(preset_ids)}: {update.status}"
             done.append((update.frame.image, preset.caption))
-            yield done, f"{n}/{len(preset_ids)} done"
+            yield done, f"{n}/{len(preset_ids)} done" + "".join(f" · skipped {s}" for s in skipped)
+        if skipped and not done:
+            raise StylizeError("none of the chosen presets is available: " + "; ".join(skipped))
     except StylizeError as exc:
         raise gr.Error(str(exc), title="Can't compare") from None
 
@@ -281,12 +286,15 @@ with gr.Blocks(title="stylize — neural style transfer", delete_cache=(600, 360
     with gr.Tab("Compare presets"):
         with gr.Row():
             with gr.Column(scale=1, min_width=300):
-                compare_content = PhotoInput(label="Your photo", type="filepath", sources=["upload", "webcam", "clipboard"], height=240)
+                compare_content = PhotoInput(label="Your photo", type="filepath", sources=["upload", "webcam", "clipboard"], height=240,
+                                             elem_id="compare-content")
                 compare_presets = gr.CheckboxGroup([(p.caption, p.id) for p in studio.presets.values()],
                                                    value=PRESET_IDS[:3], label="Presets")
                 compare_btn = gr.Button("Compare", variant="primary")
                 compare_stop = gr.Button("Stop", variant="stop")
             with gr.Column(scale=2):
+                gr.Markdown("Each preset runs with its tuned settings, at the size, steps and seed set on the "
+                            "*Stylize* tab.")
                 compare_status = gr.Markdown("")
                 compare_gallery = gr.Gallery(label="Results", columns=3, height="auto", format="png")
     with gr.Accordion("Credits", open=False):
@@ -310,7 +318,7 @@ with gr.Blocks(title="stylize — neural style transfer", delete_cache=(600, 360
                     api_visibility="private", queue=False)
     gallery.select(choose_preset, None, [preset_state, style_upload, style_label, strength_scale, *controls],
                    api_visibility="private", queue=False)
-    compare_btn.click(compare, [compare_content, compare_presets, strength, size, steps, seed, weights],
+    compare_btn.click(compare, [compare_content, compare_presets, size, steps, seed, weights],
                                       [compare_gallery, compare_status], api_name="compare", concurrency_id="gpu")
     compare_stop.click(stop_run, None, None, api_visibility="private", queue=False)
     load_event = demo.load(prefill, None, [preset_state, style_label, strength_scale, *controls, weights_md, autorun,
