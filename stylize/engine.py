@@ -11,7 +11,7 @@ import hashlib
 import math
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Iterator, Sequence
 
 import torch
@@ -75,17 +75,17 @@ def fingerprint(img: Image.Image) -> str:
 class _Objective:
     """Targets and per-layer weights for one size: the weighted sum of the paper's three terms."""
 
+    content_layer: str
     content_target: torch.Tensor | None
     content_weight: float
     style_targets: dict[str, torch.Tensor]  # Gram / M: independent of the style image's size
     style_weights: dict[str, float]
     tv_weight: float
-    wanted: set[str] = field(init=False)
 
-    def __post_init__(self) -> None:
-        self.wanted = set(self.style_targets) | ({self.content_layer} if self.content_target is not None else set())
-
-    content_layer: str = ""
+    @property
+    def wanted(self) -> set[str]:
+        """The feature layers this objective reads."""
+        return set(self.style_targets) | ({self.content_layer} if self.content_target is not None else set())
 
 
 class Stylizer:
@@ -165,8 +165,8 @@ class Stylizer:
             style_targets = self._style_targets(styles, blend, content, longest, settings)
             style_weights = {name: settings.style_strength * w / self.scales[name] ** 4
                              for name, w in settings.style_layer_weights().items()}
-        return _Objective(content_target, content_weight, style_targets, style_weights, settings.tv_weight,
-                          content_layer=settings.content_layer)
+        return _Objective(settings.content_layer, content_target, content_weight, style_targets, style_weights,
+                          settings.tv_weight)
 
     @staticmethod
     def _content_input(content: torch.Tensor, settings: Settings) -> torch.Tensor:

@@ -79,3 +79,25 @@ def test_saved_results_are_lossless_and_old_ones_are_swept(tmp_path, monkeypatch
     os.utime(first, (old, old))
     second = Path(Studio.save_result(image))
     assert second.exists() and not first.exists()
+
+
+def test_on_thread_advances_on_one_thread_and_closing_reaches_it():
+    from concurrent.futures import ThreadPoolExecutor
+
+    from stylize.studio import on_thread
+
+    seen, closed = [], []
+
+    def numbers():
+        try:
+            for i in range(10):
+                seen.append(threading.get_ident())
+                yield i
+        finally:
+            closed.append(threading.get_ident())
+
+    with ThreadPoolExecutor(1) as executor:
+        items = on_thread(numbers(), executor)
+        assert [next(items) for _ in range(3)] == [0, 1, 2]
+        items.close()
+    assert len(set(seen + closed)) == 1 and seen[0] != threading.get_ident()
