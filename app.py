@@ -240,10 +240,10 @@ with gr.Blocks(title="stylize — neural style transfer", delete_cache=(600, 360
                 with gr.Row(equal_height=True):
                     strength_scale = gr.Slider(*[math.log10(v) for v in RANGES["style_strength"]],
                                                value=slider_position(D.style_strength), step=0.01, scale=3,
-                                               label="Style strength (log scale: ← photo · painting →)",
+                                               label="Style strength (log scale)",
                                                elem_id="strength-scale")
                     strength = gr.Number(D.style_strength, minimum=RANGES["style_strength"][0],
-                                         maximum=RANGES["style_strength"][1], label="Style strength (β/α)", scale=1,
+                                         maximum=RANGES["style_strength"][1], label="β/α", scale=1,
                                          min_width=110, elem_id="strength")
                 with gr.Row():
                     size = gr.Slider(64, MAX_SIZE, value=D.size, step=32, label="Size (longest side, px)", elem_id="size")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -105,6 +106,7 @@ class Stylizer:
         self.net = VGGFeatures(self.weights.convs, self.weights.preprocess, dtype).to(self.device).eval()
         self.scales = layer_scales(self.net)
         self._targets: OrderedDict[tuple, dict[str, torch.Tensor]] = OrderedDict()
+        self._targets_lock = threading.Lock()  # runs may share this engine from several threads
 
     def __repr__(self) -> str:
         return f"Stylizer({self.weights.source} weights on {self.device}, {self.precision})"
@@ -118,16 +120,18 @@ class Stylizer:
     def _features(self, key: tuple, image: torch.Tensor, layers: set[str], pooling: str, grams: bool) -> dict[str, torch.Tensor]:
         """Feature maps (or size-normalized Grams) of a fixed image, from a bounded LRU cache."""
         key = (*key, tuple(sorted(layers)), pooling, grams)
-        if key in self._targets:
-            self._targets.move_to_end(key)
-            return self._targets[key]
+        with self._targets_lock:
+            if key in self._targets:
+                self._targets.move_to_end(key)
+                return self._targets[key]
         with torch.no_grad():
             feats = self.features(image, layers, pooling)
             if grams:
                 feats = {name: gram(f)[0] / f[0, 0].numel() for name, f in feats.items()}
-        self._targets[key] = feats
-        while len(self._targets) > TARGET_CACHE_SIZE:
-            self._targets.popitem(last=False)
+        with self._targets_lock:
+            self._targets[key] = feats
+            while len(self._targets) > TARGET_CACHE_SIZE:
+                self._targets.popitem(last=False)
         return feats
 
     def _style_targets(self, styles: Sequence[Image.Image], blend: list[float], content: torch.Tensor | None,

@@ -11,7 +11,7 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 from PIL import Image
 
-from conftest import ROOT, free_port, gradient_photo
+from conftest import ROOT, free_port
 
 
 def submit(client, photo, **kwargs):

@@ -73,7 +73,7 @@ def test_pick_a_preset_run_watch_it_update_then_stop_a_second_run(browser, serve
     page.locator("#steps input[type=number]").press("Enter")
     done_src = result_src(page)
     page.locator("#run").click()
-    running = wait_for_new_result(page, done_src)
+    wait_for_new_result(page, done_src)  # the second run is streaming
     page.locator("#stop").click()
     page.wait_for_function("() => document.querySelector('#status')?.innerText.includes('Stopped at step')",
                            timeout=10_000)
