@@ -192,6 +192,11 @@ def choose_preset(evt: gr.SelectData):
             + [values[0], gr.skip(), gr.skip()] + values[3:])
 
 
+def refresh_weights_status():
+    """Until the weights are loaded, the status line is refreshed; then the timer switches itself off."""
+    return studio.weights_status(timeout=0), gr.Timer(active=not studio.ready)
+
+
 def prefill(request: gr.Request):
     """Apply a shared link's query string: validated like any input, with notices for what was changed."""
     params = dict(request.query_params) if request else {}
@@ -213,7 +218,7 @@ def prefill(request: gr.Request):
     label = f"Style: **{studio.presets[preset_id].caption}**" if preset_id else "Style: *none chosen yet*"
     autorun = params.get("run") == "1" and bool(preset_id)
     return [preset_id, label, slider_position(settings.style_strength), *controls_from_settings(settings),
-            studio.weights_status(), autorun, studio.thumbnails(), credits_markdown()]
+            studio.weights_status(timeout=5), autorun, studio.thumbnails(), credits_markdown()]
 
 
 # ---- layout ---------------------------------------------------------------------------------------------
@@ -227,6 +232,7 @@ footer { display: none !important; }
 with gr.Blocks(title="stylize — neural style transfer", delete_cache=(600, 3600)) as demo:
     gr.Markdown("# stylize\nPaint your photo in the style of a painting — the algorithm of Gatys, Ecker & Bethge (2015).")
     weights_md = gr.Markdown("Weights: loading…", elem_id="weights-status")
+    weights_timer = gr.Timer(2, active=not studio.ready)
     preset_state = gr.Textbox("", visible=False, elem_id="preset-id")
     autorun = gr.State(False)
     with gr.Tab("Stylize"):
@@ -324,6 +330,7 @@ with gr.Blocks(title="stylize — neural style transfer", delete_cache=(600, 360
     load_event = demo.load(prefill, None, [preset_state, style_label, strength_scale, *controls, weights_md, autorun,
                                            gallery, credits],
                            api_visibility="private")
+    weights_timer.tick(refresh_weights_status, None, [weights_md, weights_timer], api_visibility="private", queue=False)
     # run=1 in a shared link presses Stylize once the page is prefilled (so Stop works as usual).
     load_event.then(None, autorun, None, js="(go) => { if (go) document.querySelector('#run').click(); }",
                     api_visibility="private")

@@ -12,6 +12,7 @@ import tempfile
 import threading
 import time
 import uuid
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -121,7 +122,8 @@ class Studio:
         self._errors: dict[str, str] = {}
         self._lock = threading.Lock()
         self._ready = threading.Event()
-        self._stops: dict[str, threading.Event] = {}
+        # A run's stop flag lives as long as the run holds it: ended runs' flags drop out by themselves.
+        self._stops: weakref.WeakValueDictionary[str, threading.Event] = weakref.WeakValueDictionary()
         # Engine work always runs on these threads, however the web server's workers hop between calls.
         self._compute = ThreadPoolExecutor(max_workers=int(os.environ.get("STYLIZE_CONCURRENCY", 1)),
                                            thread_name_prefix="stylize-compute")
@@ -160,8 +162,15 @@ class Studio:
                 self._engines[source] = Stylizer(load_weights(source), self.device)
             return self._engines[source]
 
+    @property
+    def ready(self) -> bool:
+        """Whether start-up has finished loading (or failed to load) the default weights."""
+        return self._ready.is_set()
+
     def weights_status(self, timeout: float = 60.0) -> str:
-        self._ready.wait(timeout)
+        """Which weights are in use and where they run, waiting at most `timeout` for them to load."""
+        if not self._ready.wait(timeout):
+            return "Weights: loading… (a run started now waits for them)."
         if "auto" in self._engines:
             engine = self._engines["auto"]
             return f"Weights: {engine.weights.summary}. Running on {engine.device.type.upper()} ({engine.precision})."

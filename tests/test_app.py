@@ -162,3 +162,10 @@ def test_python_app_py_serves_the_page_within_15_seconds(tmp_path, preset_dir):
     print(f"page served after {elapsed:.1f} s")
     assert elapsed < 15
     assert monitoring != 200  # monitoring is off
+
+
+def test_the_weights_line_refreshes_until_loaded_then_stops(app_module):
+    app_module.studio._ready.wait(60)
+    text, timer = app_module.refresh_weights_status()
+    assert text.startswith("Weights: original VGG-19") and "Running on CPU" in text
+    assert timer.active is False

@@ -41,14 +41,20 @@ def test_status_line_reads_well():
     assert status_line(frame) == ("Step 20/200 · loss 1.75 (content 0.25 · style 1.5) · 256×192 · 4.0 s · ETA 36 s")
 
 
-def test_stop_flags_are_per_session():
+def test_stop_flags_are_per_session_and_end_with_their_run():
+    import gc
+    import weakref
+
     studio = Studio.__new__(Studio)
-    studio._stops = {}
+    studio._stops = weakref.WeakValueDictionary()
     first, other = studio.stop_flag("a"), studio.stop_flag("b")
     assert studio.request_stop("a") and first.is_set() and not other.is_set()
     assert not studio.request_stop("nobody")
     newer = studio.stop_flag("a")
     assert not newer.is_set()  # a new run starts unstopped
+    del first, other, newer  # the runs ended
+    gc.collect()
+    assert len(studio._stops) == 0 and not studio.request_stop("a")
 
 
 def test_studio_runs_a_preset_and_makes_thumbnails(app_module):
