@@ -62,7 +62,7 @@ def floor_and_step(stylizer: Stylizer, content: Image.Image, style: Image.Image,
     for _ in range(repeats):
         sync(stylizer.device)
         started = time.perf_counter()
-        stylizer.features(x, {last}, settings.pooling)[last].float().sum().backward()
+        stylizer.net(x, {last}, settings.pooling)[last].float().sum().backward()
         sync(stylizer.device)
         floors.append(time.perf_counter() - started)
         started = time.perf_counter()

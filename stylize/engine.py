@@ -111,10 +111,6 @@ class Stylizer:
     def __repr__(self) -> str:
         return f"Stylizer({self.weights.source} weights on {self.device}, {self.precision})"
 
-    def features(self, image: torch.Tensor, layers: set[str], pooling: str) -> dict[str, torch.Tensor]:
-        """VGG features in the engine's precision (bf16 or fp32); Grams and losses are always fp32."""
-        return self.net(image, layers, pooling)
-
     # ---- targets -------------------------------------------------------------------------------
 
     def _features(self, key: tuple, image: torch.Tensor, layers: set[str], pooling: str, grams: bool) -> dict[str, torch.Tensor]:
@@ -125,7 +121,7 @@ class Stylizer:
                 self._targets.move_to_end(key)
                 return self._targets[key]
         with torch.no_grad():
-            feats = self.features(image, layers, pooling)
+            feats = self.net(image, layers, pooling)
             if grams:
                 feats = {name: gram(f)[0] / f[0, 0].numel() for name, f in feats.items()}
         with self._targets_lock:
@@ -180,7 +176,7 @@ class Stylizer:
 
     def losses(self, x: torch.Tensor, objective: _Objective, pooling: str) -> dict[str, torch.Tensor]:
         """The weighted terms and their sum for image `x`: what L-BFGS minimizes."""
-        feats = self.features(x, objective.wanted, pooling)
+        feats = self.net(x, objective.wanted, pooling)  # convs in bf16 or fp32; Grams, losses fp32
         terms: dict[str, torch.Tensor] = {}
         if objective.content_target is not None:
             f = feats[objective.content_layer]

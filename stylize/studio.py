@@ -233,11 +233,10 @@ class Studio:
         flag.set()
         return True
 
-    def run(self, content: str | Image.Image | None, styles: Sequence[Image.Image], settings: Settings,
+    def run(self, photo: Image.Image | None, styles: Sequence[Image.Image], settings: Settings,
             source: str = "auto", stop: threading.Event | None = None) -> Iterator[Update]:
         """Stylize and stream throttled updates; input errors surface as `StylizeError` before any work."""
-        if content is None:
+        if photo is None:
             raise StylizeError("add a photo first (upload, webcam or clipboard)")
-        photo = content if isinstance(content, Image.Image) else images.load_image(content, MAX_INPUT_SIDE)
         updates = throttle(self.engine(source).run(photo, styles, settings, preview_every=1), stop)
         return on_thread(updates, self._compute)
