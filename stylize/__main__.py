@@ -95,19 +95,30 @@ def _run(args: argparse.Namespace) -> int:
     stylizer = Stylizer(weights, args.device)
     started = time.perf_counter()
     frame = None
-    preview = args.save_every or max(1, settings.steps)
+    last_report = [0.0]
+
+    def report(step: int) -> bool:
+        """Saved steps, and about once a second for the progress bar (losses are read back only then)."""
+        due = time.perf_counter() - last_report[0] >= 1.0
+        if due:
+            last_report[0] = time.perf_counter()
+        return due or bool(args.save_every and step % args.save_every == 0)
+
     with tqdm(total=settings.steps, disable=args.quiet, unit="step", file=sys.stderr) as bar:
-        for frame in stylizer.run(content, styles, settings, preview_every=preview):
+        for frame in stylizer.run(content, styles, settings, report_every=report):
             bar.total = frame.total_steps
             bar.update(1)
-            bar.set_postfix({k: f"{v:.3g}" for k, v in frame.losses.items()})
-            if frame.image is not None and not frame.done:
+            if frame.losses is not None:
+                bar.set_postfix({k: f"{v:.3g}" for k, v in frame.losses.items()})
+            if args.save_every and frame.step % args.save_every == 0 and not frame.done:
                 frame.image.save(output.with_name(f"{output.stem}-{frame.step:04d}.png"))
     assert frame is not None and frame.image is not None
     frame.image.save(output)
     losses = ", ".join(f"{k} {v:.4g}" for k, v in frame.losses.items())
+    undone = f"; {frame.resets[0]} steps undone by the guard" if frame.resets[0] else ""
     print(f"saved {output} ({frame.image.width}×{frame.image.height}) in {time.perf_counter() - started:.1f} s, "
-          f"{frame.total_steps} steps on {stylizer.device}; losses: {losses}; weights: {weights.source}")
+          f"{frame.total_steps} steps on {stylizer.device}; losses of this image: {losses}{undone}; "
+          f"weights: {weights.source}")
     return 0
 
 

@@ -1,8 +1,12 @@
-"""The L-BFGS generator: it optimizes the image's pixels and yields a `Frame` after every step.
+"""The generator: it optimizes a batch of images with our L-BFGS and yields a `Frame` after every step.
 
-A *step* is one L-BFGS iteration: one forward and backward pass through VGG-19 (no line search, so
-exactly one loss evaluation). Pixels stay in [0, 1] by projection: the image is clamped in place before
-each evaluation, never inside the loss, where clipped pixels would get no gradient.
+A *step* is one L-BFGS iteration: one forward and backward pass through VGG-19 for the whole batch (no line
+search, so exactly one loss evaluation). Each batch item has its own objective (photo, paintings, layers,
+strength, init, seed): `Stylizer.run` makes one image, `Stylizer.run_batch` several of the same size at once.
+
+What a frame reports belongs together: its image is each item's best evaluated image so far, and its losses
+are that image's losses (L-BFGS evaluates an image before it moves on, so the last iterate is never the
+evaluated one). Losses are read back from the device only on frames that report them (`report_every`).
 """
 
 from __future__ import annotations
@@ -12,8 +16,8 @@ import math
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
-from typing import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -21,27 +25,53 @@ from PIL import Image
 
 from . import images
 from .errors import StylizeError
+from .lbfgs import LBFGS
 from .losses import content_loss, gram, style_layer_loss, tv_loss
 from .params import Settings
 from .vgg import VGGFeatures, layer_scales
 from .weights import Weights, load_weights
 
-LBFGS_HISTORY = 100
-TARGET_CACHE_SIZE = 16
-MAX_RECOVERIES = 3  # non-finite losses survived (by restoring the last good image) before a run gives up
+TARGET_CACHE_SIZE = 32
+MAX_RECOVERIES = 3  # non-finite losses survived (each undone by going back to the best image) before giving up
+TERMS = ("content", "style", "tv")
+SCALE_RATIO = math.sqrt(2)  # coarse-to-fine levels are a factor √2 apart
+
+
+@dataclass
+class Job:
+    """One image to make: a photo (None: texture synthesis), paintings (none: content reconstruction), settings."""
+
+    content: Image.Image | None
+    styles: Sequence[Image.Image]
+    settings: Settings = field(default_factory=Settings)
 
 
 @dataclass
 class Frame:
-    """One optimization step's report; `image` is set on preview steps and on the last frame."""
+    """One optimization step. On reporting steps (and the last) it carries, per batch item, the best image so
+    far, its losses and the loss history; on the others only the step counter and the time."""
 
     step: int
     total_steps: int
-    losses: dict[str, float]
     elapsed: float
-    image: Image.Image | None = None
     size: tuple[int, int] = (0, 0)
     done: bool = False
+    images: list[Image.Image] | None = None
+    item_losses: list[dict[str, float]] | None = None
+    histories: list[list[tuple[int, dict[str, float]]]] | None = None  # (step, losses of the image evaluated then)
+    resets: list[int] | None = None  # guard interventions per item (steps undone)
+
+    @property
+    def image(self) -> Image.Image | None:
+        return self.images[0] if self.images else None
+
+    @property
+    def losses(self) -> dict[str, float] | None:
+        return self.item_losses[0] if self.item_losses else None
+
+    @property
+    def history(self) -> list[tuple[int, dict[str, float]]] | None:
+        return self.histories[0] if self.histories else None
 
     @property
     def eta(self) -> float:
@@ -56,10 +86,18 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def gpu_precision(capability: tuple[int, int]) -> str:
+    """bf16 on GPUs that compute it natively (compute capability ≥ 8.0: Ampere, Ada, Hopper, …), else fp32.
+
+    `torch.cuda.is_bf16_supported()` also says True on a T4 (7.5), where bf16 is emulated and slower than fp32.
+    """
+    return "bf16" if capability[0] >= 8 else "fp32"
+
+
 def native_precision(device: torch.device) -> str:
     """bf16 where the hardware computes it natively (AVX512-BF16/AMX CPUs, Ampere+ GPUs), else fp32."""
     if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+        return gpu_precision(torch.cuda.get_device_capability(device))
     try:
         return "bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "fp32"
     except (AttributeError, RuntimeError):
@@ -74,19 +112,28 @@ def fingerprint(img: Image.Image) -> str:
 
 @dataclass
 class _Objective:
-    """Targets and per-layer weights for one size: the weighted sum of the paper's three terms."""
+    """The batch's targets and weights at one size. Item b's loss is the paper's weighted sum of its terms;
+    a layer an item does not use has weight 0 for it."""
 
-    content_layer: str
-    content_target: torch.Tensor | None
-    content_weight: float
-    style_targets: dict[str, torch.Tensor]  # Gram / M: independent of the style image's size
-    style_weights: dict[str, float]
-    tv_weight: float
+    content: dict[str, tuple[torch.Tensor, torch.Tensor]]  # layer -> (targets (B, C, h, w), weights (B,))
+    style: dict[str, tuple[torch.Tensor, torch.Tensor]]  # layer -> (Gram/M targets (B, N, N), weights (B,))
+    tv: torch.Tensor  # (B,)
+    tv_on: bool  # known on the host: no device read per step
+    present: list[tuple[str, ...]]  # the terms each item reports
 
     @property
     def wanted(self) -> set[str]:
-        """The feature layers this objective reads."""
-        return set(self.style_targets) | ({self.content_layer} if self.content_target is not None else set())
+        return set(self.content) | set(self.style)
+
+
+@dataclass
+class _Plan:
+    """What a batch shares: sizes per level, steps per level, pooling, whether only luma is optimized."""
+
+    sizes: list[tuple[int, int]]
+    level_steps: list[int]
+    pooling: str
+    luminance: bool
 
 
 class Stylizer:
@@ -102,21 +149,29 @@ class Stylizer:
         if self.device.type == "cuda":
             torch.backends.cudnn.allow_tf32 = True
             torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.benchmark = True  # sizes repeat for hundreds of steps
         dtype = torch.bfloat16 if self.precision == "bf16" else torch.float32
         self.net = VGGFeatures(self.weights.convs, self.weights.preprocess, dtype).to(self.device).eval()
-        self.scales = layer_scales(self.net)
+        self._scales: dict[str, dict[str, float]] = {}
         self._targets: OrderedDict[tuple, dict[str, torch.Tensor]] = OrderedDict()
-        self._targets_lock = threading.Lock()  # runs may share this engine from several threads
+        self._lock = threading.Lock()  # runs may share this engine from several threads
 
     def __repr__(self) -> str:
         return f"Stylizer({self.weights.source} weights on {self.device}, {self.precision})"
+
+    def scales(self, pooling: str) -> dict[str, float]:
+        """Per-layer calibration (RMS response to a fixed image) for a pooling mode, measured once."""
+        with self._lock:
+            if pooling not in self._scales:
+                self._scales[pooling] = layer_scales(self.net, pooling)
+            return self._scales[pooling]
 
     # ---- targets -------------------------------------------------------------------------------
 
     def _features(self, key: tuple, image: torch.Tensor, layers: set[str], pooling: str, grams: bool) -> dict[str, torch.Tensor]:
         """Feature maps (or size-normalized Grams) of a fixed image, from a bounded LRU cache."""
         key = (*key, tuple(sorted(layers)), pooling, grams)
-        with self._targets_lock:
+        with self._lock:
             if key in self._targets:
                 self._targets.move_to_end(key)
                 return self._targets[key]
@@ -124,203 +179,258 @@ class Stylizer:
             feats = self.net(image, layers, pooling)
             if grams:
                 feats = {name: gram(f)[0] / f[0, 0].numel() for name, f in feats.items()}
-        with self._targets_lock:
+            else:
+                feats = {name: f[0].float() for name, f in feats.items()}
+        with self._lock:
             self._targets[key] = feats
             while len(self._targets) > TARGET_CACHE_SIZE:
                 self._targets.popitem(last=False)
         return feats
 
-    def _style_targets(self, styles: Sequence[Image.Image], blend: list[float], content: torch.Tensor | None,
-                       longest: int, settings: Settings) -> dict[str, torch.Tensor]:
+    def _style_grams(self, job: Job, content: torch.Tensor | None, longest: int) -> dict[str, torch.Tensor]:
+        """The blend of the job's style Grams (each / M, so independent of the style image's size)."""
+        settings = job.settings
         layers = set(settings.style_layer_weights())
-        side = max(images.MIN_SIDE, round(longest * settings.style_scale))
-        content_id = fingerprint(images.to_pil(content)) if content is not None and settings.preserve_color != "none" else ""
+        side = round(longest * settings.style_scale)
+        colour = settings.preserve_color if content is not None else "none"
+        content_id = fingerprint(images.to_pil(content)) if colour != "none" else ""
         total: dict[str, torch.Tensor] = {}
-        for style, weight in zip(styles, blend):
+        for style, weight in zip(job.styles, settings.blend_weights(len(job.styles))):
             if weight == 0:
                 continue
-            tensor = images.to_tensor(images.resize(style, images.fit_size(style.size, side)), self.device)
-            if content is not None and settings.preserve_color == "histogram":
+            tensor = images.to_tensor(images.resize(style, images.fit_at_least(style.size, side)), self.device)
+            if colour == "histogram":
                 tensor = images.match_colour(tensor, content)
-            elif content is not None and settings.preserve_color == "luminance":
+            elif colour == "luminance":
                 tensor = images.match_luminance(images.luminance(tensor), content)
-            key = ("style", fingerprint(style), side, settings.preserve_color, content_id)
+            key = ("style", fingerprint(style), side, colour, content_id)
             for name, target in self._features(key, tensor, layers, settings.pooling, grams=True).items():
                 total[name] = total.get(name, 0) + weight * target
         return total
 
-    def _objective(self, content: torch.Tensor | None, content_id: str, styles: Sequence[Image.Image],
-                   blend: list[float], settings: Settings) -> _Objective:
-        height, width = (content.shape[-2:] if content is not None else (0, 0))
-        content_target, content_weight = None, 0.0
-        if content is not None:
-            key = ("content", content_id, (width, height), settings.preserve_color)
-            layer = settings.content_layer
-            target = self._features(key, self._content_input(content, settings), {layer}, settings.pooling, grams=False)[layer]
-            content_target = target
-            content_weight = 1.0 / (target.numel() * self.scales[layer] ** 2)
-        style_targets, style_weights = {}, {}
-        if styles:
-            longest = max(width, height) if content is not None else settings.size
-            style_targets = self._style_targets(styles, blend, content, longest, settings)
-            style_weights = {name: settings.style_strength * w / self.scales[name] ** 4
-                             for name, w in settings.style_layer_weights().items()}
-        return _Objective(settings.content_layer, content_target, content_weight, style_targets, style_weights,
-                          settings.tv_weight)
+    def _objective(self, jobs: Sequence[Job], contents: list[torch.Tensor | None], size: tuple[int, int],
+                   plan: _Plan) -> _Objective:
+        """Targets for every item at one level's size, stacked over the batch."""
+        b = len(jobs)
+        scales = self.scales(plan.pooling)
+        content: dict[str, tuple[list, list]] = {}
+        style: dict[str, tuple[list, list]] = {}
+        present = []
+        for i, (job, photo) in enumerate(zip(jobs, contents)):
+            s, terms = job.settings, []
+            if photo is not None:
+                layer = s.content_layer
+                key = ("content", fingerprint(job.content), size, plan.luminance)
+                target = self._features(key, self._content_input(photo, plan), {layer}, plan.pooling, grams=False)[layer]
+                targets, weights = content.setdefault(layer, ([None] * b, [0.0] * b))
+                targets[i], weights[i] = target, 1.0 / (target.numel() * scales[layer] ** 2)
+                terms.append("content")
+            if job.styles:
+                grams = self._style_grams(job, photo, max(size))
+                for layer, w in s.style_layer_weights().items():
+                    targets, weights = style.setdefault(layer, ([None] * b, [0.0] * b))
+                    targets[i], weights[i] = grams[layer], s.style_strength * w / scales[layer] ** 4
+                terms.append("style")
+            if s.tv_weight:
+                terms.append("tv")
+            present.append((*terms, "total"))
+        return _Objective(content={k: self._stack(*v) for k, v in content.items()},
+                          style={k: self._stack(*v) for k, v in style.items()},
+                          tv=torch.tensor([j.settings.tv_weight for j in jobs], device=self.device),
+                          tv_on=any(j.settings.tv_weight for j in jobs),
+                          present=present)
+
+    def _stack(self, targets: list[torch.Tensor | None], weights: list[float]) -> tuple[torch.Tensor, torch.Tensor]:
+        like = next(t for t in targets if t is not None)
+        stacked = torch.stack([t if t is not None else torch.zeros_like(like) for t in targets])
+        return stacked, torch.tensor(weights, device=self.device)
 
     @staticmethod
-    def _content_input(content: torch.Tensor, settings: Settings) -> torch.Tensor:
-        return images.luminance(content) if settings.preserve_color == "luminance" else content
+    def _content_input(content: torch.Tensor, plan: _Plan) -> torch.Tensor:
+        return images.luma(content) if plan.luminance else content
 
     # ---- the loss -----------------------------------------------------------------------------
 
-    def losses(self, x: torch.Tensor, objective: _Objective, pooling: str) -> dict[str, torch.Tensor]:
-        """The weighted terms and their sum for image `x`: what L-BFGS minimizes."""
+    def losses(self, x: torch.Tensor, objective: _Objective, pooling: str) -> torch.Tensor:
+        """The weighted terms per item, (B, 4): content, style, tv and their sum, which L-BFGS minimizes."""
         feats = self.net(x, objective.wanted, pooling)  # convs in bf16 or fp32; Grams, losses fp32
-        terms: dict[str, torch.Tensor] = {}
-        if objective.content_target is not None:
-            f = feats[objective.content_layer]
-            terms["content"] = objective.content_weight * content_loss(f, objective.content_target)
-        if objective.style_targets:
-            style = x.new_zeros(())
-            for name, weight in objective.style_weights.items():
-                f = feats[name]
-                n, m = f.shape[1], f[0, 0].numel()
-                style = style + weight * style_layer_loss(gram(f), objective.style_targets[name] * m, n, m)
-            terms["style"] = style
-        if objective.tv_weight:
-            terms["tv"] = objective.tv_weight * tv_loss(x)
-        terms["total"] = sum(terms.values())
-        return terms
+        zero = torch.zeros(x.shape[0], device=x.device)
+        content, style = zero, zero
+        for layer, (target, weight) in objective.content.items():
+            content = content + weight * content_loss(feats[layer], target)
+        for layer, (target, weight) in objective.style.items():
+            f = feats[layer]
+            n, m = f.shape[1], f[0, 0].numel()
+            style = style + weight * style_layer_loss(gram(f), target * m, n, m)
+        tv = objective.tv * tv_loss(x) if objective.tv_on else zero
+        return torch.stack([content, style, tv, content + style + tv], dim=1)
 
     @torch.no_grad()
     def evaluate(self, image: Image.Image, content: Image.Image | None, styles: Sequence[Image.Image],
                  settings: Settings) -> dict[str, float]:
-        """The objective's terms for a finished (8-bit) image, as a user receives it: how results are judged."""
+        """The objective's terms for a finished (8-bit) image, as a user receives it: how results are judged.
+
+        With luminance-only transfer the delivered image is the optimized luma plus the photo's chroma, so its
+        luma is what is scored.
+        """
+        job = Job(content, list(styles), settings.replace(size=max(image.size)))
+        plan = self._plan([job])
+        photo = images.to_tensor(images.resize(content, image.size), self.device) if content is not None else None
         x = images.to_tensor(image, self.device)
-        content_t = images.to_tensor(images.resize(content, image.size), self.device) if content is not None else None
-        if content_t is not None and settings.preserve_color == "luminance":
-            x = images.luminance(x)
-        blend = settings.blend_weights(len(styles)) if styles else []
-        objective = self._objective(content_t, fingerprint(content) if content is not None else "", list(styles), blend,
-                                    settings.replace(size=max(image.size)))
-        return {k: float(v) for k, v in self.losses(x, objective, settings.pooling).items()}
+        x = images.luma(x) if plan.luminance else x
+        objective = self._objective([job], [photo], image.size, plan)
+        values = self.losses(x, objective, plan.pooling)[0].tolist()
+        return {term: value for term, value in zip((*TERMS, "total"), values) if term in objective.present[0]}
 
     # ---- the generator ------------------------------------------------------------------------
 
     def run(self, content: Image.Image | None, styles: Sequence[Image.Image], settings: Settings | None = None,
-            preview_every: int = 10) -> Iterator[Frame]:
-        """Yield a `Frame` after every L-BFGS step, with an image every `preview_every` steps and at the end.
+            report_every: int | Callable[[int], bool] = 10) -> Iterator[Frame]:
+        """One image: yield a `Frame` after every L-BFGS step, reporting images and losses every `report_every`
+        steps (or where the predicate says so) and at the end.
 
         `content=None` synthesizes the style's texture from noise; no `styles` reconstructs the content
         from the chosen layer (the paper's Fig. 1 experiments). Closing the iterator stops the run at once.
         """
-        settings = settings or Settings()
-        styles = list(styles)
-        if content is None and not styles:
-            raise StylizeError("give a content image, a style image, or both")
-        blend = settings.blend_weights(len(styles)) if styles else []
-        reference = content if content is not None else styles[0]
-        final = images.fit_size(reference.size, settings.size)
-        init = settings.init if content is not None or settings.init == "style" else "noise"
-        if init == "style" and not styles:
-            raise StylizeError("init 'style' needs a style image")
-        sizes = _level_sizes(final, settings.scales)
-        level_steps = _split_steps(settings.steps, len(sizes))
-        return self._optimize(content, styles, blend, settings, sizes, level_steps, init, max(1, preview_every))
+        return self.run_batch([Job(content, list(styles), settings or Settings())], report_every)
 
-    def _optimize(self, content_img: Image.Image | None, styles: list[Image.Image], blend: list[float],
-                  settings: Settings, sizes: list[tuple[int, int]], level_steps: list[int], init: str,
-                  preview_every: int) -> Iterator[Frame]:
-        started = time.perf_counter()
-        total_steps, step = sum(level_steps), 0
-        content_id = fingerprint(content_img) if content_img is not None else ""
-        x: torch.Tensor | None = None
-        recoveries = 0
-        for size, steps in zip(sizes, level_steps):
-            content = images.to_tensor(images.resize(content_img, size), self.device) if content_img is not None else None
-            objective = self._objective(content, content_id, styles, blend, settings.replace(size=max(size)))
-            x = self._initial(x, size, content, styles, settings, init)
-            optimizer = _lbfgs(x)
-            evaluated, good = x.detach().clone(), x.detach().clone()  # last evaluated / last finite image
-            terms: dict[str, torch.Tensor] = {}
+    def run_batch(self, jobs: Sequence[Job], report_every: int | Callable[[int], bool] = 10) -> Iterator[Frame]:
+        """Several images of the same size optimized together (one VGG pass per step); see `run`.
 
-            def closure() -> torch.Tensor:
-                nonlocal terms
-                with torch.no_grad():
-                    x.clamp_(0, 1)
-                    evaluated.copy_(x)
-                optimizer.zero_grad(set_to_none=False)
-                with torch.enable_grad():
-                    terms = self.losses(x, objective, settings.pooling)
-                    terms["total"].backward()
-                return terms["total"]
+        Items may differ in photo, paintings, layers, strength, init and seed; they must agree on what fixes
+        the shape of the work: output size, steps, levels, pooling and colour mode.
+        """
+        jobs = list(jobs)
+        if not jobs:
+            raise StylizeError("nothing to run")
+        for job in jobs:
+            if job.content is None and not job.styles:
+                raise StylizeError("give a content image, a style image, or both")
+            if job.settings.init == "style" and not job.styles:
+                raise StylizeError("init 'style' needs a style image")
+        plan = self._plan(jobs)
+        report = report_every if callable(report_every) else (lambda step, n=max(1, report_every): step % n == 0)
+        return self._optimize(jobs, plan, report)
 
-            level_end = step + steps
-            while step < level_end:  # a recovered step is repeated, so every level does all its steps
-                optimizer.step(closure)
-                losses = {k: float(v.detach()) for k, v in terms.items()}
-                if not (math.isfinite(losses["total"]) and bool(torch.isfinite(x).all())):
-                    recoveries += 1
-                    if recoveries > MAX_RECOVERIES:
-                        raise StylizeError(f"the optimization diverged (non-finite loss at step {step + 1}, "
-                                           f"{MAX_RECOVERIES} recoveries tried); try a lower style strength or "
-                                           "TV weight, or another init")
-                    with torch.no_grad():  # back to the last good image, with a fresh L-BFGS history
-                        x.copy_(good)
-                    optimizer = _lbfgs(x)
-                    continue
-                good.copy_(evaluated)
-                step += 1
-                last = step == total_steps
-                show = last or step % preview_every == 0
-                image = self._frame_image(x, content, settings) if show else None
-                yield Frame(step, total_steps, losses, time.perf_counter() - started, image, size, done=last)
-
-    def _initial(self, previous: torch.Tensor | None, size: tuple[int, int], content: torch.Tensor | None,
-                 styles: list[Image.Image], settings: Settings, init: str) -> torch.Tensor:
-        width, height = size
-        if previous is not None:  # coarse-to-fine: upsample the last level's result
-            x = F.interpolate(previous.detach(), size=(height, width), mode="bicubic", align_corners=False)
-        elif init == "content":
-            x = self._content_input(content, settings)
-        elif init == "style":
-            x = images.to_tensor(images.resize(styles[0], size), self.device)
-            x = images.luminance(x) if settings.preserve_color == "luminance" else x
-        else:
-            gen = torch.Generator().manual_seed(settings.seed)
-            x = torch.rand(1, 1 if settings.preserve_color == "luminance" else 3, height, width, generator=gen)
-            x = x.expand(-1, 3, -1, -1).to(self.device)
-        return x.clamp(0, 1).contiguous().requires_grad_(True)
+    def _plan(self, jobs: Sequence[Job]) -> _Plan:
+        first = jobs[0].settings
+        finals = {images.fit_size((j.content or j.styles[0]).size, j.settings.size) for j in jobs}
+        shared = {(j.settings.steps, j.settings.scales, j.settings.pooling, self._luminance(j)) for j in jobs}
+        if len(finals) > 1 or len(shared) > 1:
+            raise StylizeError("a batch's images must share output size, steps, levels, pooling and colour mode")
+        final = finals.pop()
+        sizes, level_steps = _schedule(final, first.scales, first.steps)
+        return _Plan(sizes, level_steps, first.pooling, self._luminance(jobs[0]))
 
     @staticmethod
-    def _frame_image(x: torch.Tensor, content: torch.Tensor | None, settings: Settings) -> Image.Image:
+    def _luminance(job: Job) -> bool:
+        return job.settings.preserve_color == "luminance" and job.content is not None
+
+    def _optimize(self, jobs: list[Job], plan: _Plan, report: Callable[[int], bool]) -> Iterator[Frame]:
+        started = time.perf_counter()
+        total_steps, step, b = sum(plan.level_steps), 0, len(jobs)
+        trace = torch.zeros(total_steps, b, len(TERMS) + 1, device=self.device)  # losses of every evaluation
+        x: torch.Tensor | None = None
+        optimizer: LBFGS | None = None
+        for level, (size, steps) in enumerate(zip(plan.sizes, plan.level_steps)):
+            contents = [images.to_tensor(images.resize(j.content, size), self.device) if j.content is not None else None
+                        for j in jobs]
+            objective = self._objective(jobs, contents, size, plan)
+            lower, upper = self._bounds(contents, plan)
+            x = self._initial(x, size, jobs, contents, plan).clamp(lower, upper).requires_grad_(True)
+            optimizer = None  # the last level's history goes before this level's is allocated
+            optimizer = LBFGS(x, lower=lower, upper=upper)
+            best_terms = torch.zeros(b, len(TERMS) + 1, device=self.device)
+            for _ in range(steps):
+                with torch.enable_grad():
+                    terms = self.losses(x, objective, plan.pooling)
+                    (grad,) = torch.autograd.grad(terms[:, -1].sum(), x)
+                optimizer.step(terms[:, -1].detach(), grad)
+                terms = terms.detach()
+                best_terms = torch.where(optimizer.improved[:, None], terms, best_terms)
+                trace[step] = terms
+                step += 1
+                last = step == total_steps
+                if not (last or report(step)):
+                    yield Frame(step, total_steps, time.perf_counter() - started, size)
+                    continue
+                resets = optimizer.resets.tolist()
+                if not torch.isfinite(optimizer.best_loss).all():
+                    raise StylizeError("the optimization diverged (no finite loss); try a lower style strength or "
+                                       "TV weight, or another init")
+                failures = int((~torch.isfinite(trace[:step, :, -1])).sum(0).max())
+                if failures > MAX_RECOVERIES:
+                    raise StylizeError(f"the optimization diverged (non-finite loss at step {step}, "
+                                       f"{MAX_RECOVERIES} recoveries tried); try a lower style strength or "
+                                       "TV weight, or another init")
+                yield Frame(step, total_steps, time.perf_counter() - started, size, done=last,
+                            images=self._images(optimizer.best, contents, plan),
+                            item_losses=self._named(best_terms, objective.present),
+                            histories=self._histories(trace[:step], objective.present), resets=resets)
+
+    @staticmethod
+    def _named(terms: torch.Tensor, present: list[tuple[str, ...]]) -> list[dict[str, float]]:
+        names = (*TERMS, "total")
+        return [{n: v for n, v in zip(names, row) if n in keep} for row, keep in zip(terms.tolist(), present)]
+
+    @staticmethod
+    def _histories(trace: torch.Tensor, present: list[tuple[str, ...]]) -> list[list[tuple[int, dict[str, float]]]]:
+        names = (*TERMS, "total")
+        rows = trace.tolist()  # one transfer for the whole history
+        return [[(k + 1, {n: v for n, v in zip(names, row[i]) if n in keep}) for k, row in enumerate(rows)]
+                for i, keep in enumerate(present)]
+
+    def _bounds(self, contents: list[torch.Tensor | None], plan: _Plan) -> tuple[torch.Tensor | float, torch.Tensor | float]:
+        """Pixel bounds for the projection: [0, 1], or for luma the range that keeps each pixel's RGB in [0, 1]
+        with the photo's chroma (so the delivered image is exactly the optimized luma plus that chroma)."""
+        if not plan.luminance:
+            return 0.0, 1.0
+        ranges = [images.luma_range(c) for c in contents]
+        return torch.cat([r[0] for r in ranges]), torch.cat([r[1] for r in ranges])
+
+    def _initial(self, previous: torch.Tensor | None, size: tuple[int, int], jobs: list[Job],
+                 contents: list[torch.Tensor | None], plan: _Plan) -> torch.Tensor:
+        width, height = size
+        if previous is not None:  # coarse-to-fine: upsample the last level's result
+            return F.interpolate(previous.detach(), size=(height, width), mode="bicubic", align_corners=False)
+        starts = []
+        for job, photo in zip(jobs, contents):
+            init = job.settings.init if photo is not None or job.settings.init == "style" else "noise"
+            if init == "content":
+                x = self._content_input(photo, plan)
+            elif init == "style":
+                x = images.to_tensor(images.resize(job.styles[0], size), self.device)
+                x = images.luma(x) if plan.luminance else x
+            else:
+                gen = torch.Generator().manual_seed(job.settings.seed)
+                x = torch.rand(1, 1 if plan.luminance else 3, height, width, generator=gen).to(self.device)
+            starts.append(x)
+        return torch.cat(starts).contiguous()
+
+    @staticmethod
+    def _images(x: torch.Tensor, contents: list[torch.Tensor | None], plan: _Plan) -> list[Image.Image]:
         with torch.no_grad():
-            out = x.detach().clamp(0, 1)
-            if settings.preserve_color == "luminance" and content is not None:
-                out = images.with_content_colour(out, content)
-            return images.to_pil(out)
+            out = []
+            for item, photo in zip(x.detach(), contents):
+                item = item.unsqueeze(0)
+                rgb = images.with_content_colour(item, photo) if plan.luminance else item.expand(-1, 3, -1, -1)
+                out.append(images.to_pil(rgb))
+            return out
 
 
-def _lbfgs(x: torch.Tensor) -> torch.optim.LBFGS:
-    """L-BFGS as the paper's reference code uses it: history 100, no line search, never stopping early."""
-    return torch.optim.LBFGS([x], lr=1.0, max_iter=1, history_size=LBFGS_HISTORY, tolerance_grad=-1.0,
-                             tolerance_change=-1.0)
+def _schedule(final: tuple[int, int], levels: int, steps: int) -> tuple[list[tuple[int, int]], list[int]]:
+    """Coarse-to-fine sizes a factor √2 apart ending at `final`, and the steps of each level.
 
-
-def _level_sizes(final: tuple[int, int], levels: int) -> list[tuple[int, int]]:
-    """Coarse-to-fine sizes, halving from `final`, skipping levels too small for the network."""
+    Levels too small for the network (shorter side < 32 px) are skipped; each level gets an equal share of the
+    steps, and a level left with no step is dropped, so a run never takes more steps than asked for.
+    """
     sizes = []
     for k in range(levels - 1, -1, -1):
-        w, h = (round(final[0] / 2**k), round(final[1] / 2**k))
-        if min(w, h) >= images.MIN_SIDE:
+        w, h = round(final[0] / SCALE_RATIO**k), round(final[1] / SCALE_RATIO**k)
+        if min(w, h) >= images.MIN_SIDE and (w, h) not in sizes:
             sizes.append((w, h))
-    return sizes or [final]
-
-
-def _split_steps(steps: int, levels: int) -> list[int]:
-    """Steps per level, coarse to fine: each coarser level gets half the steps of the next finer one."""
-    shares = [2.0**k for k in range(levels)]  # e.g. 3 levels: 1/7, 2/7, 4/7
-    counts = [max(1, int(steps * share / sum(shares))) for share in shares]
-    counts[-1] = max(1, steps - sum(counts[:-1]))
-    return counts
+    sizes = sizes or [final]
+    counts = [steps // len(sizes)] * len(sizes)
+    counts[-1] += steps - sum(counts)
+    kept = [(s, c) for s, c in zip(sizes, counts) if c > 0]
+    return [s for s, _ in kept], [c for _, c in kept]

@@ -23,18 +23,27 @@ MIN_SIDE = 32  # the network pools four times before conv5: smaller images have 
 ImageSource = str | Path | bytes | BinaryIO | Image.Image
 
 
-def _open(source: ImageSource) -> Image.Image:
+def _open(source: ImageSource, max_bytes: int | None = None) -> Image.Image:
+    """The image, opened lazily: only its header has been read (format, mode, size); nothing decoded yet."""
     if isinstance(source, Image.Image):
         return source
     if isinstance(source, bytes):
         source = io.BytesIO(source)
     name = Path(source).name if isinstance(source, (str, Path)) else "the image"
     try:
-        if isinstance(source, (str, Path)) and Path(source).stat().st_size == 0:
+        if isinstance(source, (str, Path)):
+            length = Path(source).stat().st_size
+        else:
+            length = source.seek(0, io.SEEK_END) - source.seek(0) if source.seekable() else None
+        if length == 0:
             raise StylizeError(f"{name} is empty (0 bytes)")
+        if max_bytes is not None and length is not None and length > max_bytes:
+            raise StylizeError(f"{name} is {length / 2**20:.1f} MB: more than the {max_bytes / 2**20:.0f} MB allowed")
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             return Image.open(source)
+    except StylizeError:
+        raise
     except FileNotFoundError as exc:
         raise StylizeError(f"{name}: no such file") from exc
     except UnidentifiedImageError as exc:
@@ -45,14 +54,16 @@ def _open(source: ImageSource) -> Image.Image:
         raise StylizeError(f"{name} is truncated or corrupt ({exc})") from exc
 
 
-def load_image(source: ImageSource, max_side: int | None = None) -> Image.Image:
+def load_image(source: ImageSource, max_side: int | None = None, max_bytes: int | None = None) -> Image.Image:
     """An RGB image from a path, bytes, a file object or a PIL image, or a `StylizeError`.
 
-    EXIF orientation is applied; transparency is composited on white; grayscale, palette, CMYK and 16-bit
-    images become 8-bit RGB; animations give their first frame. With `max_side`, a JPEG is decoded at a
-    reduced scale straight away (fast for large photos) and the result is shrunk to fit.
+    Checked before anything is decoded: the file's size (`max_bytes`), then from the header the pixel count
+    (at most 50 MP) and the shorter side (at least 32 px). Then: EXIF orientation is applied; transparency is
+    composited on white; grayscale, palette, CMYK and 16-bit images become 8-bit RGB (16-bit values scaled,
+    not clipped); animations give their first frame. With `max_side`, a JPEG is decoded at a reduced scale
+    straight away (fast for large photos) and the result is shrunk to fit.
     """
-    img = _open(source)
+    img = _open(source, max_bytes)
     width, height = img.size
     if width * height > MAX_PIXELS:
         raise StylizeError(f"the image is {width}×{height}: more than the {MAX_PIXELS // 1_000_000} MP allowed")
@@ -102,6 +113,14 @@ def fit_size(size: tuple[int, int], longest: int) -> tuple[int, int]:
     return new
 
 
+def fit_at_least(size: tuple[int, int], longest: int) -> tuple[int, int]:
+    """(width, height) scaled so the longest side is `longest`, or larger where the shorter side would fall below
+    the network's minimum (an elongated style image at a coarse level)."""
+    width, height = size
+    scale = max(longest / max(width, height), MIN_SIDE / min(width, height))
+    return max(MIN_SIDE, round(width * scale)), max(MIN_SIDE, round(height * scale))
+
+
 def resize(img: Image.Image, size: tuple[int, int]) -> Image.Image:
     return img if img.size == size else img.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
 
@@ -128,6 +147,24 @@ def rgb_to_yiq(rgb: torch.Tensor) -> torch.Tensor:
 
 def yiq_to_rgb(yiq: torch.Tensor) -> torch.Tensor:
     return torch.einsum("ij,bjhw->bihw", torch.linalg.inv(_RGB_TO_YIQ).to(yiq), yiq)
+
+
+def luma(rgb: torch.Tensor) -> torch.Tensor:
+    """The luma Y as a one-channel image (B, 1, H, W): what luminance-only transfer optimizes."""
+    return rgb_to_yiq(rgb)[:, :1].contiguous()
+
+
+def luma_range(content: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per pixel, the luma values whose RGB, with the photo's chroma (I, Q), stays inside [0, 1]: (low, high).
+
+    RGB = Y + T·(I, Q) for the fixed 3×2 matrix T, so each channel bounds Y from both sides. The photo's own
+    luma always lies inside; optimizing within these bounds means no clipping changes the delivered colours.
+    """
+    yiq = rgb_to_yiq(content)
+    offsets = torch.einsum("ij,bjhw->bihw", torch.linalg.inv(_RGB_TO_YIQ)[:, 1:].to(yiq), yiq[:, 1:])  # (B, 3, H, W)
+    low = (-offsets).amax(1, keepdim=True).clamp(0, 1)
+    high = (1 - offsets).amin(1, keepdim=True).clamp(0, 1)
+    return torch.minimum(low, high), high
 
 
 def luminance(rgb: torch.Tensor) -> torch.Tensor:

@@ -49,11 +49,10 @@ class Preprocess:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
 
-    def __call__(self, rgb01: torch.Tensor) -> torch.Tensor:
-        x = rgb01.flip(1) if self.bgr else rgb01
-        mean = torch.tensor(self.mean, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-        std = torch.tensor(self.std, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-        return (x * self.scale - mean) / std
+    def affine(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(a, b) with preprocess(x) = a·x' + b per channel, x' the input in the network's channel order."""
+        mean, std = torch.tensor(self.mean), torch.tensor(self.std)
+        return (self.scale / std).view(1, 3, 1, 1), (-mean / std).view(1, 3, 1, 1)
 
 
 class VGGFeatures(torch.nn.Module):
@@ -65,6 +64,9 @@ class VGGFeatures(torch.nn.Module):
         super().__init__()
         self.preprocess = preprocess
         self.dtype = dtype
+        gain, offset = preprocess.affine()  # buffers: on the device once, no per-call host-to-device copies
+        self.register_buffer("input_gain", gain)
+        self.register_buffer("input_offset", offset)
         self.layers = tuple(name for name in CONV_LAYERS if name in convs)
         for name in self.layers:
             weight, bias = convs[name]
@@ -77,6 +79,16 @@ class VGGFeatures(torch.nn.Module):
         self.dtype = getattr(self, f"{self.layers[0]}_weight").dtype
         return module
 
+    def prepare(self, rgb01: torch.Tensor) -> torch.Tensor:
+        """The input as these weights expect it (channel order, scale, mean, std), in their dtype, channels-last.
+
+        A one-channel input (a luma image) is seen as grey: expanded to three channels here.
+        """
+        x = rgb01.expand(-1, 3, -1, -1) if rgb01.shape[1] == 1 else rgb01
+        x = x.flip(1) if self.preprocess.bgr else x
+        x = torch.addcmul(self.input_offset.to(x.dtype), x, self.input_gain.to(x.dtype))
+        return x.to(self.dtype).contiguous(memory_format=torch.channels_last)
+
     def forward(self, rgb01: torch.Tensor, wanted: set[str], pooling: str = "avg") -> dict[str, torch.Tensor]:
         """Feature maps (N, C, H, W) for every layer in `wanted`; layers past the deepest are never computed."""
         unknown = wanted - set(FEATURE_LAYERS)
@@ -86,7 +98,7 @@ class VGGFeatures(torch.nn.Module):
         if FEATURE_LAYERS.index(last) > FEATURE_LAYERS.index(self.deepest_available):
             raise KeyError(f"layer {last} is deeper than the loaded weights (up to {self.deepest_available})")
         pool = F.avg_pool2d if pooling == "avg" else F.max_pool2d
-        x = self.preprocess(rgb01).to(self.dtype).contiguous(memory_format=torch.channels_last)
+        x = self.prepare(rgb01)
         out: dict[str, torch.Tensor] = {}
         block = 1
         for name in self.layers:
@@ -118,14 +130,15 @@ def calibration_image(size: int = 128, seed: int = 1234) -> torch.Tensor:
 
 
 @torch.no_grad()
-def layer_scales(net: VGGFeatures) -> dict[str, float]:
-    """The RMS response of every layer to `calibration_image()`.
+def layer_scales(net: VGGFeatures, pooling: str = "avg") -> dict[str, float]:
+    """The RMS response of every layer to `calibration_image()`, with the given pooling.
 
     Losses divide each layer's features by this number, so every weight source (0–255 Caffe input or
     ImageNet-normalized input, whose raw features differ ~100-fold) gives losses on the same scale and one
-    style strength means the same thing for all of them.
+    style strength means the same thing for all of them. Max pooling makes deep layers respond more strongly
+    than average pooling does, so each pooling mode has its own scales.
     """
     param = next(iter(net.buffers()))
     wanted = set(FEATURE_LAYERS[: FEATURE_LAYERS.index(net.deepest_available) + 1])
-    feats = net(calibration_image().to(param.device), wanted)
+    feats = net(calibration_image().to(param.device), wanted, pooling)
     return {name: float(f.float().pow(2).mean().sqrt().clamp_min(1e-12)) for name, f in feats.items()}

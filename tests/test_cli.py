@@ -23,7 +23,7 @@ def test_stylizes_a_small_image_and_saves_intermediates(tmp_path):
     assert (tmp_path / "out-0002.png").is_file() and not (tmp_path / "out-0004.png").exists()
     summary = result.stdout.strip().splitlines()[-1]
     assert summary.startswith(f"saved {out} (64×43) in ") and "4 steps on cpu" in summary
-    assert "losses: content" in summary and "weights: embedded" in summary
+    assert "losses of this image: content" in summary and "weights: embedded" in summary
     assert "weights: original VGG-19" in result.stderr
 
 

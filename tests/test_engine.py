@@ -15,19 +15,22 @@ def pixels(img: Image.Image) -> np.ndarray:
 
 
 def test_frames_report_every_step_with_previews_and_a_falling_loss(stylizer, photo, painting):
-    frames = list(stylizer.run(photo, [painting], Settings(size=64, steps=15), preview_every=5))
+    frames = list(stylizer.run(photo, [painting], Settings(size=64, steps=15), report_every=5))
     assert [f.step for f in frames] == list(range(1, 16)) and all(f.total_steps == 15 for f in frames)
     assert [f.step for f in frames if f.image is not None] == [5, 10, 15]
+    assert [f.step for f in frames if f.losses is not None] == [5, 10, 15]  # read back only when reported
     assert [f.done for f in frames] == [False] * 14 + [True]
     assert frames[-1].image.size == (64, 43) and frames[-1].size == (64, 43)
     assert set(frames[-1].losses) == {"content", "style", "total"}
-    assert frames[-1].losses["total"] < 0.5 * frames[0].losses["total"]
+    history = frames[-1].history
+    assert [step for step, _ in history] == list(range(1, 16))  # every evaluation, read in one go at the end
+    assert frames[-1].losses["total"] < 0.5 * history[0][1]["total"]
     assert all(b.elapsed >= a.elapsed for a, b in zip(frames, frames[1:]))
     assert frames[4].eta > 0 and frames[-1].eta == 0
 
 
 def test_the_image_changes_towards_the_style(stylizer, photo, painting):
-    frames = list(stylizer.run(photo, [painting], Settings(size=64, steps=10), preview_every=10))
+    frames = list(stylizer.run(photo, [painting], Settings(size=64, steps=10), report_every=10))
     before = pixels(photo.resize(frames[-1].image.size))
     assert np.abs(pixels(frames[-1].image) - before).mean() > 5  # visibly repainted, from the content init
 
@@ -39,6 +42,7 @@ def test_every_evaluation_sees_pixels_in_range(stylizer, photo, painting, monkey
     def recording(x, *args):
         seen.append((float(x.detach().min()), float(x.detach().max())))
         return original(x, *args)
+
 
     monkeypatch.setattr(stylizer, "losses", recording)
     list(stylizer.run(photo, [painting], Settings(size=64, steps=12, style_strength=1e4, init="noise")))
@@ -68,7 +72,7 @@ def test_texture_synthesis_lowers_the_style_loss_by_a_large_factor(stylizer, pai
     # Measured: from noise, 40 steps at 64 px lower the style loss ~28x (20 steps only ~1.6x: L-BFGS starts slowly).
     frames = list(stylizer.run(None, [painting], Settings(size=64, steps=40, seed=1)))
     assert "content" not in frames[-1].losses
-    assert frames[0].losses["style"] / frames[-1].losses["style"] > 10
+    assert frames[-1].history[0][1]["style"] / frames[-1].losses["style"] > 10
     assert frames[-1].image.size == (64, 64)  # the style's aspect ratio
 
 
@@ -80,12 +84,79 @@ def test_content_reconstruction_from_a_low_layer_approaches_the_photo(stylizer, 
     assert np.abs(pixels(frames[-1].image) - target).mean() < 25
 
 
-def test_luminance_preservation_keeps_the_photos_colours(stylizer, photo, painting):
-    final = list(stylizer.run(photo, [painting], Settings(size=64, steps=8, preserve_color="luminance")))[-1]
+def test_luminance_transfer_delivers_the_optimized_luma_with_the_photos_chroma(stylizer, photo, painting):
+    settings = Settings(size=64, steps=8, preserve_color="luminance", style_strength=200)
+    final = list(stylizer.run(photo, [painting], settings))[-1]
     out = rgb_to_yiq(to_tensor(final.image))
     reference = rgb_to_yiq(to_tensor(photo.resize(final.image.size, Image.Resampling.LANCZOS)))
-    assert (out[:, 1:] - reference[:, 1:]).abs().mean() < 0.02  # chroma kept (up to 8-bit rounding, gamut clipping)
+    assert (out[:, 1:] - reference[:, 1:]).abs().max() < 0.003  # chroma equal up to 8-bit rounding, no clipping
     assert (out[:, :1] - reference[:, :1]).abs().mean() > 0.02  # luma stylized
+    # The delivered image scores what the optimizer reported: its luma is the optimized tensor.
+    judged = stylizer.evaluate(final.image, photo, [painting], settings)
+    assert judged["total"] == pytest.approx(final.losses["total"], rel=0.02)
+
+
+def test_each_reported_loss_belongs_to_the_image_it_comes_with(stylizer, photo, painting):
+    settings = Settings(size=64, steps=12)
+    frames = [f for f in stylizer.run(photo, [painting], settings, report_every=4)]
+    for frame in (f for f in frames if f.image is not None):
+        judged = stylizer.evaluate(frame.image, photo, [painting], settings)
+        assert judged["total"] == pytest.approx(frame.losses["total"], rel=0.02)  # 8-bit rounding only
+    assert frames[-1].losses["total"] == min(losses["total"] for _, losses in frames[-1].history)  # the best
+
+
+def test_calibration_is_per_pooling_mode(stylizer, photo, painting):
+    # Measured at 96 px, 30 steps: style/content at the end is 0.59 (avg) and 0.81 (max) with per-mode scales,
+    # 33 for max pooling measured with average pooling's scales.
+    assert stylizer.scales("max") != stylizer.scales("avg")
+    assert stylizer.scales("max")["relu5_1"] > stylizer.scales("avg")["relu5_1"]
+    balance = {}
+    for pooling in ("avg", "max"):
+        final = list(stylizer.run(photo, [painting], Settings(size=64, steps=20, pooling=pooling)))[-1]
+        balance[pooling] = final.losses["style"] / final.losses["content"]
+    assert 0.5 < balance["max"] / balance["avg"] < 2
+
+
+def test_a_batch_optimizes_each_item_for_its_own_objective(stylizer, photo, painting):
+    from stylize.engine import Job
+
+    jobs = [Job(photo, [painting], Settings(size=64, steps=12)),
+            Job(photo, [], Settings(size=64, steps=12, content_layer="relu1_1", init="noise")),
+            Job(photo, [painting], Settings(size=64, steps=12, style_layers="a", style_strength=200, seed=3))]
+    final = list(stylizer.run_batch(jobs, report_every=100))[-1]
+    assert len(final.images) == 3 and all(img.size == (64, 43) for img in final.images)
+    assert [set(losses) for losses in final.item_losses] == [{"content", "style", "total"}, {"content", "total"},
+                                                             {"content", "style", "total"}]
+    for item, history in enumerate(final.histories):
+        assert final.item_losses[item]["total"] < 0.5 * history[0][1]["total"]
+    # The first evaluation of each item equals the same job run alone (the targets and weights are its own).
+    for job, history in zip(jobs, final.histories):
+        alone = list(stylizer.run(job.content, job.styles, job.settings.replace(steps=1)))[-1]
+        assert history[0][1]["total"] == pytest.approx(alone.losses["total"], rel=1e-3, abs=1e-6)
+    assert len({img.tobytes() for img in final.images}) == 3
+
+
+def test_a_batch_must_share_the_shape_of_the_work(stylizer, photo, painting):
+    from stylize.engine import Job
+
+    with pytest.raises(StylizeError, match="must share output size"):
+        stylizer.run_batch([Job(photo, [painting], Settings(size=64)), Job(photo, [painting], Settings(size=96))])
+
+
+def test_a_sudden_blow_up_is_undone_and_the_best_image_delivered(stylizer, photo, painting, monkeypatch):
+    calls = {"n": 0}
+    original = stylizer.losses
+
+    def spiking(x, *args):
+        calls["n"] += 1
+        terms = original(x, *args)
+        return terms * 1000 if calls["n"] == 6 else terms  # as a bad L-BFGS step would land
+
+    monkeypatch.setattr(stylizer, "losses", spiking)
+    frames = list(stylizer.run(photo, [painting], Settings(size=64, steps=10), report_every=1))
+    assert frames[-1].resets == [1]
+    assert all(f.losses["total"] < 100 for f in frames)  # the spike never reached an image shown
+    assert frames[-1].history[5][1]["total"] > 100  # but the curve records the evaluation
 
 
 def test_histogram_preservation_pulls_colours_towards_the_photo(stylizer, photo, painting):
@@ -114,10 +185,23 @@ def test_style_scale_changes_the_result(stylizer, photo):
 
 
 def test_multi_scale_runs_coarse_to_fine_within_the_step_budget(stylizer, photo, painting):
-    frames = list(stylizer.run(photo, [painting], Settings(size=128, steps=9, scales=2), preview_every=100))
+    frames = list(stylizer.run(photo, [painting], Settings(size=128, steps=9, scales=3), report_every=100))
     sizes = [f.size for f in frames]
-    assert sizes == [(64, 42)] * 3 + [(128, 85)] * 6  # a third of the steps at half size
+    assert sizes == [(64, 42)] * 3 + [(91, 60)] * 3 + [(128, 85)] * 3  # levels √2 apart, equal shares of the steps
     assert frames[-1].image.size == (128, 85) and frames[-1].done
+
+
+def test_multi_scale_never_takes_more_steps_than_asked(stylizer, photo, painting):
+    frames = list(stylizer.run(photo, [painting], Settings(size=128, steps=1, scales=3)))
+    assert len(frames) == 1 and frames[-1].done and frames[-1].image.size == (128, 85)  # the one step at full size
+    frames = list(stylizer.run(photo, [painting], Settings(size=128, steps=4, scales=3)))
+    assert [f.size for f in frames] == [(64, 42), (91, 60), (128, 85), (128, 85)]
+
+
+def test_an_elongated_style_image_works_at_a_coarse_level(stylizer, photo):
+    strip = stripes_painting(400, 40)  # at a 45 px level its shorter side would be 4 px: scaled up to 32 instead
+    frames = list(stylizer.run(photo, [strip], Settings(size=64, steps=4, scales=2)))
+    assert frames[-1].done and frames[-1].image.size == (64, 43)
 
 
 def test_nothing_to_do_is_an_error(stylizer):
@@ -149,29 +233,28 @@ def nan_after(stylizer, monkeypatch, bad_calls: set[int]):
     def flaky(x, *args):
         calls["n"] += 1
         terms = original(x, *args)
-        if calls["n"] in bad_calls:
-            terms = {k: v * float("nan") for k, v in terms.items()}
-        return terms
+        return terms * float("nan") if calls["n"] in bad_calls else terms
 
     monkeypatch.setattr(stylizer, "losses", flaky)
     return calls
 
 
-def test_a_non_finite_loss_restores_the_last_good_image_and_continues(stylizer, photo, painting, monkeypatch):
+def test_a_non_finite_loss_goes_back_to_the_best_image_and_continues(stylizer, photo, painting, monkeypatch):
     nan_after(stylizer, monkeypatch, {4, 9})
-    frames = list(stylizer.run(photo, [painting], Settings(size=64, steps=10), preview_every=1))
+    frames = list(stylizer.run(photo, [painting], Settings(size=64, steps=10), report_every=1))
     assert [f.step for f in frames] == list(range(1, 11)) and frames[-1].done
     for f in frames:
         assert np.isfinite(list(f.losses.values())).all()
         assert np.isfinite(pixels(f.image)).all() and pixels(f.image).std() > 1  # a real image, never NaN
-    assert frames[-1].losses["total"] < frames[0].losses["total"]
+    assert frames[-1].resets == [2]
+    assert frames[-1].losses["total"] < frames[-1].history[0][1]["total"]
 
 
 def test_repeated_failures_end_the_run_with_a_clear_message(stylizer, photo, painting, monkeypatch):
     nan_after(stylizer, monkeypatch, set(range(3, 100)))
-    run = stylizer.run(photo, [painting], Settings(size=64, steps=10), preview_every=1)
+    run = stylizer.run(photo, [painting], Settings(size=64, steps=10), report_every=1)
     frames = []
     with pytest.raises(StylizeError, match=r"the optimization diverged .* try a lower style strength"):
         for frame in run:
             frames.append(frame)
-    assert len(frames) == 2 and all(np.isfinite(pixels(f.image)).all() for f in frames)
+    assert len(frames) == 5 and all(np.isfinite(pixels(f.image)).all() for f in frames)
