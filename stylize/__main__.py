@@ -28,6 +28,9 @@ HELP = {
     "style_scale": "style image size relative to the output",
     "style_blend": "comma-separated weight per style image (default equal)",
     "seed": "random seed (noise init); same seed, same result on the CPU",
+    "style_model": "gram: Gram matrices (Gatys et al. 2015); mrf: neural patches with an MRF prior (Li & Wand 2016)",
+    "mrf_layers": "comma-separated layers of the MRF style model",
+    "mrf_patch": "patch size of the MRF style model, in feature-map pixels",
 }
 
 
@@ -51,6 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
             low, high = RANGES[f.name]
             kwargs["help"] += f" [{low:g}–{high:g}]"
         parser.add_argument(flag, **kwargs)
+    parser.add_argument("--masks", nargs="+", default=None, metavar="MASK",
+                        help="one mask image per style (white: that style applies there; uncovered pixels keep the photo)")
     parser.add_argument("--weights", default=None,
                         help="hub, embedded, or a .safetensors path (default: $STYLIZE_WEIGHTS, else the Hub, else embedded)")
     parser.add_argument("--save-every", type=int, default=0, help="also save OUT-<step>.png every N steps (0: never)")
@@ -88,9 +93,14 @@ def _run(args: argparse.Namespace) -> int:
         raise StylizeError(f"the output folder {output.parent} does not exist")
     content = None if args.content.lower() == "none" else images.load_image(args.content, max_side=4 * settings.size)
     styles = [images.load_image(path, max_side=4 * settings.size) for path in args.styles]
-    layers = {settings.content_layer} if content is not None else set()
-    layers |= set(settings.style_layer_names) if styles else set()
-    weights = load_weights(args.weights, upto=deepest(layers or {settings.content_layer}))
+    if args.masks and content is None:
+        raise StylizeError("masks need a photo: they say where on it each style goes")
+    if args.masks:
+        from .masks import load_masks
+
+        for notice in load_masks(args.masks, len(styles), images.fit_size(content.size, settings.size))[1]:
+            print(f"note: {notice}", file=sys.stderr)
+    weights = load_weights(args.weights, upto=deepest(settings.layers_in_use))
     print(f"weights: {weights.summary}", file=sys.stderr)
     stylizer = Stylizer(weights, args.device)
     started = time.perf_counter()
@@ -105,7 +115,7 @@ def _run(args: argparse.Namespace) -> int:
         return due or bool(args.save_every and step % args.save_every == 0)
 
     with tqdm(total=settings.steps, disable=args.quiet, unit="step", file=sys.stderr) as bar:
-        for frame in stylizer.run(content, styles, settings, report_every=report):
+        for frame in stylizer.run(content, styles, settings, report_every=report, masks=args.masks):
             bar.total = frame.total_steps
             bar.update(1)
             if frame.losses is not None:

@@ -23,10 +23,11 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from . import images
+from . import images, mrf
 from .errors import StylizeError
 from .lbfgs import LBFGS
 from .losses import content_loss, gram, style_layer_loss, tv_loss
+from .masks import guided_gram, guided_style_loss, layer_masks, load_masks, normalize_masks
 from .params import Settings
 from .vgg import VGGFeatures, layer_scales
 from .weights import Weights, load_weights
@@ -35,6 +36,8 @@ TARGET_CACHE_SIZE = 32
 MAX_RECOVERIES = 3  # non-finite losses survived (each undone by going back to the best image) before giving up
 TERMS = ("content", "style", "tv")
 SCALE_RATIO = math.sqrt(2)  # coarse-to-fine levels are a factor √2 apart
+MRF_REMATCH_EVERY = 5  # steps between nearest-patch searches (the MRF model's cost; see README, Performance)
+MRF_MAX_PATCHES = 4096  # style patches per layer and level: bounds the search's time and memory
 
 
 @dataclass
@@ -44,6 +47,7 @@ class Job:
     content: Image.Image | None
     styles: Sequence[Image.Image]
     settings: Settings = field(default_factory=Settings)
+    masks: Sequence[images.ImageSource] | None = None  # one per style: where on the photo each style goes
 
 
 @dataclass
@@ -111,19 +115,42 @@ def fingerprint(img: Image.Image) -> str:
 
 
 @dataclass
+class _StyleLayer:
+    """One style layer's Gram terms over the batch: one term per item, or per (item, region) with masks."""
+
+    targets: torch.Tensor  # (T, N, N) Gram / M
+    weights: torch.Tensor  # (T,)
+    items: torch.Tensor | None = None  # (T,) the batch item of each term; None: term t is item t
+    masks: torch.Tensor | None = None  # (T, 1, h, w) region weights at this layer's resolution
+
+
+@dataclass
+class _MrfTerm:
+    """One item's patch model at one layer: the painting's patch bank and the current matches' target."""
+
+    item: int
+    layer: str
+    bank: mrf.PatchBank
+    weight: float
+    target: mrf.MrfTarget | None = None
+
+
+@dataclass
 class _Objective:
     """The batch's targets and weights at one size. Item b's loss is the paper's weighted sum of its terms;
     a layer an item does not use has weight 0 for it."""
 
     content: dict[str, tuple[torch.Tensor, torch.Tensor]]  # layer -> (targets (B, C, h, w), weights (B,))
-    style: dict[str, tuple[torch.Tensor, torch.Tensor]]  # layer -> (Gram/M targets (B, N, N), weights (B,))
+    style: dict[str, _StyleLayer]
+    mrf: list[_MrfTerm]
     tv: torch.Tensor  # (B,)
     tv_on: bool  # known on the host: no device read per step
     present: list[tuple[str, ...]]  # the terms each item reports
+    evaluations: int = 0  # counts evaluations, for re-matching the MRF patches every few
 
     @property
     def wanted(self) -> set[str]:
-        return set(self.content) | set(self.style)
+        return set(self.content) | set(self.style) | {term.layer for term in self.mrf}
 
 
 @dataclass
@@ -187,26 +214,44 @@ class Stylizer:
                 self._targets.popitem(last=False)
         return feats
 
-    def _style_grams(self, job: Job, content: torch.Tensor | None, longest: int) -> dict[str, torch.Tensor]:
-        """The blend of the job's style Grams (each / M, so independent of the style image's size)."""
+    def _style_input(self, style: Image.Image, job: Job, content: torch.Tensor | None, longest: int) -> tuple[torch.Tensor, tuple]:
+        """A style image as the network sees it at this level (resized, recoloured), and its cache key."""
         settings = job.settings
-        layers = set(settings.style_layer_weights())
         side = round(longest * settings.style_scale)
         colour = settings.preserve_color if content is not None else "none"
+        tensor = images.to_tensor(images.resize(style, images.fit_at_least(style.size, side)), self.device)
+        if colour == "histogram":
+            tensor = images.match_colour(tensor, content)
+        elif colour == "luminance":
+            tensor = images.match_luminance(images.luminance(tensor), content)
         content_id = fingerprint(images.to_pil(content)) if colour != "none" else ""
-        total: dict[str, torch.Tensor] = {}
-        for style, weight in zip(job.styles, settings.blend_weights(len(job.styles))):
-            if weight == 0:
-                continue
-            tensor = images.to_tensor(images.resize(style, images.fit_at_least(style.size, side)), self.device)
-            if colour == "histogram":
-                tensor = images.match_colour(tensor, content)
-            elif colour == "luminance":
-                tensor = images.match_luminance(images.luminance(tensor), content)
-            key = ("style", fingerprint(style), side, colour, content_id)
-            for name, target in self._features(key, tensor, layers, settings.pooling, grams=True).items():
-                total[name] = total.get(name, 0) + weight * target
-        return total
+        return tensor, ("style", fingerprint(style), side, colour, content_id)
+
+    def _style_grams(self, job: Job, content: torch.Tensor | None, longest: int) -> list[dict[str, torch.Tensor]]:
+        """Each style image's Grams (/ M, so independent of the style image's size), by layer."""
+        layers = set(job.settings.style_layer_weights())
+        grams = []
+        for style in job.styles:
+            tensor, key = self._style_input(style, job, content, longest)
+            grams.append(self._features(key, tensor, layers, job.settings.pooling, grams=True))
+        return grams
+
+    def _mrf_terms(self, item: int, job: Job, content: torch.Tensor | None, longest: int) -> list[_MrfTerm]:
+        """Patch banks of the job's paintings (all styles pooled) at each MRF layer, weighted like style layers."""
+        s = job.settings
+        layers = s.mrf_layer_names
+        scales = self.scales(s.pooling)
+        feats = [self._features(key, tensor, set(layers), s.pooling, grams=False)
+                 for tensor, key in (self._style_input(style, job, content, longest) for style in job.styles)]
+        terms = []
+        for layer in layers:
+            banks = [mrf.patch_bank(f[layer][None].to(self.net.dtype).contiguous(memory_format=torch.channels_last),
+                                    s.mrf_patch, max_patches=MRF_MAX_PATCHES // len(feats), seed=s.seed, layer=layer)
+                     for f in feats]
+            raw = torch.cat([b.raw for b in banks])
+            bank = mrf.PatchBank(raw=raw, normalized=torch.cat([b.normalized for b in banks]))
+            terms.append(_MrfTerm(item, layer, bank, s.style_strength / len(layers) / scales[layer] ** 2))
+        return terms
 
     def _objective(self, jobs: Sequence[Job], contents: list[torch.Tensor | None], size: tuple[int, int],
                    plan: _Plan) -> _Objective:
@@ -214,7 +259,8 @@ class Stylizer:
         b = len(jobs)
         scales = self.scales(plan.pooling)
         content: dict[str, tuple[list, list]] = {}
-        style: dict[str, tuple[list, list]] = {}
+        grams: dict[str, list] = {}  # layer -> [(item, target, weight, region mask or None)]
+        mrf_terms: list[_MrfTerm] = []
         present = []
         for i, (job, photo) in enumerate(zip(jobs, contents)):
             s, terms = job.settings, []
@@ -225,20 +271,51 @@ class Stylizer:
                 targets, weights = content.setdefault(layer, ([None] * b, [0.0] * b))
                 targets[i], weights[i] = target, 1.0 / (target.numel() * scales[layer] ** 2)
                 terms.append("content")
-            if job.styles:
-                grams = self._style_grams(job, photo, max(size))
+            if job.styles and s.style_model == "mrf":
+                mrf_terms += self._mrf_terms(i, job, photo, max(size))
+                terms.append("style")
+            elif job.styles:
+                per_style = self._style_grams(job, photo, max(size))
+                regions = self._regions(job, size)
                 for layer, w in s.style_layer_weights().items():
-                    targets, weights = style.setdefault(layer, ([None] * b, [0.0] * b))
-                    targets[i], weights[i] = grams[layer], s.style_strength * w / scales[layer] ** 4
+                    weight = s.style_strength * w / scales[layer] ** 4
+                    entries = grams.setdefault(layer, [])
+                    if regions is None:  # the blend of the styles' Grams, everywhere
+                        blend = sum(bw * g[layer] for bw, g in zip(s.blend_weights(len(job.styles)), per_style))
+                        entries.append((i, blend, weight, None))
+                    else:  # each style's own Gram, in its own region
+                        entries += [(i, g[layer], weight, regions[layer][r]) for r, g in enumerate(per_style)]
                 terms.append("style")
             if s.tv_weight:
                 terms.append("tv")
             present.append((*terms, "total"))
         return _Objective(content={k: self._stack(*v) for k, v in content.items()},
-                          style={k: self._stack(*v) for k, v in style.items()},
+                          style={k: self._style_layer(v, b) for k, v in grams.items()},
+                          mrf=mrf_terms,
                           tv=torch.tensor([j.settings.tv_weight for j in jobs], device=self.device),
                           tv_on=any(j.settings.tv_weight for j in jobs),
                           present=present)
+
+    def _regions(self, job: Job, size: tuple[int, int]) -> dict[str, torch.Tensor] | None:
+        """The job's masks at this size, normalized where they overlap, at each style layer's resolution."""
+        if not job.masks:
+            return None
+        masks, _ = load_masks(list(job.masks), len(job.styles), size)
+        weights, _ = normalize_masks(masks)
+        return layer_masks(weights.to(self.device), job.settings.style_layer_weights(), "avg")
+
+    def _style_layer(self, entries: list[tuple], b: int) -> _StyleLayer:
+        """Stack one layer's terms; without regions anywhere, one term per item (items without style: weight 0)."""
+        targets = torch.stack([t for _, t, _, _ in entries])
+        weights = torch.tensor([w for _, _, w, _ in entries], device=self.device)
+        items = [i for i, _, _, _ in entries]
+        if all(m is None for *_, m in entries) and items == list(range(b)):
+            return _StyleLayer(targets, weights)
+        masks = None
+        if any(m is not None for *_, m in entries):
+            like = next(m for *_, m in entries if m is not None)
+            masks = torch.stack([m if m is not None else torch.ones_like(like) for *_, m in entries])
+        return _StyleLayer(targets, weights, torch.tensor(items, device=self.device), masks)
 
     def _stack(self, targets: list[torch.Tensor | None], weights: list[float]) -> tuple[torch.Tensor, torch.Tensor]:
         like = next(t for t in targets if t is not None)
@@ -258,10 +335,27 @@ class Stylizer:
         content, style = zero, zero
         for layer, (target, weight) in objective.content.items():
             content = content + weight * content_loss(feats[layer], target)
-        for layer, (target, weight) in objective.style.items():
+        for layer, term in objective.style.items():
             f = feats[layer]
             n, m = f.shape[1], f[0, 0].numel()
-            style = style + weight * style_layer_loss(gram(f), target * m, n, m)
+            if term.items is None:
+                style = style + term.weights * style_layer_loss(gram(f), term.targets * m, n, m)
+                continue
+            f = f.index_select(0, term.items)
+            if term.masks is None:
+                per_term = style_layer_loss(gram(f), term.targets * m, n, m)
+            else:
+                per_term = guided_style_loss(f, term.masks, term.targets, n)
+            style = style.index_add(0, term.items, term.weights * per_term)
+        rematch = objective.evaluations % MRF_REMATCH_EVERY == 0
+        for term in objective.mrf:
+            f = feats[term.layer][term.item:term.item + 1]
+            if rematch or term.target is None:
+                matches = mrf.nearest_patches(f.detach(), term.bank, layer=term.layer)
+                term.target = mrf.mrf_target(term.bank, matches, f.detach(), term.layer)
+            style = style.index_add(0, torch.tensor([term.item], device=x.device),
+                                    (term.weight * mrf.target_loss(f, term.target)).view(1).float())
+        objective.evaluations += 1
         tv = objective.tv * tv_loss(x) if objective.tv_on else zero
         return torch.stack([content, style, tv, content + style + tv], dim=1)
 
@@ -285,14 +379,17 @@ class Stylizer:
     # ---- the generator ------------------------------------------------------------------------
 
     def run(self, content: Image.Image | None, styles: Sequence[Image.Image], settings: Settings | None = None,
-            report_every: int | Callable[[int], bool] = 10) -> Iterator[Frame]:
+            report_every: int | Callable[[int], bool] = 10,
+            masks: Sequence[images.ImageSource] | None = None) -> Iterator[Frame]:
         """One image: yield a `Frame` after every L-BFGS step, reporting images and losses every `report_every`
         steps (or where the predicate says so) and at the end.
 
         `content=None` synthesizes the style's texture from noise; no `styles` reconstructs the content
-        from the chosen layer (the paper's Fig. 1 experiments). Closing the iterator stops the run at once.
+        from the chosen layer (the paper's Fig. 1 experiments). `masks` (one per style) paint each style into
+        its region of the photo (Gatys et al. 2017); pixels no mask covers keep the photo. Closing the iterator
+        stops the run at once.
         """
-        return self.run_batch([Job(content, list(styles), settings or Settings())], report_every)
+        return self.run_batch([Job(content, list(styles), settings or Settings(), masks)], report_every)
 
     def run_batch(self, jobs: Sequence[Job], report_every: int | Callable[[int], bool] = 10) -> Iterator[Frame]:
         """Several images of the same size optimized together (one VGG pass per step); see `run`.
@@ -309,8 +406,30 @@ class Stylizer:
             if job.settings.init == "style" and not job.styles:
                 raise StylizeError("init 'style' needs a style image")
         plan = self._plan(jobs)
+        for job in jobs:  # bad masks are reported before any work
+            if job.masks:
+                if job.content is None:
+                    raise StylizeError("masks need a photo: they say where on it each style goes")
+                if job.settings.style_model != "gram":
+                    raise StylizeError("masks work with the Gram style model; choose style_model 'gram'")
+                load_masks(list(job.masks), len(job.styles), plan.sizes[-1])
+            if job.settings.style_model == "mrf" and job.styles:
+                self._check_mrf(job, plan)
         report = report_every if callable(report_every) else (lambda step, n=max(1, report_every): step % n == 0)
         return self._optimize(jobs, plan, report)
+
+    def _check_mrf(self, job: Job, plan: _Plan) -> None:
+        """A patch must fit the smallest feature map it will be matched on (output and style, every level)."""
+        s = job.settings
+        for layer in s.mrf_layer_names:
+            down = 2 ** (int(layer[4]) - 1)
+            for size in plan.sizes[:1]:
+                style = images.fit_at_least(job.styles[0].size, round(max(size) * s.style_scale))
+                for w, h in (size, style):
+                    if min(w // down, h // down) < s.mrf_patch:
+                        raise StylizeError(f"patch {s.mrf_patch} is larger than {layer}'s {w // down}×{h // down} "
+                                           "feature map at this size; use a smaller patch, a shallower layer or a "
+                                           "larger size")
 
     def _plan(self, jobs: Sequence[Job]) -> _Plan:
         first = jobs[0].settings

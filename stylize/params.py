@@ -29,6 +29,7 @@ RANGES: dict[str, tuple[float, float]] = {
     "scales": (1, 4),
     "style_scale": (0.25, 4.0),
     "seed": (0, 2**31 - 1),
+    "mrf_patch": (1, 7),
 }
 LOG_SCALED = {"style_strength"}
 # Fields whose validity depends on others: checked together with them.
@@ -37,7 +38,9 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "init": ("content", "noise", "style"),
     "pooling": ("avg", "max"),
     "preserve_color": ("none", "luminance", "histogram"),
+    "style_model": ("gram", "mrf"),
 }
+MAX_STYLE_SIDE = 2048  # size × style scale: the style image's longest side, bounded like the output's
 
 
 def _floats(text: str) -> list[float]:
@@ -62,6 +65,9 @@ class Settings:
     style_scale: float = 1.0  # style image size relative to the output's longest side
     style_blend: str = ""  # comma-separated weights, one per style image; empty: equal
     seed: int = 0
+    style_model: str = "gram"  # "gram": Gatys et al. 2015; "mrf": neural patches, Li & Wand 2016
+    mrf_layers: str = "relu3_1,relu4_1"  # the MRF model's layers (CNNMRF's)
+    mrf_patch: int = 3  # the MRF model's patch size, in feature-map pixels
 
     def __post_init__(self) -> None:
         problems = self.problems()
@@ -86,6 +92,13 @@ class Settings:
         except StylizeError as exc:
             found.append(str(exc))
             layers = ()
+        try:
+            self.mrf_layer_names
+        except StylizeError as exc:
+            found.append(str(exc))
+        if not found and self.size * self.style_scale > MAX_STYLE_SIDE:
+            found.append(f"size × style_scale is {self.size * self.style_scale:g} px: the style image may be at most "
+                         f"{MAX_STYLE_SIDE} px; lower the size or the style scale")
         for name, text, count in (("layer_weights", self.layer_weights, len(layers)), ("style_blend", self.style_blend, None)):
             try:
                 values = _floats(text)
@@ -110,6 +123,21 @@ class Settings:
                 f"(the paper's sets) or comma-separated names from {', '.join(FEATURE_LAYERS)}"
             )
         return names
+
+    @property
+    def mrf_layer_names(self) -> tuple[str, ...]:
+        names = tuple(part.strip() for part in self.mrf_layers.split(",") if part.strip())
+        unknown = [n for n in names if n not in FEATURE_LAYERS]
+        if not names or unknown:
+            raise StylizeError(f"mrf_layers {self.mrf_layers!r}: unknown {', '.join(unknown) or 'empty list'}; "
+                               f"valid: comma-separated names from {', '.join(FEATURE_LAYERS)}")
+        return names
+
+    @property
+    def layers_in_use(self) -> set[str]:
+        """Every feature layer the objective reads (content layer plus the style model's layers)."""
+        style = self.mrf_layer_names if self.style_model == "mrf" else self.style_layer_names
+        return {self.content_layer, *style}
 
     def style_layer_weights(self) -> dict[str, float]:
         """w_l per style layer, normalized to sum to 1 (the paper's w_l = 1/5 for set e)."""

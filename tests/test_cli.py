@@ -47,3 +47,27 @@ def test_bad_input_exits_non_zero_with_one_line(tmp_path):
 
     result = cli(str(tmp_path / "painting.png"), str(tmp_path / "painting.png"), "--steps", "0")
     assert result.returncode == 2 and result.stderr.strip().startswith("error: invalid settings: steps must be between 1")
+
+
+def test_masks_and_the_patch_model_from_the_command_line(tmp_path):
+    import numpy as np
+
+    gradient_photo(96, 64).save(tmp_path / "photo.png")
+    stripes_painting().save(tmp_path / "a.png")
+    stripes_painting(seed=4).save(tmp_path / "b.png")
+    left = np.tile((np.arange(96) < 48).astype(np.uint8) * 255, (64, 1))
+    Image.fromarray(left).save(tmp_path / "left.png")
+    Image.fromarray(255 - left).save(tmp_path / "right.png")
+    out = tmp_path / "masked.png"
+    result = cli(str(tmp_path / "photo.png"), str(tmp_path / "a.png"), str(tmp_path / "b.png"), "--masks",
+                 str(tmp_path / "left.png"), str(tmp_path / "right.png"), "-o", str(out), "--size", "64", "--steps",
+                 "3", "--weights", "embedded")
+    assert result.returncode == 0, result.stderr
+    assert Image.open(out).size == (64, 43)
+    bad = cli(str(tmp_path / "photo.png"), str(tmp_path / "a.png"), str(tmp_path / "b.png"), "--masks",
+              str(tmp_path / "left.png"), "-o", str(out), "--size", "64", "--weights", "embedded")
+    assert bad.returncode == 2 and "1 mask for 2 styles: give one mask per style" in bad.stderr
+    patches = cli(str(tmp_path / "photo.png"), str(tmp_path / "a.png"), "--style-model", "mrf", "-o",
+                  str(tmp_path / "mrf.png"), "--size", "64", "--steps", "3", "--weights", "embedded")
+    assert patches.returncode == 0, patches.stderr
+    assert Image.open(tmp_path / "mrf.png").size == (64, 43)

@@ -258,3 +258,67 @@ def test_repeated_failures_end_the_run_with_a_clear_message(stylizer, photo, pai
         for frame in run:
             frames.append(frame)
     assert len(frames) == 5 and all(np.isfinite(pixels(f.image)).all() for f in frames)
+
+
+def halves(width: int = 96, height: int = 64) -> tuple[Image.Image, Image.Image]:
+    left = Image.fromarray(np.tile((np.arange(width) < width // 2).astype(np.uint8) * 255, (height, 1)))
+    return left, Image.fromarray(255 - np.asarray(left))
+
+
+def test_an_all_white_mask_gives_the_same_result_as_no_mask(stylizer, photo, painting):
+    settings = Settings(size=64, steps=6, seed=1)
+    plain = list(stylizer.run(photo, [painting], settings))[-1]
+    masked = list(stylizer.run(photo, [painting], settings, masks=[Image.new("L", photo.size, 255)]))[-1]
+    assert masked.image.tobytes() == plain.image.tobytes() and masked.losses == plain.losses
+
+
+def test_each_half_takes_the_style_of_its_own_painting(stylizer, photo):
+    from stylize.losses import gram
+
+    warm, cool = stripes_painting(96, 96, seed=1), Image.new("RGB", (96, 96), (30, 60, 200))
+    cool = Image.fromarray(np.clip(np.asarray(cool, float) + np.random.default_rng(0).normal(0, 40, (96, 96, 3)),
+                                   0, 255).astype(np.uint8))
+    final = list(stylizer.run(photo, [warm, cool], Settings(size=96, steps=40, style_strength=200),
+                              masks=list(halves())))[-1]
+    out = to_tensor(final.image)
+    w = out.shape[-1] // 2
+
+    def grams(x):
+        feats = stylizer.net(x, {"relu2_1", "relu3_1"})
+        return {k: gram(f.float())[0] / f[0, 0].numel() for k, f in feats.items()}
+
+    left, right = grams(out[..., :w - 4]), grams(out[..., w + 4:])
+    warm_g, cool_g = grams(to_tensor(warm)), grams(to_tensor(cool))
+    for layer in ("relu2_1", "relu3_1"):
+        dist = lambda a, b: float((a - b).norm() / b.norm())  # noqa: E731
+        assert dist(left[layer], warm_g[layer]) < 0.7 * dist(left[layer], cool_g[layer])
+        assert dist(right[layer], cool_g[layer]) < 0.7 * dist(right[layer], warm_g[layer])
+
+
+@pytest.mark.parametrize("masks, message", [
+    (lambda: [Image.new("L", (96, 64), 255)], "1 mask for 2 styles"),
+    (lambda: [Image.new("L", (96, 64), 0), Image.new("L", (96, 64), 255)], "mask 1 is all black"),
+    (lambda: [b"not an image", Image.new("L", (96, 64), 255)], "mask 1"),
+])
+def test_bad_masks_are_refused_before_any_work(stylizer, photo, painting, masks, message):
+    with pytest.raises(StylizeError, match=message):
+        stylizer.run(photo, [painting, painting], Settings(size=64, steps=2), masks=masks())
+
+
+def test_the_patch_model_lowers_its_loss_and_differs_from_the_gram_model(stylizer, photo, painting):
+    settings = Settings(size=64, steps=20, style_model="mrf", style_strength=2)
+    final = list(stylizer.run(photo, [painting], settings))[-1]
+    assert final.history[0][1]["style"] / final.losses["style"] > 2
+    gram_result = list(stylizer.run(photo, [painting], settings.replace(style_model="gram")))[-1]
+    assert np.abs(pixels(final.image) - pixels(gram_result.image)).mean() > 3
+    texture = list(stylizer.run(None, [painting], settings.replace(steps=30)))[-1]  # texture synthesis with patches
+    assert texture.history[0][1]["style"] / texture.losses["style"] > 3
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"mrf_patch": 5, "mrf_layers": "relu5_1"}, "patch 5 is larger than relu5_1's"),
+    ({"mrf_layers": "relu9_1"}, "mrf_layers 'relu9_1': unknown relu9_1"),
+])
+def test_bad_patch_settings_are_refused_with_a_clear_message(stylizer, photo, painting, changes, message):
+    with pytest.raises(StylizeError, match=message):
+        stylizer.run(photo, [painting], Settings(size=64, steps=2, style_model="mrf").replace(**changes))

@@ -76,3 +76,21 @@ def test_query_values_apply_over_a_given_base():
     base = Settings(size=512, steps=500)
     restored, notices = Settings.from_query({"steps": "50"}, base=base)
     assert restored == base.replace(steps=50) and notices == []
+
+
+def test_the_style_image_side_is_bounded():
+    from stylize import StylizeError
+
+    Settings(size=1024, style_scale=2.0)  # 2048 px: allowed
+    with pytest.raises(StylizeError, match="size × style_scale is 4096 px: the style image may be at most 2048 px"):
+        Settings(size=2048, style_scale=2.0)
+
+
+def test_patch_model_settings_are_validated():
+    from stylize import StylizeError
+
+    assert Settings(style_model="mrf").layers_in_use == {"relu4_2", "relu3_1", "relu4_1"}
+    with pytest.raises(StylizeError, match="style_model must be one of gram, mrf"):
+        Settings(style_model="patches")
+    with pytest.raises(StylizeError, match="mrf_patch must be between 1 and 7"):
+        Settings(mrf_patch=9)
