@@ -3,7 +3,9 @@
 The floor is a bare VGG-19 forward and backward pass with respect to the image, up to the deepest layer the
 default settings use, at the same size and precision: the cost no implementation of the method avoids.
 Every figure is a median of repeated runs; floor and engine steps are interleaved so both see the same noise.
-Results go to JSON, a Markdown table and a chart.
+Studies (each a section, `--only` picks some): floor vs step, the optimizer's own share, Gram precision,
+history size, coarse-to-fine schedule, batch size, the MRF and masked models' cost, the default run, cold
+start, peak memory. Results go to JSON, a Markdown report and a chart.
 """
 
 from __future__ import annotations
@@ -20,28 +22,43 @@ import tempfile
 import textwrap
 import time
 from pathlib import Path
+from typing import Callable
 
 import torch
 from PIL import Image
 
 from . import images
-from .engine import Stylizer, default_device, native_precision
+from .engine import Job, Stylizer, default_device, native_precision
+from .lbfgs import LBFGS
+from .losses import gram
 from .params import Settings, defaults_for
 from .vgg import deepest
 from .weights import hub_cache_file, load_embedded, load_file, save_safetensors
 
-PAINTINGS = Path(__file__).resolve().parent.parent.parent / "shared" / "paintings"
+ROOT = Path(__file__).resolve().parent.parent
+PAINTINGS = ROOT.parent / "shared" / "paintings"
+SECTIONS = ("steps", "optimizer", "gram", "history", "schedule", "batch", "models", "default", "cold")
+
+
+def cpu_name() -> str:
+    """The processor's model name (the figures only compare within one machine)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def reference_images() -> tuple[Image.Image, Image.Image, str]:
-    """Tübingen and The Starry Night where present (the paper's Fig. 2), else generated stand-ins."""
-    if (PAINTINGS / "tubingen.jpg").is_file() and (PAINTINGS / "starry_night.jpg").is_file():
-        return (images.load_image(PAINTINGS / "tubingen.jpg", 1024), images.load_image(PAINTINGS / "starry_night.jpg", 1024),
-                "tubingen.jpg × starry_night.jpg")
+    """Tübingen and The Starry Night (the paper's Fig. 2), committed as an example photo and a preset."""
+    photo, painting = ROOT / "presets" / "photos" / "tubingen.jpg", ROOT / "presets" / "starry_night.jpg"
+    if photo.is_file() and painting.is_file():
+        return images.load_image(photo, 1024), images.load_image(painting, 1024), "tubingen × starry_night"
     gen = torch.Generator().manual_seed(0)
-    photo = images.to_pil(torch.rand(1, 3, 48, 64, generator=gen).repeat_interleave(16, 2).repeat_interleave(16, 3))
-    painting = images.to_pil(torch.rand(1, 3, 256, 256, generator=gen))
-    return photo, painting, "generated images"
+    photo_img = images.to_pil(torch.rand(1, 3, 48, 64, generator=gen).repeat_interleave(16, 2).repeat_interleave(16, 3))
+    return photo_img, images.to_pil(torch.rand(1, 3, 256, 256, generator=gen)), "generated images"
 
 
 def sync(device: torch.device) -> None:
@@ -49,67 +66,121 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def floor_and_step(stylizer: Stylizer, content: Image.Image, style: Image.Image, size: int, repeats: int) -> dict:
+def timed(device: torch.device, fn: Callable[[], object]) -> float:
+    sync(device)
+    started = time.perf_counter()
+    fn()
+    sync(device)
+    return time.perf_counter() - started
+
+
+def floor_and_step(stylizer: Stylizer, content: Image.Image, style: Image.Image, settings: Settings,
+                   repeats: int, masks: list | None = None, styles: list | None = None) -> dict:
     """Median seconds of a bare forward+backward and of one engine step, interleaved, at one size."""
-    settings = Settings(size=size, steps=repeats + 3)
-    width, height = images.fit_size(content.size, size)
-    last = deepest(set(settings.style_layer_names) | {settings.content_layer})
+    settings = settings.replace(steps=repeats + 3)
+    width, height = images.fit_size(content.size, settings.size)
+    last = deepest(settings.layers_in_use)
     x = torch.rand(1, 3, height, width, device=stylizer.device, requires_grad=True)
-    run = stylizer.run(content, [style], settings, preview_every=10**9)
-    floors, steps = [], []
-    next(run)  # the first step also computes the targets
+    run = stylizer.run(content, styles or [style], settings, report_every=10**9, masks=masks)
+    next(run)  # the first steps also compute the targets and warm the allocator
     next(run)
+    floors, steps = [], []
+    device = stylizer.device
     for _ in range(repeats):
-        sync(stylizer.device)
-        started = time.perf_counter()
-        stylizer.net(x, {last}, settings.pooling)[last].float().sum().backward()
-        sync(stylizer.device)
-        floors.append(time.perf_counter() - started)
-        started = time.perf_counter()
-        next(run)
-        steps.append(time.perf_counter() - started)
+        floors.append(timed(device, lambda: stylizer.net(x, {last}, settings.pooling)[last].float().sum().backward()))
+        steps.append(timed(device, lambda: next(run)))
     run.close()
     floor, step = statistics.median(floors), statistics.median(steps)
-    return {"size": f"{width}×{height}", "floor_s": floor, "step_s": step, "ratio": step / floor,
-            "ratio_median_of_pairs": statistics.median(s / f for s, f in zip(steps, floors))}
+    return {"size": f"{width}×{height}", "floor_s": floor, "step_s": step, "ratio": step / floor}
 
 
-def end_to_end(stylizer: Stylizer, content: Image.Image, style: Image.Image, settings: Settings) -> dict:
-    """The app's default run: seconds to the first preview image and to the end."""
+def optimizer_share(stylizer: Stylizer, content: Image.Image, size: int, history: int, repeats: int) -> dict:
+    """Seconds of one `LBFGS.step` with a full history at the image's size (everything outside VGG and losses)."""
+    width, height = images.fit_size(content.size, size)
+    x = torch.rand(1, 3, height, width, device=stylizer.device)
+    opt = LBFGS(x, history=history)
+    gen = torch.Generator(device="cpu").manual_seed(0)
+    grads = [torch.randn(1, 3, height, width, generator=gen).to(stylizer.device) for _ in range(4)]
+    loss = torch.ones(1, device=stylizer.device)
+    for k in range(history + 2):  # fill the history (a quadratic-like problem keeps pairs)
+        opt.step(loss * (1 - k * 1e-4), grads[k % 4] * 1e-3 + 1e-3 * x)
+    seconds = [timed(stylizer.device, lambda k=k: opt.step(loss, grads[k % 4] * 1e-3 + 1e-3 * x)) for k in range(repeats)]
+    return {"size": f"{width}×{height}", "history": history, "step_s": statistics.median(seconds)}
+
+
+def gram_precision(stylizer: Stylizer, style: Image.Image, sizes: list[int], repeats: int) -> list[dict]:
+    """Gram of real bf16 features against fp64: the error and time of a bf16 result and of an fp32 result."""
+    rows = []
+    layers = {f"relu{i}_1" for i in range(1, 6)}
+    for size in sizes:
+        tensor = images.to_tensor(images.resize(style, images.fit_size(style.size, size)), stylizer.device)
+        with torch.no_grad():
+            feats = stylizer.net(tensor, layers)
+        for layer in sorted(layers):
+            f = feats[layer]
+            x = f.permute(0, 2, 3, 1).reshape(f.shape[0], -1, f.shape[1])
+            exact = gram(f.double())
+            scale = exact.abs().max()
+            bf16_out = torch.bmm(x.transpose(1, 2), x).double()
+            ours = gram(f).double()
+            row = {"size": size, "layer": layer, "shape": f"{f.shape[1]}×{f.shape[2]}×{f.shape[3]}",
+                   "bf16_out_err": float((bf16_out - exact).abs().max() / scale),
+                   "fp32_out_err": float((ours - exact).abs().max() / scale),
+                   "bf16_out_ms": 1000 * statistics.median(timed(stylizer.device, lambda: torch.bmm(x.transpose(1, 2), x))
+                                                           for _ in range(repeats)),
+                   "fp32_out_ms": 1000 * statistics.median(timed(stylizer.device, lambda: gram(f)) for _ in range(repeats))}
+            rows.append(row)
+    return rows
+
+
+def timed_run(stylizer: Stylizer, jobs: list[Job], judge: Stylizer, seconds: float | None = None,
+              history: int | None = None) -> dict:
+    """A run (stopped after `seconds` if given): its time, curve, guard resets, and the fp32 objective of each
+    item's saved 8-bit image."""
+    saved = stylizer.history
+    stylizer.history = history or saved
+    try:
+        frame, stop_at = None, None
+        run = stylizer.run_batch(jobs, report_every=lambda step: seconds is not None and stop_at is not None
+                                 and time.perf_counter() >= stop_at)
+        started = time.perf_counter()
+        stop_at = started + seconds if seconds is not None else None
+        for frame in run:
+            if frame.images is not None:
+                break
+        run.close()
+    finally:
+        stylizer.history = saved
+    elapsed = time.perf_counter() - started
+    judged = [judge.evaluate(img, job.content, job.styles, job.settings)["total"] for img, job in zip(frame.images, jobs)]
+    history_rows = frame.histories[0]
+    return {"steps": frame.step, "total_s": elapsed, "loss_8bit": judged[0], "losses_8bit": judged,
+            "resets": frame.resets, "curve": [(k, h["total"]) for k, h in history_rows],
+            "worst_jump": max((h["total"] / min(v["total"] for _, v in history_rows[:k]) for k, (_, h) in
+                               enumerate(history_rows) if k), default=1.0)}
+
+
+def default_run(stylizer: Stylizer, content: Image.Image, style: Image.Image, settings: Settings) -> dict:
+    """The app's default run: seconds to the first reported image (as the app streams) and to the end."""
     started = time.perf_counter()
-    first_preview = None
-    for frame in stylizer.run(content, [style], settings, preview_every=1):
-        if first_preview is None and frame.image is not None:
-            first_preview = time.perf_counter() - started
+    first = None
+    last_report = [started]
+
+    def every_half_second(step: int) -> bool:
+        if time.perf_counter() - last_report[0] >= 0.5 or first is None:
+            last_report[0] = time.perf_counter()
+            return True
+        return False
+
+    for frame in stylizer.run(content, [style], settings, report_every=every_half_second):
+        if first is None and frame.image is not None:
+            first = time.perf_counter() - started
     frame.image.save(Path(tempfile.gettempdir()) / "stylize-bench-default.png")
-    return {"size": f"{frame.size[0]}×{frame.size[1]}", "steps": frame.total_steps, "first_preview_s": first_preview,
-            "total_s": time.perf_counter() - started, "final_loss": frame.losses["total"]}
+    return {"size": f"{frame.size[0]}×{frame.size[1]}", "steps": frame.total_steps, "scales": settings.scales,
+            "first_image_s": first, "total_s": time.perf_counter() - started, "final_loss": frame.losses["total"]}
 
 
-def quality_run(stylizer: Stylizer, judge: Stylizer, content: Image.Image, style: Image.Image,
-                settings: Settings) -> dict:
-    """A full run: its time, the fp32 objective of the saved 8-bit image, and the loss curve at the final size."""
-    curve, frame = [], None
-    final_size = images.fit_size(content.size, settings.size)
-    for frame in stylizer.run(content, [style], settings, preview_every=10**9):
-        if frame.size == final_size:
-            curve.append((frame.elapsed, frame.losses["total"]))
-    judged = judge.evaluate(frame.image, content, [style], settings)
-    return {"steps": frame.total_steps, "total_s": frame.elapsed, "loss_8bit": judged["total"], "curve": curve}
-
-
-def time_to(curve: list[tuple[float, float]], target: float) -> float | None:
-    """Seconds until the loss first reaches `target` (None if never)."""
-    return next((t for t, loss in curve if loss <= target), None)
-
-
-def loss_at(curve: list[tuple[float, float]], seconds: float) -> float:
-    """The loss a run had reached after `seconds` (its last value if it ended sooner)."""
-    reached = [loss for t, loss in curve if t <= seconds]
-    return reached[-1] if reached else curve[0][1]
-
-
-def cold_start(quick: bool) -> dict:
+def cold_start() -> dict:
     """Seconds to load the weights from each source (the Hub through a pre-filled cache, in a fresh process)."""
     result = {}
     started = time.perf_counter()
@@ -130,8 +201,7 @@ def cold_start(quick: bool) -> dict:
             print(time.perf_counter() - started)
         """)
         env = {**os.environ, "HF_HOME": tmp, "HF_HUB_OFFLINE": "1"}
-        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True,
-                             cwd=Path(__file__).resolve().parent.parent)
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True, cwd=ROOT)
         result["hub_cache_s"] = float(out.stdout.strip().splitlines()[-1])
     return result
 
@@ -143,27 +213,77 @@ def peak_memory_mb(device: torch.device) -> dict:
     return peak
 
 
+def activation_memory_mb(size: tuple[int, int], batch: int = 1, history: int = 100, bf16: bool = True) -> float:
+    """Computed (not measured) memory of one run: VGG activations kept for backward to relu5_1, the L-BFGS
+    history (2·m image-sized fp32 vectors) and the Gram matrices, in MB."""
+    width, height = size
+    elements, channels = 0, ((2, 64), (2, 128), (4, 256), (4, 512), (1, 512))
+    for block, (convs, ch) in enumerate(channels):
+        elements += convs * 2 * ch * (height >> block) * (width >> block)  # conv output and its ReLU
+    act = elements * (2 if bf16 else 4)
+    hist = 2 * history * 3 * width * height * 4
+    return batch * (act + hist) / 2**20
+
+
 def markdown(report: dict) -> str:
-    lines = [f"Device: {report['device']} · torch {report['torch']} · {report['threads']} threads · images: {report['images']}", "",
-             "| precision | size | floor (fwd+bwd) | engine step | ratio |", "|---|---|---|---|---|"]
-    for row in report["iterations"]:
-        lines.append(f"| {row['precision']} | {row['size']} | {row['floor_s'] * 1000:.0f} ms | {row['step_s'] * 1000:.0f} ms | "
-                     f"{row['ratio']:.2f}× |")
-    e2e = report["default_run"]
-    lines += ["", f"Default run ({e2e['size']}, {e2e['steps']} steps, {report['default_precision']}): first preview "
-                  f"{e2e['first_preview_s']:.1f} s, total {e2e['total_s']:.1f} s.", "",
-              f"| variant ({e2e['steps']} steps) | total time | loss of the saved 8-bit image (fp32 objective) | "
-              "fp32 run's loss at that time |", "|---|---|---|---|"]
-    for name, row in report["quality"].items():
-        lines.append(f"| {name} | {row['total_s']:.1f} s | {row['loss_8bit']:.4g} | {row['fp32_loss_at_same_time']:.4g} |")
-    ms = report["multiscale"]
-    reached = "never" if ms["single_scale_reaches_it_s"] is None else f"after {ms['single_scale_reaches_it_s']:.1f} s"
-    lines += ["", f"Multi-scale: 2 scales end at loss {ms['two_scales_loss']:.4g} after {ms['two_scales_s']:.1f} s; "
-                  f"one scale reaches that loss {reached}."]
-    cold = report["cold_start"]
-    lines += ["", f"Cold start: embedded {cold['embedded_s']:.2f} s, local file {cold['file_s']:.2f} s, Hub cache "
-                  f"{cold['hub_cache_s']:.2f} s. Peak RSS {report['memory']['peak_rss_mb']:.0f} MB"
-              + (f", peak CUDA {report['memory']['peak_cuda_mb']:.0f} MB" if "peak_cuda_mb" in report["memory"] else "") + "."]
+    lines = [f"Device: {report['device']} · torch {report['torch']} · {report['threads']} threads · "
+             f"images: {report['images']} · `{report['command']}`", ""]
+    if "iterations" in report:
+        lines += ["| precision | size | floor (fwd+bwd) | engine step | ratio | optimizer's own step (share) |",
+                  "|---|---|---|---|---|---|"]
+        shares = {(r["size"]): r for r in report.get("optimizer", []) if r["history"] == 100}
+        for row in report["iterations"]:
+            opt = shares.get(row["size"])
+            share = f"{opt['step_s'] * 1000:.1f} ms ({opt['step_s'] / row['step_s'] * 100:.1f} %)" if opt else "—"
+            lines.append(f"| {row['precision']} | {row['size']} | {row['floor_s'] * 1000:.0f} ms | "
+                         f"{row['step_s'] * 1000:.0f} ms | {row['ratio']:.2f}× | {share} |")
+    if "gram" in report:
+        lines += ["", "Gram matrices of real bf16 features (The Starry Night) against fp64: max error relative to the "
+                  "largest entry, and time.", "", "| size | layer | features | bf16 result | fp32 result |",
+                  "|---|---|---|---|---|"]
+        for r in report["gram"]:
+            lines.append(f"| {r['size']} | {r['layer']} | {r['shape']} | {r['bf16_out_err'] * 100:.3f} % · "
+                         f"{r['bf16_out_ms']:.1f} ms | {r['fp32_out_err'] * 100:.4f} % · {r['fp32_out_ms']:.1f} ms |")
+    if "history" in report:
+        lines += ["", "History size at equal time (8-bit loss of the saved image, fp32 objective):", "",
+                  "| history | size | steps done | 8-bit loss |", "|---|---|---|---|"]
+        for r in report["history"]:
+            lines.append(f"| {r['history']} | {r['size']} | {r['steps']} | {r['loss_8bit']:.4g} |")
+    if "schedule" in report:
+        lines += ["", "Coarse-to-fine schedule (levels √2 apart):", "",
+                  "| size | schedule | steps | time | 8-bit loss | guard resets | worst jump |", "|---|---|---|---|---|---|---|"]
+        for r in report["schedule"]:
+            lines.append(f"| {r['size']} | {r['name']} | {r['steps']} | {r['total_s']:.1f} s | {r['loss_8bit']:.4g} | "
+                         f"{r['resets'][0]} | {r['worst_jump']:.2f}× |")
+    if "batch" in report:
+        lines += ["", "Batch size (one VGG pass for B images):", "",
+                  "| B | size | step | per image | vs B=1 |", "|---|---|---|---|---|"]
+        for r in report["batch"]:
+            lines.append(f"| {r['batch']} | {r['size']} | {r['step_s'] * 1000:.0f} ms | {r['per_image_s'] * 1000:.0f} ms | "
+                         f"{r['speedup']:.2f}× |")
+    if "models" in report:
+        lines += ["", "Style models (one step, bf16 where native):", "", "| model | size | step | vs Gram |",
+                  "|---|---|---|---|"]
+        for r in report["models"]:
+            lines.append(f"| {r['model']} | {r['size']} | {r['step_s'] * 1000:.0f} ms | {r['vs_gram']:.2f}× |")
+    if "memory_table" in report:
+        lines += ["", "Memory per image, computed from the activation sizes (not measured: no GPU here): VGG "
+                  "activations to relu5_1 in bf16 plus the fp32 L-BFGS history (m = 100).", "",
+                  "| size | activations + history |", "|---|---|"]
+        for r in report["memory_table"]:
+            lines.append(f"| {r['size']} | {r['mb']:.0f} MB |")
+    if "default_run" in report:
+        e = report["default_run"]
+        lines += ["", f"Default run ({e['size']}, {e['steps']} steps, {e['scales']} level(s), "
+                      f"{report['default_precision']}): first image {e['first_image_s']:.1f} s, total {e['total_s']:.1f} s."]
+    if "cold_start" in report:
+        c = report["cold_start"]
+        lines += ["", f"Cold start: embedded {c['embedded_s']:.2f} s, local file {c['file_s']:.2f} s, Hub cache "
+                      f"{c['hub_cache_s']:.2f} s."]
+    if "memory" in report:
+        lines += ["", f"Peak RSS {report['memory']['peak_rss_mb']:.0f} MB" +
+                  (f", peak CUDA {report['memory']['peak_cuda_mb']:.0f} MB" if "peak_cuda_mb" in report["memory"] else "")
+                  + "."]
     return "\n".join(lines) + "\n"
 
 
@@ -174,24 +294,24 @@ def chart(report: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-    rows = report["iterations"]
-    labels = [f"{r['precision']}\n{r['size']}" for r in rows]
+    rows = report.get("iterations", [])
     xs = range(len(rows))
     left.bar([x - 0.2 for x in xs], [r["floor_s"] * 1000 for r in rows], 0.4, label="floor: VGG fwd+bwd")
     left.bar([x + 0.2 for x in xs], [r["step_s"] * 1000 for r in rows], 0.4, label="engine step")
     for x, r in zip(xs, rows):
         left.text(x + 0.2, r["step_s"] * 1000, f"{r['ratio']:.2f}×", ha="center", va="bottom", fontsize=8)
-    left.set_xticks(list(xs), labels, fontsize=8)
-    left.set_ylabel("ms per iteration (median)")
+    left.set_xticks(list(xs), [f"{r['precision']}\n{r['size']}" for r in rows], fontsize=8)
+    left.set_ylabel("ms per step (median)")
     left.set_title(f"Engine step vs floor — {report['device']}", fontsize=9)
     left.legend(fontsize=8)
-    for name, row in report["quality"].items():
-        t, loss = zip(*row["curve"])
-        right.plot(t, loss, label=f"{name} (8-bit: {row['loss_8bit']:.3g})")
+    for r in report.get("schedule", []):
+        steps, loss = zip(*r["curve"])
+        seconds = [s * r["total_s"] / r["steps"] for s in steps]
+        right.plot(seconds, loss, label=f"{r['size']} px, {r['name']} (8-bit {r['loss_8bit']:.3g})")
     right.set_yscale("log")
-    right.set_xlabel("seconds")
-    right.set_ylabel("total loss")
-    right.set_title("Loss against time at the final size (default steps)", fontsize=9)
+    right.set_xlabel("seconds (steps × mean step time)")
+    right.set_ylabel("total loss of each evaluated image")
+    right.set_title("Single scale vs coarse-to-fine", fontsize=9)
     right.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -200,12 +320,13 @@ def chart(report: dict, path: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m stylize.bench", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smoke mode: tiny sizes, few repeats (for CI)")
+    parser.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS), help="sections to run")
     parser.add_argument("--sizes", type=int, nargs="+", default=None, help="sizes for floor vs step (default 256 512)")
     parser.add_argument("--repeats", type=int, default=None, help="repeats per median (default 7)")
     parser.add_argument("--device", default=None)
     parser.add_argument("--out", default="bench-results", help="folder for bench.json, bench.md and bench.png")
     args = parser.parse_args(argv)
-    quick = args.quick
+    quick, only = args.quick, set(args.only)
     sizes = args.sizes or ([64, 96] if quick else [256, 512])
     repeats = args.repeats or (3 if quick else 7)
     device = torch.device(args.device) if args.device else default_device()
@@ -213,44 +334,91 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
 
     content, style, source = reference_images()
-    cold = cold_start(quick)
     weights = load_embedded()
     native = native_precision(device)
     precisions = ["fp32"] + (["bf16"] if native == "bf16" else [])
     stylizers = {p: Stylizer(weights, device, precision=p) for p in precisions}
-    report: dict = {"device": torch.cuda.get_device_name() if device.type == "cuda" else f"CPU ({platform.processor() or platform.machine()})",
-                    "torch": torch.__version__, "threads": torch.get_num_threads(), "images": source,
-                    "default_precision": native, "iterations": [], "quality": {}}
-    for size in sizes:
-        for precision, stylizer in stylizers.items():
-            row = {"precision": precision, **floor_and_step(stylizer, content, style, size, repeats)}
-            report["iterations"].append(row)
-            print(f"{precision} {row['size']}: floor {row['floor_s'] * 1000:.0f} ms, step {row['step_s'] * 1000:.0f} ms, "
-                  f"ratio {row['ratio']:.2f}", flush=True)
+    engine, judge = stylizers[native], stylizers["fp32"]
+    name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU: {cpu_name()}"
+    report: dict = {"device": name, "torch": torch.__version__, "threads": torch.get_num_threads(), "images": source,
+                    "default_precision": native, "command": "python -m stylize.bench " + " ".join(argv or sys.argv[1:])}
+
+    def log(*parts) -> None:
+        print(*parts, flush=True)
+
     defaults = defaults_for(device.type)
-    if quick:
-        defaults = defaults.replace(size=64, steps=5)
-    report["default_run"] = end_to_end(stylizers[native], content, style, defaults)
-    print("default run:", {k: round(v, 3) if isinstance(v, float) else v for k, v in report["default_run"].items()}, flush=True)
-    judge = stylizers["fp32"]
-    base = Settings(size=defaults.size, steps=defaults.steps)
-    variants = {f"{p}, content init": (stylizers[p], base) for p in precisions}
-    variants[f"{native}, noise init"] = (stylizers[native], base.replace(init="noise"))
-    variants[f"{native}, content init, 2 scales"] = (stylizers[native], base.replace(scales=2))
-    for name, (stylizer, settings) in variants.items():
-        report["quality"][name] = quality_run(stylizer, judge, content, style, settings)
-    # Equal time: each variant's saved image against what the fp32 run had reached by then (fp32 objective).
-    baseline = report["quality"]["fp32, content init"]["curve"]
-    for name, row in report["quality"].items():
-        row["fp32_loss_at_same_time"] = loss_at(baseline, row["total_s"])
-        print(f"{name}: {row['steps']} steps in {row['total_s']:.1f} s, 8-bit loss {row['loss_8bit']:.4g} "
-              f"(fp32 run at that time: {row['fp32_loss_at_same_time']:.4g})", flush=True)
-    # Multi-scale pays only if single-scale needs longer to reach the loss it ends with (same precision).
-    single, multi = report["quality"][f"{native}, content init"], report["quality"][f"{native}, content init, 2 scales"]
-    report["multiscale"] = {"two_scales_s": multi["total_s"], "two_scales_loss": multi["curve"][-1][1],
-                            "single_scale_reaches_it_s": time_to(single["curve"], multi["curve"][-1][1])}
-    print("multi-scale:", report["multiscale"], flush=True)
-    report["cold_start"] = cold
+    if "steps" in only:
+        report["iterations"] = []
+        for size in sizes:
+            for precision, stylizer in stylizers.items():
+                row = {"precision": precision, **floor_and_step(stylizer, content, style, Settings(size=size), repeats)}
+                report["iterations"].append(row)
+                log(f"{precision} {row['size']}: floor {row['floor_s'] * 1000:.0f} ms, step {row['step_s'] * 1000:.0f} ms, "
+                    f"ratio {row['ratio']:.2f}")
+    if "optimizer" in only:
+        report["optimizer"] = [optimizer_share(engine, content, size, history, repeats)
+                               for size in sizes for history in ((20, 100) if not quick else (100,))]
+        log("optimizer:", [(r["size"], r["history"], round(r["step_s"] * 1000, 1)) for r in report["optimizer"]])
+    if "gram" in only and native == "bf16":
+        report["gram"] = gram_precision(engine, style, sizes, repeats)
+        log("gram:", [(r["size"], r["layer"], f"{r['bf16_out_err']:.2e}", f"{r['fp32_out_err']:.2e}") for r in report["gram"]])
+    if "history" in only:
+        size, seconds = (64, 3.0) if quick else (256, 30.0)
+        report["history"] = []
+        for history in ((10, 100) if quick else (10, 20, 50, 100)):
+            row = timed_run(engine, [Job(content, [style], Settings(size=size, steps=5000))], judge, seconds, history)
+            report["history"].append({"history": history, "size": size, **row})
+            log(f"history {history}: {row['steps']} steps in {seconds:.0f} s, 8-bit loss {row['loss_8bit']:.4g}")
+    if "schedule" in only:
+        report["schedule"] = []
+        plans = [(96, [("single", 1, 20), ("3 levels", 3, 20)])] if quick else [
+            (256, [("single", 1, 200), ("2 levels", 2, 200)]),
+            (512, [("single", 1, 300), ("3 levels", 3, 100), ("3 levels", 3, 150), ("single", 1, 100)])]
+        for size, runs in plans:
+            for label, scales, steps in runs:
+                row = timed_run(engine, [Job(content, [style], Settings(size=size, steps=steps, scales=scales))], judge)
+                report["schedule"].append({"size": size, "name": label, **row})
+                log(f"schedule {size} {label} {steps} steps: {row['total_s']:.1f} s, 8-bit {row['loss_8bit']:.4g}, "
+                    f"resets {row['resets']}, worst jump {row['worst_jump']:.2f}")
+        report["memory_table"] = [{"size": f"{w}×{h}", "mb": activation_memory_mb((w, h))}
+                                  for w, h in ((512, 384), (1024, 768), (2048, 1536))]
+    if "batch" in only:
+        report["batch"] = []
+        size = 64 if quick else 256
+        base = None
+        for batch in (1, 2, 4):
+            jobs = [Job(content, [style], Settings(size=size, steps=repeats + 2, seed=k)) for k in range(batch)]
+            run = engine.run_batch(jobs, report_every=10**9)
+            next(run), next(run)
+            step = statistics.median(timed(device, lambda: next(run)) for _ in range(repeats))
+            run.close()
+            base = base or step
+            report["batch"].append({"batch": batch, "size": size, "step_s": step, "per_image_s": step / batch,
+                                    "speedup": base * batch / step})
+            log(f"batch {batch}: {step * 1000:.0f} ms per step")
+    if "models" in only:
+        report["models"] = []
+        for size in sizes:
+            width, height = images.fit_size(content.size, size)
+            left = Image.new("L", (width, height), 0)
+            left.paste(255, (0, 0, width // 2, height))
+            right = Image.eval(left, lambda v: 255 - v)
+            variants = {"gram": (Settings(size=size), None, [style]),
+                        "gram, 2 masked regions": (Settings(size=size), [left, right], [style, style]),
+                        "mrf (relu3_1, relu4_1)": (Settings(size=size, style_model="mrf"), None, [style])}
+            gram_step = None
+            for model, (settings, masks, styles) in variants.items():
+                row = floor_and_step(engine, content, style, settings, repeats, masks=masks, styles=styles)
+                gram_step = gram_step or row["step_s"]
+                report["models"].append({"model": model, "size": row["size"], "step_s": row["step_s"],
+                                         "vs_gram": row["step_s"] / gram_step})
+                log(f"{model} {row['size']}: {row['step_s'] * 1000:.0f} ms")
+    if "default" in only:
+        settings = defaults.replace(size=64, steps=5) if quick else defaults
+        report["default_run"] = default_run(engine, content, style, settings)
+        log("default run:", {k: round(v, 3) if isinstance(v, float) else v for k, v in report["default_run"].items()})
+    if "cold" in only:
+        report["cold_start"] = cold_start()
     report["memory"] = peak_memory_mb(device)
     (out / "bench.json").write_text(json.dumps(report, indent=1))
     (out / "bench.md").write_text(markdown(report))

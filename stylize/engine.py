@@ -25,7 +25,7 @@ from PIL import Image
 
 from . import images, mrf
 from .errors import StylizeError
-from .lbfgs import LBFGS
+from .lbfgs import HISTORY, LBFGS
 from .losses import content_loss, gram, style_layer_loss, tv_loss
 from .masks import guided_gram, guided_style_loss, layer_masks, load_masks, normalize_masks
 from .params import Settings
@@ -179,6 +179,7 @@ class Stylizer:
             torch.backends.cudnn.benchmark = True  # sizes repeat for hundreds of steps
         dtype = torch.bfloat16 if self.precision == "bf16" else torch.float32
         self.net = VGGFeatures(self.weights.convs, self.weights.preprocess, dtype).to(self.device).eval()
+        self.history = HISTORY  # L-BFGS pairs kept (README, Performance: the history study)
         self._scales: dict[str, dict[str, float]] = {}
         self._targets: OrderedDict[tuple, dict[str, torch.Tensor]] = OrderedDict()
         self._lock = threading.Lock()  # runs may share this engine from several threads
@@ -458,7 +459,7 @@ class Stylizer:
             lower, upper = self._bounds(contents, plan)
             x = self._initial(x, size, jobs, contents, plan).clamp(lower, upper).requires_grad_(True)
             optimizer = None  # the last level's history goes before this level's is allocated
-            optimizer = LBFGS(x, lower=lower, upper=upper)
+            optimizer = LBFGS(x, history=self.history, lower=lower, upper=upper)
             best_terms = torch.zeros(b, len(TERMS) + 1, device=self.device)
             for _ in range(steps):
                 with torch.enable_grad():
