@@ -102,3 +102,11 @@ def test_pre_relu_and_relu_features_differ_only_by_rectification():
     out = tiny_network()(torch.rand(1, 3, 8, 8), {"conv1_2", "relu1_2"})
     assert torch.equal(out["relu1_2"], out["conv1_2"].clamp_min(0))
     assert (out["conv1_2"] < 0).any()
+
+
+def test_gram_of_bf16_features_is_within_0_05_percent_of_exact():
+    gen = torch.Generator().manual_seed(0)
+    for n, m in ((64, 64 * 640), (128, 128 * 80), (512, 512 * 5)):  # chunked and converted paths
+        f = torch.randn(1, n, m // 64, 64, generator=gen).relu().bfloat16()  # rectified, like VGG's features
+        exact = gram(f.double())
+        assert ((gram(f).double() - exact).abs().max() / exact.abs().max()) < 5e-4
