@@ -15,6 +15,7 @@ from PIL import Image
 import corpus
 from conftest import gradient_photo
 from stylize import StylizeError, load_image
+from stylize.images import fit_size
 
 UPLOAD_CAP = 10 * 2**20  # app.MAX_UPLOAD
 
@@ -36,33 +37,72 @@ def test_the_corpus_through_the_engine(cases):
             assert img.mode == "RGB", case.kind
             if case.size:
                 assert img.size == case.size, case.kind
+            assert not corpus.pixel_problems(img, case)
         else:
             with pytest.raises(StylizeError, match=case.expect):
                 load_image(path, max_side=2048)
 
 
 def test_the_corpus_through_the_running_app(cases, client, photo_file):
+    """Every kind as an upload to /stylize. The 'before' image is what stylize's loader made of the upload (it
+    must match the expected pixels exactly, within ±2/255); the result, after two steps at the lowest style
+    strength, must still show the same colours and orientation. Refusals come before any decoding."""
     from gradio_client import handle_file
     from gradio_client.exceptions import AppError
+
+    def stylize(path, **kwargs):
+        return client.submit(content=handle_file(str(path)), preset="starry_night", size=64, steps=2,
+                             style_strength=0.1, api_name="/stylize", **kwargs).result()
 
     for case, path in cases:
         if path.stat().st_size > UPLOAD_CAP:
             with pytest.raises(ValueError, match=r"exceeds the maximum file size of 10485760 bytes"):
-                client.submit(content=handle_file(str(path)), preset="starry_night", size=64, steps=1,
-                              api_name="/stylize").result()
+                stylize(path)
         elif case.expect == "ok":
-            result = client.submit(content=handle_file(str(path)), preset="starry_night", size=64, steps=1,
-                                   api_name="/stylize").result()
-            assert Image.open(result[3]).format == "PNG", case.kind
+            image, status, (before, after), png, _, _ = stylize(path)
+            result, before = Image.open(png), Image.open(before)
+            assert result.format == "PNG" and status.startswith("Done 2/2"), case.kind
+            if case.size:  # e.g. the EXIF-rotated photo comes out portrait
+                assert before.size == result.size == fit_size(case.size, 64), case.kind
+            assert not corpus.pixel_problems(before, case)  # the upload reached the loader untouched
+            assert not corpus.pixel_problems(result, case, slack=4.0)  # and the result kept its colours
         else:
+            started = time.perf_counter()
             with pytest.raises(AppError) as info:
-                client.submit(content=handle_file(str(path)), preset="starry_night", size=64, steps=1,
-                              api_name="/stylize").result()
+                stylize(path)
             assert re.search(case.expect, str(info.value)), (case.kind, str(info.value))
+            if "50 MP" in case.expect:
+                assert time.perf_counter() - started < 5, "refused only after decoding?"
         # the server answers the next request after every case
         ok = client.submit(content=handle_file(photo_file), preset="starry_night", size=64, steps=1,
                            api_name="/stylize").result()
         assert Image.open(ok[0]).size == (64, 43), case.kind
+
+
+def test_every_image_input_hands_stylize_the_uploaded_file(cases, client, photo_file, app_module, monkeypatch):
+    """The painting upload and the extra style images go through the same loader: a transparent painting is
+    composited on white, not black (its Gram would differ), and a 16-bit painting is not clipped."""
+    from gradio_client import handle_file
+
+    files = {case.name: path for case, path in cases}
+    seen = []
+    original = app_module.studio.load_upload
+
+    def spy(path, what):
+        image = original(path, what)
+        seen.append((what, image))
+        return image
+
+    monkeypatch.setattr(app_module.studio, "load_upload", spy)
+    client.submit(content=handle_file(photo_file), style_upload=handle_file(str(files["half.png"])),
+                  extra_styles=[handle_file(str(files["deep.png"])), handle_file(str(files["palette.png"]))],
+                  size=64, steps=1, api_name="/stylize").result()
+    loaded = dict(seen)
+    cases_by_name = {case.name: case for case, _ in cases}
+    assert set(loaded) == {"the photo", "the painting", "style image 2", "style image 3"}
+    assert not corpus.pixel_problems(loaded["the painting"], cases_by_name["half.png"])
+    assert not corpus.pixel_problems(loaded["style image 2"], cases_by_name["deep.png"])
+    assert not corpus.pixel_problems(loaded["style image 3"], cases_by_name["palette.png"])
 
 
 def test_eight_clients_at_once_each_get_their_own_result(server, tmp_path):
