@@ -1,10 +1,17 @@
-"""What the app runs, without any UI: presets, one shared engine per weight source, throttled run updates,
-status lines and shareable links. `app.py` only wires these to components.
+"""What the app runs, without any UI: presets and examples, one shared engine per weight source, input loading
+and validation, per-machine limits, throttled run updates, the compare loop, stop flags, result files, status
+lines and shareable links. `app.py` only wires these to components.
+
+ZeroGPU (Hugging Face's shared GPUs) runs a `@spaces.GPU` function in a *forked child process* and pickles what
+it yields back to the parent. Everything here that a run touches is therefore either picklable or read from
+disk (stop flags are files), the engines are built on the importing thread, and no thread of this process is
+needed inside the child (`Studio.zero_gpu`; a PID check guards the compute thread).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import math
 import os
@@ -12,11 +19,10 @@ import tempfile
 import threading
 import time
 import uuid
-import weakref
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 from PIL import Image
 
@@ -24,7 +30,7 @@ from . import images
 from .engine import Frame, Stylizer, default_device
 from .errors import StylizeError
 from .params import Settings, defaults_for
-from .presets import PresetImages, load_manifest
+from .presets import PresetImages, example_photos, load_manifest
 from .weights import load_weights
 
 log = logging.getLogger(__name__)
@@ -34,6 +40,17 @@ MAX_INPUT_SIDE = 2048  # uploads are decoded at most this large (JPEG draft mode
 WEIGHT_CHOICES = ("auto", "hub", "embedded")
 THUMBNAIL_SIDE = 256
 RESULT_MAX_AGE_S = 600  # saved PNGs are handed to the UI at once; older ones are swept
+MAX_UPLOAD_BYTES = 10 * 2**20  # also the web server's upload cap (app.MAX_UPLOAD)
+MAX_STYLES = 4  # style images per run: the painting plus up to three more
+MAX_COMPARE = 6  # presets per comparison
+MAX_GPU_SECONDS = 300  # the longest ZeroGPU task this app asks for
+EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "presets" / "examples"
+EXAMPLES_MANIFEST = EXAMPLES_DIR / "examples.json"
+
+
+def zero_gpu_enabled() -> bool:
+    """True on a ZeroGPU Space (the `spaces` package reads the same variable the same way)."""
+    return os.environ.get("SPACES_ZERO_GPU", "").lower() in ("1", "t", "true")
 
 
 @dataclass
@@ -54,22 +71,32 @@ def status_line(frame: Frame, stopped: bool = False) -> str:
             f"{frame.size[0]}×{frame.size[1]} · {frame.elapsed:.1f} s{eta}")
 
 
-def throttle(frames: Iterator[Frame], stop: threading.Event | None = None,
-             interval: float = UPDATE_INTERVAL_S) -> Iterator[Update]:
-    """Updates at most every `interval` seconds plus a final one, with the loss history so far.
+class Reporter:
+    """The engine's report predicate for a streamed run: a step is reported (image rendered, losses read
+    back) at most every `interval` seconds, and at once when `stop` is set so that Stop gets its image."""
 
-    Every frame must carry an image (preview_every=1). When `stop` is set, the run ends after the current
-    step and its image becomes the final update.
-    """
-    history: list[tuple[int, str, float]] = []
-    last_sent = -math.inf
-    for frame in frames:
-        history.extend((frame.step, term, value) for term, value in frame.losses.items())
-        stopped = stop is not None and stop.is_set() and not frame.done
+    def __init__(self, stop: threading.Event | None = None, interval: float = UPDATE_INTERVAL_S) -> None:
+        self.stop, self.interval, self.last = stop, interval, -math.inf
+
+    def __call__(self, step: int) -> bool:
         now = time.perf_counter()
-        if frame.done or stopped or now - last_sent >= interval:
-            last_sent = now
-            yield Update(frame, status_line(frame, stopped), list(history), final=frame.done or stopped)
+        if (self.stop is not None and self.stop.is_set()) or now - self.last >= self.interval:
+            self.last = now
+            return True
+        return False
+
+
+def throttle(frames: Iterator[Frame], stop: threading.Event | None = None) -> Iterator[Update]:
+    """One update per reported frame (the engine reports on `Reporter`'s schedule), the last one final.
+
+    When `stop` is set, the run ends after the current step and its image becomes the final update.
+    """
+    for frame in frames:
+        if frame.images is None:
+            continue
+        stopped = stop is not None and stop.is_set() and not frame.done
+        history = [(step, term, value) for step, losses in frame.history for term, value in losses.items()]
+        yield Update(frame, status_line(frame, stopped), history, final=frame.done or stopped)
         if stopped:
             frames.close()
             return
@@ -85,13 +112,34 @@ def on_thread(items: Iterator, executor: ThreadPoolExecutor) -> Iterator:
                 return
             yield item
     finally:
-        executor.submit(items.close).result()
+        # Never wait here: a cancel closes this generator on the web server's event-loop thread, and the compute
+        # thread may be busy with a step for seconds. The close is queued behind that step (FIFO), so it still
+        # runs on the compute thread and before the next job's first step.
+        try:
+            executor.submit(items.close).add_done_callback(_log_failure)
+        except RuntimeError:  # the executor was shut down (interpreter exit): nothing left to free
+            pass
 
 
-def gpu_seconds(size: int, steps: int, styles: int = 1) -> int:
-    """A ZeroGPU time budget for one run: model load plus steps at a measured per-step cost, with margin."""
-    per_step = 0.006 * (size / 512) ** 2 * (1 + 0.1 * (styles - 1))
-    return int(min(300, max(20, 15 + 2 * steps * per_step)))
+def _log_failure(future) -> None:
+    if future.exception() is not None:
+        log.warning("closing a run failed: %r", future.exception())
+
+
+GPU_STEP_S = 0.006  # one step (VGG-19 forward + backward) at 512×512 px on the GPU; cost grows with the pixels
+GPU_START_S = 15  # a ZeroGPU task's fixed cost: the worker process, the weights onto the GPU, the targets
+
+
+def gpu_seconds(settings: Settings, styles: int = 1, presets: int = 1) -> int:
+    """The GPU time to ask ZeroGPU for: `presets` runs of `settings` with `styles` style images, twice the
+    estimate plus the start-up. A step costs in proportion to the output's pixels; each style image costs a
+    forward pass per scale level at the style scale's size; with the MRF model every step also matches the
+    output's patches against every style image's (in proportion to both areas)."""
+    area = (settings.size / 512) ** 2
+    style_area = (settings.size * settings.style_scale / 512) ** 2
+    per_step = area * (1 + (styles * style_area if settings.style_model == "mrf" else 0))
+    per_run = GPU_STEP_S * (settings.steps * per_step + styles * settings.scales * style_area)
+    return math.ceil(GPU_START_S + 2 * presets * per_run)
 
 
 def share_url(base: str, settings: Settings, preset_ids: Sequence[str] = (), run: bool = False) -> str:
@@ -108,50 +156,156 @@ def space_base_url() -> str | None:
     return f"https://huggingface.co/spaces/{space}" if space else None
 
 
-class Studio:
-    """Presets plus engines loaded once per process (in the background), shared by every request."""
+def settings_from_values(values: Mapping[str, Any], base: Settings | None = None) -> Settings:
+    """Settings from UI or API values by field name, each cast to its field's type (a number box gives
+    floats, a text box may give None); fields not in `values` keep `base`'s value."""
+    base = base or Settings()
+    changes = {}
+    for f in fields(Settings):
+        if f.name not in values:
+            continue
+        value, kind = values[f.name], type(getattr(base, f.name))
+        if value is None or value == "":
+            value = "" if kind is str else getattr(base, f.name)
+        elif kind is int and not isinstance(value, bool):
+            value = int(round(float(value)))
+        elif kind is float:
+            value = float(value)
+        changes[f.name] = value
+    return base.replace(**changes)
 
-    def __init__(self, presets_dir: str | Path | None = None, download_presets: bool | None = None) -> None:
-        if download_presets is None:
-            download_presets = os.environ.get("STYLIZE_PRESET_DOWNLOADS", "1") != "0"
+
+def closing_in_background(items: Iterator) -> Iterator:
+    """Yield from `items`; if the consumer stops early (a cancel, a client gone), close `items` on a short-lived
+    thread instead of waiting for it. Closing ZeroGPU's wrapper waits for the worker process to finish its step,
+    and a cancel arrives on the web server's event-loop thread, which must never wait."""
+    finished = False
+    try:
+        for item in items:
+            yield item
+        finished = True
+    finally:
+        if not finished:
+            threading.Thread(target=items.close, daemon=True, name="stylize-close").start()
+
+
+class StopFlag:
+    """One session's Stop, readable from any process: ZeroGPU runs the work in a forked child, which never sees
+    a flag set in the parent's memory. Two empty files named by a hash of the session id: `<key>.run` while a
+    run holds the flag, `<key>.stop` once Stop was pressed. Checking costs one stat() per step."""
+
+    def __init__(self, session: str | None, folder: Path | None = None) -> None:
+        folder = folder or Path(tempfile.gettempdir()) / "stylize-stops"
+        folder.mkdir(exist_ok=True)
+        key = hashlib.blake2b((session or uuid.uuid4().hex).encode(), digest_size=16).hexdigest()
+        self.running, self.stopped = folder / f"{key}.run", folder / f"{key}.stop"
+
+    def is_set(self) -> bool:
+        return self.stopped.exists()
+
+    def set(self) -> bool:
+        """Ask the run holding this flag to stop after its current step; False if none holds it."""
+        if not self.running.exists():
+            return False
+        self.stopped.touch()
+        return True
+
+    def __enter__(self) -> "StopFlag":
+        self.stopped.unlink(missing_ok=True)  # a new run starts unstopped
+        self.running.touch()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.running.unlink(missing_ok=True)
+        self.stopped.unlink(missing_ok=True)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one request may ask of this machine."""
+
+    max_size: int
+    max_steps: int
+    max_styles: int = MAX_STYLES
+    max_compare: int = MAX_COMPARE
+
+
+def limits_for(device_type: str, defaults: Settings) -> Limits:
+    if device_type == "cuda":
+        return Limits(max(1024, defaults.size), max(2000, defaults.steps))
+    return Limits(max(512, defaults.size), max(1000, defaults.steps))
+
+
+@dataclass
+class Link:
+    """What a shared link asks for, made valid: clamped settings, a known preset, and a notice per change."""
+
+    preset_id: str
+    settings: Settings
+    notices: list[str]
+    autorun: bool
+
+
+@dataclass(frozen=True)
+class Example:
+    """A finished result shipped with the app (presets/examples/), and how it was made."""
+
+    photo: str  # example photo id
+    preset: str  # preset id
+    settings: Settings
+    image: Path
+    caption: str
+
+
+class Studio:
+    """Presets, examples and engines, loaded once per process on the importing thread, shared by every request."""
+
+    def __init__(self, presets_dir: str | Path | None = None, zero_gpu: bool | None = None) -> None:
         self.presets = load_manifest()
-        self.preset_images = PresetImages(self.presets, extra_dir=presets_dir, download=download_presets)
+        self.preset_images = PresetImages(self.presets, extra_dir=presets_dir)
+        self.photos = {photo.id: photo for photo in example_photos()}
+        self.zero_gpu = zero_gpu_enabled() if zero_gpu is None else zero_gpu
         self.device = default_device()
         self.defaults = defaults_for(self.device.type)
+        self.limits = limits_for(self.device.type, self.defaults)
+        self._pid = os.getpid()
         self._engines: dict[str, Stylizer] = {}
         self._errors: dict[str, str] = {}
         self._lock = threading.Lock()
-        self._ready = threading.Event()
-        # A run's stop flag lives as long as the run holds it: ended runs' flags drop out by themselves.
-        self._stops: weakref.WeakValueDictionary[str, threading.Event] = weakref.WeakValueDictionary()
-        # Engine work always runs on these threads, however the web server's workers hop between calls.
-        self._compute = ThreadPoolExecutor(max_workers=int(os.environ.get("STYLIZE_CONCURRENCY", 1)),
-                                           thread_name_prefix="stylize-compute")
-        threading.Thread(target=self._load_default, daemon=True, name="stylize-weights").start()
+        # The weights load now, on the importing (main) thread: ~0.2 s, nothing for a page load to wait for, and
+        # under ZeroGPU's CUDA emulation `.to("cuda")` works only on that thread. ZeroGPU gets every source now,
+        # so its worker process never builds an engine.
+        for source in WEIGHT_CHOICES if self.zero_gpu else ("auto",):
+            try:
+                self.engine(source)
+            except StylizeError as exc:
+                log.warning("weights %r unavailable: %s", source, exc)
+                self._errors[source] = str(exc)
+        self.warmed = threading.Event()
+        # Off ZeroGPU, engine work runs on one dedicated thread, however the web server's workers hop between
+        # calls (measured faster on CPU: torch's OpenMP team belongs to the calling thread). On ZeroGPU there is
+        # no such thread: the work runs in a forked process, where threads of this one do not exist.
+        self._compute: ThreadPoolExecutor | None = None
+        if self.zero_gpu:
+            self.warmed.set()
+        else:
+            self._compute = ThreadPoolExecutor(max_workers=int(os.environ.get("STYLIZE_CONCURRENCY", 1)),
+                                               thread_name_prefix="stylize-compute")
+            self._compute.submit(self._warm_up)
 
-    def _load_default(self) -> None:
-        """Background start-up: the default engine, warmed up, then any preset images not yet on disk."""
-        try:
-            self._warm_up(self.engine("auto"))
-        except Exception as exc:  # reported by weights_status and at the first run
-            log.exception("loading the weights failed")
-            self._errors["auto"] = str(exc)
-        finally:
-            self._ready.set()
-        for preset_id, reason in self.preset_images.availability().items():
-            if reason is not None and self.preset_images.download_allowed:
-                try:
-                    self.preset_images.path(preset_id)
-                except StylizeError as exc:
-                    log.info("preset %s unavailable: %s", preset_id, exc)
-
-    def _warm_up(self, engine: Stylizer) -> None:
+    def _warm_up(self) -> None:
         """Two steps at the default size on the compute thread, so the first user's first preview is not also
         the one that pays for kernel selection and allocator growth (measured: 6.2 s instead of 2.9 s)."""
-        width, height = images.fit_size((4, 3), self.defaults.size)
-        photo, painting = Image.new("RGB", (width, height), "gray"), Image.new("RGB", (width, width), "white")
-        warm = self.defaults.replace(steps=2)
-        self._compute.submit(lambda: list(engine.run(photo, [painting], warm))).result()
+        try:
+            engine = self._engines.get("auto")
+            if engine is not None:
+                width, height = images.fit_size((4, 3), self.defaults.size)
+                photo, painting = Image.new("RGB", (width, height), "gray"), Image.new("RGB", (width, width), "white")
+                list(engine.run(photo, [painting], self.defaults.replace(steps=2)))
+        except Exception:  # a failed warm-up costs speed only
+            log.exception("warm-up failed")
+        finally:
+            self.warmed.set()
 
     def engine(self, source: str = "auto") -> Stylizer:
         """The shared engine for a weight source, loaded on first use."""
@@ -159,43 +313,187 @@ class Studio:
             raise StylizeError(f"weights must be one of {', '.join(WEIGHT_CHOICES)} (got {source!r})")
         with self._lock:
             if source not in self._engines:
-                self._engines[source] = Stylizer(load_weights(source), self.device)
+                auto = self._engines.get("auto")
+                if source == "hub" and auto is not None and auto.weights.source == "hub":
+                    self._engines["hub"] = auto  # the same file: one copy on the device
+                else:
+                    self._engines[source] = Stylizer(load_weights(source), self.device)
             return self._engines[source]
 
     @property
     def ready(self) -> bool:
-        """Whether start-up has finished loading (or failed to load) the default weights."""
-        return self._ready.is_set()
+        """Whether the default weights are loaded (they load while the app is imported)."""
+        return "auto" in self._engines
 
-    def weights_status(self, timeout: float = 60.0) -> str:
-        """Which weights are in use and where they run, waiting at most `timeout` for them to load."""
-        if not self._ready.wait(timeout):
-            return "Weights: loading… (a run started now waits for them)."
-        if "auto" in self._engines:
-            engine = self._engines["auto"]
-            return f"Weights: {engine.weights.summary}. Running on {engine.device.type.upper()} ({engine.precision})."
-        return f"Weights could not be loaded: {self._errors.get('auto', 'still loading')}"
+    def weights_status(self) -> str:
+        """Where runs happen and with which weights, in plain words."""
+        engine = self._engines.get("auto")
+        if engine is None:
+            return f"The network's weights could not be loaded: {self._errors.get('auto', 'unknown error')}"
+        if self.zero_gpu:
+            where = "a ZeroGPU GPU (lent for each run)"
+        elif engine.device.type == "cuda":
+            import torch
 
-    def thumbnails(self) -> list[tuple[str, str]]:
-        """(thumbnail path, caption) for every preset whose image is on disk.
+            where = f"GPU ({torch.cuda.get_device_name(engine.device)})"
+        else:
+            where = "CPU"
+        what = {"embedded": "the original VGG-19, offline copy",
+                "hub": "VGG-19 (torchvision's ImageNet weights) from the Hugging Face Hub",
+                "file": "VGG-19 from a local weights file"}.get(engine.weights.source, engine.weights.description)
+        fallback = " (the Hugging Face Hub's copy could not be loaded)" if engine.weights.reason else ""
+        return f"Running on {where} with {what}{fallback}."
 
-        Thumbnails are written once into the temp folder: small to send, and servable by a web UI whatever
-        folder the originals live in.
-        """
+    # ---- images the app shows and serves ----------------------------------------------------------------
+
+    @staticmethod
+    def served(source: Path, side: int | None = None) -> str:
+        """A copy of a shipped image in the temp folder (shrunk to `side` if given), written once: small to
+        send, and servable by a web UI whatever folder the app runs from."""
         folder = Path(tempfile.gettempdir()) / "stylize-thumbnails"
         folder.mkdir(exist_ok=True)
-        items = []
-        for preset_id, reason in self.preset_images.availability().items():
-            if reason is not None:
-                continue
-            source = self.preset_images.local_path(preset_id)
-            stat = source.stat()
-            key = hashlib.blake2b(f"{source.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode(), digest_size=8)
-            thumb = folder / f"{preset_id}-{key.hexdigest()}.jpg"
-            if not thumb.exists():
-                images.load_image(source, THUMBNAIL_SIDE).save(thumb, "JPEG", quality=85)
-            items.append((str(thumb), self.presets[preset_id].caption))
-        return items
+        stat = source.stat()
+        key = hashlib.blake2b(f"{source.resolve()}:{stat.st_size}:{stat.st_mtime_ns}:{side}".encode(), digest_size=8)
+        target = folder / f"{source.stem}-{key.hexdigest()}.jpg"
+        if not target.exists():
+            partial = target.with_suffix(f".{uuid.uuid4().hex[:8]}.part")
+            images.load_image(source, side).save(partial, "JPEG", quality=90)
+            partial.replace(target)
+        return str(target)
+
+    def available_presets(self) -> list[str]:
+        """The ids of the presets whose image is on disk, in the manifest's order."""
+        return [preset_id for preset_id, reason in self.preset_images.availability().items() if reason is None]
+
+    def thumbnails(self) -> list[tuple[str, str]]:
+        """(thumbnail path, title) for every available preset (the full caption is shown once one is chosen)."""
+        return [(self.served(self.preset_images.local_path(preset_id), THUMBNAIL_SIDE), self.presets[preset_id].title)
+                for preset_id in self.available_presets()]
+
+    def photo_title(self, photo_id: str) -> str:
+        """An example photo's short title (its manifest title without the parenthesis)."""
+        return self.photos[photo_id].title.split(" (")[0]
+
+    def photo_thumbnails(self) -> list[tuple[str, str]]:
+        """(thumbnail path, short title) for every example photo; the credits are shown beside them."""
+        return [(self.served(photo.path, THUMBNAIL_SIDE), self.photo_title(photo.id)) for photo in self.photos.values()]
+
+    def photo_path(self, photo_id: str) -> str:
+        """A servable copy of an example photo, by id."""
+        if photo_id not in self.photos:
+            raise StylizeError(f"unknown example photo {photo_id[:40]!r}")
+        return self.served(self.photos[photo_id].path)
+
+    def examples(self) -> list[Example]:
+        """The finished examples in presets/examples/ whose photo, preset and image are all present."""
+        if not EXAMPLES_MANIFEST.is_file():
+            return []
+        found = []
+        for entry in json.loads(EXAMPLES_MANIFEST.read_text())["examples"]:
+            image = EXAMPLES_DIR / entry["image"]
+            if entry["photo"] in self.photos and entry["preset"] in self.presets and image.is_file():
+                known = {f.name for f in fields(Settings)}
+                settings = Settings(**{k: v for k, v in entry["settings"].items() if k in known})
+                caption = f"{self.photo_title(entry['photo'])} × {self.presets[entry['preset']].title}"
+                found.append(Example(entry["photo"], entry["preset"], settings, image, caption))
+        return found
+
+    def example_thumbnails(self) -> list[tuple[str, str]]:
+        return [(self.served(example.image, 384), example.caption) for example in self.examples()]
+
+    def credits(self) -> list[str]:
+        """One credit line per preset painting and example photo (markdown)."""
+        lines = [f"- **{p.title}** ({p.id}): {p.credit}" + (f" — *unavailable: {reason}*" if reason else "")
+                 for p, reason in ((self.presets[i], r) for i, r in self.preset_images.availability().items())]
+        lines += [f"- Photo *{photo.title}*: {photo.credit}" for photo in self.photos.values()]
+        return lines
+
+    # ---- inputs, limits, links --------------------------------------------------------------------------
+
+    @staticmethod
+    def load_upload(path: str | Path, what: str) -> Image.Image:
+        """An uploaded file through stylize's own loader (header checks before any decoding); errors name the input."""
+        try:
+            return images.load_image(path, MAX_INPUT_SIDE, max_bytes=MAX_UPLOAD_BYTES)
+        except StylizeError as exc:
+            raise StylizeError(f"{what}: {exc}") from None
+
+    def load_style(self, preset_id: str | None, upload: str | None) -> tuple[Image.Image, str | None]:
+        """The style image from an upload (preferred) or a preset id; returns it and the preset id used."""
+        if upload:
+            return self.load_upload(upload, "the painting"), None
+        if not preset_id:
+            raise StylizeError("choose a preset painting or upload one")
+        return images.load_image(self.preset_images.path(preset_id), MAX_INPUT_SIDE), preset_id
+
+    def load_inputs(self, photo: str | None, preset_id: str | None, style_upload: str | None,
+                    extra_styles: Sequence[str] | None = None) -> tuple[Image.Image | None, list[Image.Image], str | None]:
+        """The photo (None if not given), the style images and the preset id used, validated and bounded."""
+        extra = list(extra_styles or [])
+        if 1 + len(extra) > self.limits.max_styles:
+            raise StylizeError(f"at most {self.limits.max_styles} style images per run (the painting and "
+                               f"{self.limits.max_styles - 1} more); got {1 + len(extra)}")
+        loaded = self.load_upload(photo, "the photo") if photo else None
+        style, used = self.load_style(preset_id, style_upload)
+        styles = [style] + [self.load_upload(f, f"style image {n}") for n, f in enumerate(extra, 2)]
+        return loaded, styles, used
+
+    def check(self, settings: Settings, styles: int = 1, presets: int = 1) -> None:
+        """Refuse work beyond this machine's limits, with what to change."""
+        problems = []
+        if settings.size > self.limits.max_size:
+            problems.append(f"size {settings.size} is above this machine's {self.limits.max_size} px")
+        if settings.steps > self.limits.max_steps:
+            problems.append(f"steps {settings.steps} is above this machine's {self.limits.max_steps}")
+        if self.zero_gpu and not problems and (need := gpu_seconds(settings, styles, presets)) > MAX_GPU_SECONDS:
+            problems.append(f"this would need about {need} s of GPU time, more than the {MAX_GPU_SECONDS} s a "
+                            "ZeroGPU task may take: use fewer steps, a smaller size or fewer images")
+        if problems:
+            raise StylizeError("; ".join(problems))
+
+    def compare_ids(self, preset_ids: Sequence[str] | None) -> list[str]:
+        """The presets to compare: known ids, duplicates dropped, at most `limits.max_compare`."""
+        ids = list(dict.fromkeys(preset_ids or []))
+        if not ids:
+            raise StylizeError("tick at least one preset to compare")
+        for preset_id in ids:
+            self.preset_images.get(preset_id)
+        if len(ids) > self.limits.max_compare:
+            raise StylizeError(f"compare at most {self.limits.max_compare} presets at a time (got {len(ids)})")
+        return ids
+
+    def compare_settings(self, preset_ids: Sequence[str], base: Settings) -> list[Settings]:
+        return [self.presets[preset_id].apply(base) for preset_id in preset_ids]
+
+    def compare_seconds(self, preset_ids: Sequence[str], base: Settings) -> int:
+        """The GPU time for a comparison: its most expensive preset's settings, times the number of presets."""
+        tuned = self.compare_settings(preset_ids, base) or [base]
+        return max(gpu_seconds(s, 1, len(tuned)) for s in tuned)
+
+    def open_link(self, query: Mapping[str, str]) -> Link:
+        """A shared link's query string, validated like any input and clamped to this machine's limits."""
+        params = dict(query)
+        preset_id = str(params.get("preset", "")).split(",")[0]
+        settings, notices = Settings.from_query(params, ignore=("preset", "run", "deep_link", "__theme"),
+                                                base=self.defaults)
+        if preset_id and preset_id not in self.presets:
+            notices.append(f"unknown preset {preset_id[:40]!r}; choose one from the gallery")
+            preset_id = ""
+        for name, limit in (("size", self.limits.max_size), ("steps", self.limits.max_steps)):
+            if getattr(settings, name) > limit:
+                notices.append(f"{name} {getattr(settings, name)} is above this machine's {limit}; using {limit}")
+                settings = settings.replace(**{name: limit})
+        return Link(preset_id, settings, notices, autorun=params.get("run") == "1" and bool(preset_id))
+
+    def stop_flag(self, session: str | None) -> StopFlag:
+        """The session's stop flag; `with` it around a run (a session runs one job at a time)."""
+        return StopFlag(session)
+
+    def request_stop(self, session: str | None) -> bool:
+        """Ask the session's running job to end after its current step; False if it has none."""
+        return bool(session) and StopFlag(session).set()
+
+    # ---- results ------------------------------------------------------------------------------------------
 
     @staticmethod
     def save_result(image: Image.Image) -> str:
@@ -210,33 +508,49 @@ class Studio:
         image.save(path, "PNG")
         return str(path)
 
-    def load_style(self, preset_id: str | None, upload: str | None) -> tuple[Image.Image, str | None]:
-        """The style image from an upload (preferred) or a preset id; returns it and the preset id used."""
-        if upload:
-            return images.load_image(upload, MAX_INPUT_SIDE), None
-        if not preset_id:
-            raise StylizeError("choose a preset painting or upload one")
-        return images.load_image(self.preset_images.path(preset_id), MAX_INPUT_SIDE), preset_id
+    def finish(self, photo: Image.Image | None, image: Image.Image) -> tuple[tuple[Image.Image, Image.Image], str]:
+        """A finished result's (before, after) pair and its lossless PNG; run in the web server's process, so
+        the file outlives any worker process."""
+        before = images.resize(photo, image.size) if photo is not None else image
+        return (before, image), self.save_result(image)
 
-    def stop_flag(self, session: str | None) -> threading.Event:
-        """A fresh stop flag for a session's new run (a session runs one job at a time)."""
-        flag = threading.Event()
-        if session:
-            self._stops[session] = flag
-        return flag
+    # ---- runs -----------------------------------------------------------------------------------------------
 
-    def request_stop(self, session: str | None) -> bool:
-        """Ask the session's running job to end after its current step; False if it has none."""
-        flag = self._stops.get(session or "")
-        if flag is None:
-            return False
-        flag.set()
-        return True
+    def _on_compute_thread(self, items: Iterator) -> Iterator:
+        """`items` advanced on the compute thread, or in place where there is none: on ZeroGPU, and in any forked
+        child (the thread does not exist there; waiting for it would hang)."""
+        if self._compute is None or os.getpid() != self._pid:
+            return items
+        return on_thread(items, self._compute)
 
     def run(self, photo: Image.Image | None, styles: Sequence[Image.Image], settings: Settings,
-            source: str = "auto", stop: threading.Event | None = None) -> Iterator[Update]:
+            source: str = "auto", stop: StopFlag | threading.Event | None = None) -> Iterator[Update]:
         """Stylize and stream throttled updates; input errors surface as `StylizeError` before any work."""
         if photo is None:
             raise StylizeError("add a photo first (upload, webcam or clipboard)")
-        updates = throttle(self.engine(source).run(photo, styles, settings, preview_every=1), stop)
-        return on_thread(updates, self._compute)
+        updates = throttle(self.engine(source).run(photo, styles, settings, report_every=Reporter(stop)), stop)
+        return self._on_compute_thread(updates)
+
+    def compare(self, photo: Image.Image | None, preset_ids: Sequence[str], settings: Settings,
+                source: str = "auto", stop: StopFlag | threading.Event | None = None) -> Iterator[tuple[list, str]]:
+        """One photo × several presets, each with its tuned settings over `settings`: yields (gallery items,
+        status), the gallery filled in as each finishes. Stop ends the current preset and skips the rest."""
+        ids = self.compare_ids(preset_ids)
+        done: list[tuple[Image.Image, str]] = []
+        skipped: list[str] = []
+        for n, (preset_id, tuned) in enumerate(zip(ids, self.compare_settings(ids, settings)), 1):
+            if stop is not None and stop.is_set():
+                break
+            preset = self.presets[preset_id]
+            try:
+                style, _ = self.load_style(preset_id, None)
+            except StylizeError as exc:  # an unavailable painting is skipped, not fatal
+                skipped.append(str(exc))
+                continue
+            update = None
+            for update in self.run(photo, [style], tuned, source, stop):
+                yield done + [(update.frame.image, f"{preset.title} (running)")], f"{n}/{len(ids)}: {update.status}"
+            done.append((update.frame.image, preset.caption))
+            yield list(done), f"{n}/{len(ids)} done" + "".join(f" · skipped {s}" for s in skipped)
+        if skipped and not done:
+            raise StylizeError("none of the chosen presets is available: " + "; ".join(skipped))

@@ -24,6 +24,24 @@ def test_only_the_two_endpoints_are_public(client):
     assert set(client.view_api(print_info=False, return_format="dict")["named_endpoints"]) == {"/stylize", "/compare"}
 
 
+def test_every_setting_is_one_component_and_one_documented_api_parameter(app_module, client):
+    """Settings ↔ components are mapped once, by field name: a new Settings field needs only a component."""
+    from dataclasses import fields
+
+    from stylize import Settings
+
+    names = [f.name for f in fields(Settings)]
+    assert list(app_module.SETTINGS) == names, "every Settings field needs exactly one component in app.SETTINGS"
+    params = client.view_api(print_info=False, return_format="dict")["named_endpoints"]["/stylize"]["parameters"]
+    assert [p["parameter_name"] for p in params] == ["content", "preset", "style_upload", "extra_styles", "weights",
+                                                      *names]
+    defaults = {p["parameter_name"]: p["parameter_default"] for p in params}
+    assert defaults["size"] == app_module.D.size and defaults["steps"] == app_module.D.steps
+    doc = app_module.stylize.__doc__
+    for name in ["content", "preset", *names]:
+        assert f"\n    {name}: " in doc, name
+
+
 def test_stylize_streams_frames_and_ends_with_a_full_result(client, photo_file):
     job = submit(client, photo_file, size=64, steps=25)
     outputs = list(job)
@@ -73,66 +91,116 @@ def test_a_bad_image_gets_a_clear_error_and_the_server_keeps_serving(client, pho
 
 
 def test_unknown_preset_and_invalid_settings_are_clear_errors(client, photo_file):
+    from gradio_client import handle_file
     from gradio_client.exceptions import AppError
 
     with pytest.raises(AppError, match=r"unknown preset '\.\./\.\./etc/passwd'; available: starry_night"):
         submit(client, photo_file, preset="../../etc/passwd", size=64, steps=3).result()
     with pytest.raises(AppError, match="style_layers 'relu9_1': unknown relu9_1"):
-        submit(client, photo_file, size=64, steps=3, layer_set="custom", custom_layers="relu9_1").result()
+        submit(client, photo_file, size=64, steps=3, style_layers="relu9_1").result()
+    with pytest.raises(AppError, match=r"at most 4 style images per run \(the painting and 3 more\); got 5"):
+        submit(client, photo_file, size=64, steps=3,
+               extra_styles=[handle_file(photo_file) for _ in range(4)]).result()
+    with pytest.raises(AppError, match="greater than maximum value|above this machine"):
+        submit(client, photo_file, size=2048, steps=3).result()
 
 
-def test_compare_fills_a_captioned_gallery(client, photo_file):
+def test_custom_style_layers_are_one_text_value(client, photo_file):
+    final = submit(client, photo_file, size=64, steps=2, style_layers="relu1_1,relu3_1", layer_weights="2,1").result()
+    assert final[1].startswith("Done 2/2")
+    assert "style_layers=relu1_1%2Crelu3_1" in final[5]
+
+
+def test_compare_fills_a_captioned_gallery_without_duplicates(client, photo_file):
     from gradio_client import handle_file
 
-    job = client.submit(content=handle_file(photo_file), preset_ids=["starry_night", "the_kiss", "the_scream"], size=64,
-                        steps=3, api_name="/compare")
+    job = client.submit(content=handle_file(photo_file), preset_ids=["starry_night", "the_scream", "starry_night"],
+                        size=64, steps=3, api_name="/compare")
     gallery, status = job.result()
     assert [item["caption"] for item in gallery] == ["The Starry Night — Vincent van Gogh, 1889",
                                                     "The Scream — Edvard Munch, 1893"]
-    assert status.startswith("3/3 done · skipped The Kiss: no local image, and downloads are off")
+    assert all(Image.open(item["image"]).size == (64, 43) for item in gallery)
+    assert status == "2/2 done"
 
 
-def test_prefill_reads_the_query_string_with_notices(app_module, monkeypatch):
+def test_compare_is_bounded(client, photo_file, app_module):
+    from gradio_client import handle_file
+    from gradio_client.exceptions import AppError
+
+    too_many = list(app_module.studio.presets)[:7]
+    with pytest.raises(AppError, match=r"compare at most 6 presets at a time \(got 7\)"):
+        client.submit(content=handle_file(photo_file), preset_ids=too_many, size=64, steps=3,
+                      api_name="/compare").result()
+    with pytest.raises(AppError, match="tick at least one preset"):
+        client.submit(content=handle_file(photo_file), preset_ids=[], size=64, steps=3, api_name="/compare").result()
+
+
+def prefilled(app_module, query: dict) -> dict:
+    """prefill's outputs by name: preset id, label, status, autorun, then every setting and the slider."""
     import gradio as gr
 
-    warnings = []
-    monkeypatch.setattr(gr, "Warning", warnings.append)
-    request = gr.Request(query_params={"preset": "the_scream", "steps": "99999", "style_strength": "100", "run": "1"})
-    values = app_module.prefill(request)
-    assert values[0] == "the_scream" and "The Scream" in values[1]
-    assert values[2] == 2.0  # the log-scale slider's position
-    controls = dict(zip(["style_strength", "size", "steps"], values[3:6]))
-    assert controls["style_strength"] == 100.0 and controls["steps"] == app_module.MAX_STEPS
-    assert values[-3] is True  # run=1 with a valid preset starts the run
-    assert any("steps" in w for w in warnings)
+    values = app_module.prefill(gr.Request(query_params=query))
+    names = ["preset", "label", "status", "autorun", *app_module.SETTINGS, "strength_slider"]
+    assert len(values) == len(names)
+    return dict(zip(names, values))
 
-    warnings.clear()
-    values = app_module.prefill(gr.Request(query_params={"preset": "../../etc/passwd", "run": "1"}))
-    assert values[0] == "" and values[-3] is False
-    assert any("unknown preset" in w for w in warnings)
+
+def test_prefill_reads_the_query_string_with_notices(app_module):
+    out = prefilled(app_module, {"preset": "the_scream", "steps": "99999", "style_strength": "100", "run": "1"})
+    assert out["preset"] == "the_scream" and "The Scream" in out["label"]
+    assert out["strength_slider"] == 2.0  # the log-scale slider's position
+    assert out["style_strength"] == 100.0 and out["steps"] == app_module.LIMITS.max_steps
+    assert out["autorun"] is True  # run=1 with a valid preset starts the run
+    assert "steps" in out["status"] and str(app_module.LIMITS.max_steps) in out["status"]
+
+    out = prefilled(app_module, {"preset": "../../etc/passwd", "run": "1"})
+    assert out["preset"] == "" and out["autorun"] is False
+    assert "unknown preset" in out["status"]
 
 
 def test_share_links_round_trip_through_prefill(app_module):
-    import gradio as gr
-
     from stylize import Settings
-    from stylize.studio import share_url
+    from stylize.studio import settings_from_values, share_url
 
-    settings = Settings(size=128, steps=77, style_strength=3.5, init="noise", preserve_color="luminance", seed=9)
+    settings = Settings(size=128, steps=77, style_strength=3.5, init="noise", preserve_color="luminance", seed=9,
+                        style_layers="relu1_1,relu2_1", layer_weights="1,3")
     url = share_url("https://huggingface.co/spaces/someone/stylize", settings, ["shipwreck"])
     assert url.startswith("https://huggingface.co/spaces/someone/stylize?")
-    query = {k: v[0] for k, v in parse_qs(urlparse(url).query).items()}
-    values = app_module.prefill(gr.Request(query_params=query))
-    assert values[0] == "shipwreck"
-    assert app_module.settings_from_controls(*values[3:18]) == settings
+    query = {k: v[0] for k, v in parse_qs(urlparse(url).query, keep_blank_values=True).items()}
+    out = prefilled(app_module, query)
+    assert out["preset"] == "shipwreck"
+    assert settings_from_values({name: out[name] for name in app_module.SETTINGS}) == settings
 
 
-def test_gpu_duration_grows_with_size_and_steps_within_bounds():
+def test_page_loads_and_ui_events_are_not_queued(app_module):
+    """A page load never waits behind running jobs: only the two runs go through the queue."""
+    queued = {fn.name for fn in app_module.demo.fns.values() if fn.queue and fn.fn is not None}
+    assert queued == {"stylize", "compare"}, queued
+
+
+def test_private_queue_attributes_still_exist(app_module):
+    """launch() tunes two private attributes of Gradio's queue (README, Performance); fail loudly if a Gradio
+    upgrade renames them, rather than silently losing the speed-up."""
+    queue = app_module.demo._queue
+    assert isinstance(queue.sleep_when_free, (int, float)), "gradio's Queue.sleep_when_free is gone"
+    assert isinstance(queue.progress_update_sleep_when_free, (int, float)), \
+        "gradio's Queue.progress_update_sleep_when_free is gone"
+
+
+def test_gpu_duration_covers_size_steps_styles_style_scale_and_presets():
+    from stylize import Settings
     from stylize.studio import gpu_seconds
 
-    small, large, longer = gpu_seconds(256, 200), gpu_seconds(1024, 500), gpu_seconds(1024, 2000)
-    assert 20 <= small < large < longer <= 300
-    assert gpu_seconds(2048, 5000) == 300
+    base = Settings(size=512, steps=500)
+    assert gpu_seconds(base) >= 15 + 2 * 500 * 0.006
+    assert gpu_seconds(base.replace(size=1024)) > gpu_seconds(base)
+    assert gpu_seconds(base.replace(steps=1000)) > gpu_seconds(base)
+    assert gpu_seconds(base, styles=4) >= gpu_seconds(base, styles=1)  # Gram: one forward pass per style image
+    assert gpu_seconds(base.replace(style_scale=2.0)) >= gpu_seconds(base)
+    mrf = base.replace(style_model="mrf")  # patch matching: every step, against every style image's patches
+    assert gpu_seconds(mrf, styles=4) > gpu_seconds(mrf, styles=1) > gpu_seconds(base)
+    assert gpu_seconds(mrf.replace(style_scale=2.0)) > gpu_seconds(mrf)
+    assert gpu_seconds(base, presets=6) > 5 * (gpu_seconds(base) - 15)
 
 
 def test_python_app_py_serves_the_page_within_15_seconds(tmp_path, preset_dir):
@@ -164,8 +232,6 @@ def test_python_app_py_serves_the_page_within_15_seconds(tmp_path, preset_dir):
     assert monitoring != 200  # monitoring is off
 
 
-def test_the_weights_line_refreshes_until_loaded_then_stops(app_module):
-    app_module.studio._ready.wait(60)
-    text, timer = app_module.refresh_weights_status()
-    assert text.startswith("Weights: original VGG-19") and "Running on CPU" in text
-    assert timer.active is False
+def test_the_weights_line_speaks_plainly_and_is_ready_at_import(app_module):
+    assert app_module.studio.ready
+    assert app_module.studio.weights_status() == "Running on CPU with the original VGG-19, offline copy."

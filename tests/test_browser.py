@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from conftest import ROOT, gradient_photo
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = ROOT / "test-artifacts"
+ALL_IMAGES_LOADED = "(sel) => { const i = [...document.querySelectorAll(sel)]; return i.length > 0 && i.every(x => x.complete && x.naturalWidth > 0); }"
 
 
 @pytest.fixture(scope="module")
@@ -42,35 +44,60 @@ def wait_for_new_result(page, previous: str | None, timeout_s: float = 60) -> st
     return result_src(page)
 
 
-def test_pick_a_preset_run_watch_it_update_then_stop_a_second_run(browser, server, tmp_path):
+def set_number(page, elem_id: str, value: int) -> None:
+    box = page.locator(f"#{elem_id} input[type=number]")
+    box.fill(str(value))
+    box.press("Enter")
+
+
+def test_examples_first_then_a_preset_and_a_photo_run_and_a_second_run_stops(browser, server, app_module):
     ARTIFACTS.mkdir(exist_ok=True)
-    photo = tmp_path / "photo.png"
-    gradient_photo(160, 120).save(photo)
     page = browser.new_page(viewport={"width": 1280, "height": 1000})
+    started = time.perf_counter()
     page.goto(server)
-    page.wait_for_selector("#presets img", timeout=30_000)
-    page.wait_for_function("() => document.querySelector('#weights-status')?.innerText.includes('Weights:')")
+    page.wait_for_function(ALL_IMAGES_LOADED, arg="#examples img", timeout=30_000)
+    visible = time.perf_counter() - started
+    print(f"page load -> example results visible: {visible:.2f} s")
+    assert visible < 10
 
-    page.locator("#presets img").first.click()
-    page.wait_for_function("() => document.querySelector('#style-label')?.innerText.includes('Starry Night')")
-    page.locator("#content input[type=file]").set_input_files(str(photo))
-    page.wait_for_selector("#content img", timeout=15_000)
-    page.locator("#steps input[type=number]").fill("40")
-    page.locator("#steps input[type=number]").press("Enter")
-    page.locator("#size input[type=number]").fill("96")
-    page.locator("#size input[type=number]").press("Enter")
+    # An example result: its photo, painting and settings are loaded, and the finished image is shown.
+    example = app_module.EXAMPLES[0]
+    page.locator("#examples img").first.click()
+    page.wait_for_function("(t) => document.querySelector('#style-label')?.innerText.includes(t)",
+                           arg=app_module.studio.presets[example.preset].title, timeout=10_000)
+    page.wait_for_selector("#content img", timeout=10_000)
+    page.wait_for_selector("#result img", timeout=10_000)
+    assert page.locator("#steps input[type=number]").input_value() == str(example.settings.steps)
+    assert page.locator("#size input[type=number]").input_value() == str(example.settings.size)
+    assert "Example" in page.locator("#status").inner_text()
 
+    # Then a preset and an example photo of our own choosing, and a run that streams and finishes.
+    page.locator("#presets img").nth(1).click()  # The Scream
+    page.wait_for_function("() => document.querySelector('#style-label')?.innerText.includes('The Scream')")
+    photo_before = page.locator("#content img").first.get_attribute("src")
+    page.locator("#photos img").nth(1).click()
+    page.wait_for_function("(prev) => { const i = document.querySelector('#content img'); return i && i.src !== prev; }",
+                           arg=photo_before, timeout=10_000)
+    set_number(page, "steps", 40)
+    set_number(page, "size", 96)
+    shown = result_src(page)
     page.locator("#run").click()
-    first = wait_for_new_result(page, None)
+    first = wait_for_new_result(page, shown)
     second = wait_for_new_result(page, first)
     assert first != second  # the image updated at least twice while running
     page.wait_for_function("() => document.querySelector('#status')?.innerText.includes('Done 40/40')", timeout=120_000)
     page.wait_for_selector("#slider img", timeout=10_000)  # before/after slider filled and shown
-    assert "preset=starry_night" in page.locator("#share-link textarea, #share-link input").first.input_value()
+    assert "preset=the_scream" in page.locator("#share-link textarea, #share-link input").first.input_value()
+    page.wait_for_selector("#loss-plot svg", timeout=10_000)
+    legend = page.locator("#loss-plot").inner_text()
+    assert all(term in legend for term in ("total", "content", "style")), legend
+    result_box = page.locator("#result").bounding_box()
+    slider_box = page.locator("#slider").bounding_box()
+    assert result_box["width"] >= 400 and result_box["height"] >= 300  # readable, not a thumbnail
+    assert slider_box["height"] <= result_box["height"] and slider_box["width"] <= result_box["width"]
     page.screenshot(path=str(ARTIFACTS / "browser-finished.png"), full_page=True)
 
-    page.locator("#steps input[type=number]").fill("1000")
-    page.locator("#steps input[type=number]").press("Enter")
+    set_number(page, "steps", 1000)
     done_src = result_src(page)
     page.locator("#run").click()
     wait_for_new_result(page, done_src)  # the second run is streaming
@@ -84,6 +111,39 @@ def test_pick_a_preset_run_watch_it_update_then_stop_a_second_run(browser, serve
     page.close()
 
 
+def test_a_second_page_is_interactive_within_2_seconds_while_a_long_run_goes_on(browser, server, tmp_path):
+    from gradio_client import Client, handle_file
+
+    photo = tmp_path / "photo.png"
+    gradient_photo(160, 120).save(photo)
+    client = Client(server, verbose=False)
+    job = client.submit(content=handle_file(str(photo)), preset="starry_night", size=256, steps=1000,
+                        api_name="/stylize")
+    try:
+        deadline = time.perf_counter() + 60
+        while sum(isinstance(o[0], str) for o in job.outputs()) < 2:  # the run is streaming
+            assert time.perf_counter() < deadline
+            time.sleep(0.1)
+        page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        started = time.perf_counter()
+        page.goto(f"{server}?preset=the_scream&steps=150")
+        # Prefilled from the link (the page-load event ran), the paintings shown, and a click answered.
+        page.wait_for_function("() => document.querySelector('#style-label')?.innerText.includes('The Scream')",
+                               timeout=10_000)
+        page.wait_for_function(ALL_IMAGES_LOADED, arg="#presets img", timeout=10_000)
+        page.locator("#presets img").first.click()
+        page.wait_for_function("() => document.querySelector('#style-label')?.innerText.includes('Starry Night')",
+                               timeout=10_000)
+        interactive = time.perf_counter() - started
+        assert not job.done(), "the long run should still be going"
+        print(f"second page interactive after {interactive:.2f} s during a run")
+        assert interactive < 2.0
+        page.close()
+    finally:
+        job.cancel()
+        client.close()
+
+
 @pytest.mark.parametrize("width, height, name", [(1280, 900, "desktop"), (390, 844, "phone")])
 def test_screenshots_at_desktop_and_phone_widths(browser, server, width, height, name):
     ARTIFACTS.mkdir(exist_ok=True)
@@ -91,5 +151,14 @@ def test_screenshots_at_desktop_and_phone_widths(browser, server, width, height,
     page.goto(f"{server}?preset=the_scream&steps=150&style_strength=30")
     page.wait_for_function("() => document.querySelector('#style-label')?.innerText.includes('The Scream')", timeout=30_000)
     assert page.locator("#steps input[type=number]").input_value() == "150"
+    page.evaluate("() => document.querySelectorAll('img[loading=lazy]').forEach(i => i.loading = 'eager')")
+    page.wait_for_function(ALL_IMAGES_LOADED, arg="img", timeout=30_000)
+    # Every painting is visible without scrolling inside the gallery, and no caption is cut off.
+    overflow = page.evaluate("""() => [...document.querySelectorAll('#presets .caption-label, #examples .caption-label')]
+        .filter(c => c.scrollWidth > c.clientWidth + 1 || c.scrollHeight > c.clientHeight + 1).map(c => c.innerText)""")
+    assert overflow == []
+    gallery = page.locator("#presets").bounding_box()
+    assert all(page.locator("#presets img").nth(n).bounding_box()["y"] + 10 < gallery["y"] + gallery["height"]
+               for n in range(page.locator("#presets img").count()))
     page.screenshot(path=str(ARTIFACTS / f"ui-{name}.png"), full_page=True)
     page.close()

@@ -1,0 +1,94 @@
+"""Agents: /stylize and /compare are MCP tools (launch(mcp_server=True)), described parameter by parameter, and
+callable through an MCP client over the streamable HTTP transport."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+from dataclasses import fields
+
+import httpx
+import numpy as np
+from PIL import Image
+
+from conftest import gradient_photo
+from stylize import Settings
+
+
+def test_the_schema_lists_exactly_the_two_tools_with_every_parameter_described(server):
+    tools = httpx.get(f"{server}gradio_api/mcp/schema", timeout=30).json()
+    by_endpoint = {tool["meta"]["endpoint_name"]: tool for tool in tools}
+    assert set(by_endpoint) == {"stylize", "compare"}  # internal events stay hidden
+    stylize = by_endpoint["stylize"]
+    assert stylize["description"].startswith("Paint a photo in the style of a painting")
+    properties = stylize["inputSchema"]["properties"]
+    expected = ["content", "preset", "style_upload", "extra_styles", "weights", *(f.name for f in fields(Settings))]
+    assert list(properties) == expected
+    for name, schema in properties.items():
+        assert schema.get("description"), f"/stylize parameter {name} has no description"
+    assert "starry_night" in properties["preset"]["description"]
+    compare = by_endpoint["compare"]["inputSchema"]["properties"]
+    assert list(compare) == ["content", "preset_ids", "size", "steps", "seed", "weights"]
+    assert all(schema.get("description") for schema in compare.values())
+
+
+async def _call_stylize(url: str, arguments: dict, with_progress: bool):
+    from mcp import ClientSession
+    from mcp.client.streamable_http import streamable_http_client
+
+    progress = []
+
+    async def on_progress(done, total, message):
+        progress.append(message)
+
+    async with streamable_http_client(url) as (read, write, _):
+        async with ClientSession(read, write) as session:
+            await session.initialize()
+            tools = [tool.name for tool in (await session.list_tools()).tools]
+            result = await session.call_tool("stylize", arguments,
+                                             progress_callback=on_progress if with_progress else None)
+            return tools, result, progress
+
+
+def _photo_and_arguments():
+    photo = gradient_photo(96, 64, seed=7)
+    buffer = io.BytesIO()
+    photo.save(buffer, "PNG")
+    data_url = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+    # Three steps at the lowest strength from the photo itself: the result must still be that photo, closely.
+    arguments = {"content": data_url, "preset": "starry_night", "size": 64, "steps": 3, "style_strength": 0.1}
+    reference = np.asarray(photo.resize((64, 43), Image.Resampling.LANCZOS), dtype=float)
+    return arguments, reference
+
+
+def test_an_mcp_client_stylizes_a_small_image(server):
+    """A client that follows progress gets the images as MCP image content."""
+    arguments, reference = _photo_and_arguments()
+    tools, result, progress = asyncio.run(_call_stylize(f"{server}gradio_api/mcp/", arguments, with_progress=True))
+    assert tools == ["stylize", "compare"]
+    assert not result.isError, result.content
+    assert progress  # the run's progress was streamed
+    images = [item for item in result.content if item.type == "image"]
+    texts = [item.text for item in result.content if item.type == "text"]
+    assert images, result.content
+    image = Image.open(io.BytesIO(base64.b64decode(images[0].data))).convert("RGB")
+    assert image.size == (64, 43)
+    assert np.abs(np.asarray(image, dtype=float) - reference).mean() < 6
+    assert any(text.startswith("Done 3/3") for text in texts), texts
+
+
+def test_a_plain_mcp_client_gets_urls_of_the_images(server):
+    """Without progress, Gradio 6.31 returns a multi-output tool's result as one text (its outputs' repr): the
+    result image is then reachable through the URL in it."""
+    import re
+
+    arguments, reference = _photo_and_arguments()
+    _, result, _ = asyncio.run(_call_stylize(f"{server}gradio_api/mcp/", arguments, with_progress=False))
+    assert not result.isError, result.content
+    text = " ".join(item.text for item in result.content if item.type == "text")
+    assert "Done 3/3" in text
+    url = re.search(r"'url': '([^']+stylized-[0-9a-f]+\.png)'", text).group(1)
+    image = Image.open(io.BytesIO(httpx.get(url, timeout=30).content)).convert("RGB")
+    assert image.size == (64, 43)
+    assert np.abs(np.asarray(image, dtype=float) - reference).mean() < 6

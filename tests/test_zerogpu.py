@@ -1,0 +1,159 @@
+"""The app's GPU functions run the way ZeroGPU runs them, on the CPU.
+
+The real wrapper of the installed `spaces` package (`spaces.zero.wrappers.generator_function_wrapper`) is used,
+with only its two links to Hugging Face's hardware stubbed: the scheduling client (which asks the ZeroGPU
+service for a GPU) and the torch patching (which moves tensors onto that GPU). Everything else is the real
+thing: the function runs in a worker process forked from this one (multiprocessing 'fork' context) and reused,
+is advanced on a ThreadPoolExecutor created in that worker, every yielded value is pickled back through a
+multiprocessing queue, and closing the parent's generator sets the worker's stop event. Threads of this process
+(the studio's compute thread) do not exist in the worker, so anything that waited for one would hang here.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import threading
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import gradient_photo
+
+DEADLINE_S = 240
+
+
+@pytest.fixture
+def zerogpu(app_module, monkeypatch):
+    """app.run_on_gpu and app.compare_on_gpu wrapped by spaces' real ZeroGPU generator wrapper."""
+    from spaces.zero import wrappers
+
+    if not hasattr(wrappers, "generator_function_wrapper"):
+        pytest.fail("spaces.zero.wrappers.generator_function_wrapper is gone: re-read the installed spaces package's "
+                    "execution model and update this simulation")
+    scheduled = []
+
+    def schedule(task_id, request=None, duration=None, gpu_size=None):
+        scheduled.append(duration.total_seconds())
+        return SimpleNamespace(allowToken="token", nvidiaIndex=0, nvidiaUUID="GPU-simulated", idle=True)
+
+    client = SimpleNamespace(schedule=schedule, release=lambda *a, **k: None, allow=lambda token: None,
+                             get_duration_seconds=lambda duration, size: duration.total_seconds(),
+                             duration_warning=lambda: None)
+    torch_links = SimpleNamespace(enter_mode=lambda: None, unpatch=lambda: None, init=lambda uuid: None,
+                                  size=lambda: 0, move=lambda callback=None: None)
+    monkeypatch.setattr(wrappers, "client", client)
+    monkeypatch.setattr(wrappers, "torch", torch_links)
+    app = app_module
+    app.studio.warmed.wait(120)  # no engine work in flight when the worker is forked
+    monkeypatch.setattr(app, "run_on_gpu", wrappers.generator_function_wrapper(app.run_on_gpu, app._run_seconds, None))
+    monkeypatch.setattr(app, "compare_on_gpu",
+                        wrappers.generator_function_wrapper(app.compare_on_gpu, app._compare_seconds, None))
+    yield scheduled
+    for child in multiprocessing.active_children():  # the reusable worker processes
+        child.kill()
+        child.join(10)
+
+
+def request(session: str):
+    return SimpleNamespace(session_hash=session, request=None)
+
+
+def consume(generator, on_output, deadline_s: float = DEADLINE_S) -> list:
+    """Iterate `generator` on a thread with a deadline (a hang in the worker must fail the test, not freeze it)."""
+    outputs, failure = [], []
+
+    def work():
+        try:
+            for output in generator:
+                outputs.append(output)
+                on_output(output, outputs)
+        except BaseException as exc:  # noqa: BLE001 (reported below)
+            failure.append(exc)
+
+    thread = threading.Thread(target=work, daemon=True)
+    thread.start()
+    thread.join(deadline_s)
+    assert not thread.is_alive(), f"no end after {deadline_s} s: the run hangs in the worker process"
+    if failure:
+        raise failure[0]
+    return outputs
+
+
+def test_stylize_streams_from_a_forked_worker_and_stop_from_the_parent_ends_it(app_module, zerogpu, tmp_path):
+    app = app_module
+    photo = tmp_path / "photo.png"
+    gradient_photo(96, 64).save(photo)
+    session = "zerogpu-stylize"
+    images_seen, stop_pressed = [], []
+
+    def on_output(output, outputs):
+        image = output[0]
+        if isinstance(image, Image.Image):
+            images_seen.append(image)
+        if len(images_seen) >= 3 and not stop_pressed:
+            stop_pressed.append(time.perf_counter())
+            app.stop_run(request(session))  # what the Stop button calls, in the parent
+
+    started = time.perf_counter()
+    outputs = consume(app.stylize(content=str(photo), preset="starry_night", size=64, steps=1000,
+                                  request=request(session)), on_output)
+    final = outputs[-1]
+    print([o[1] for o in outputs])
+    image, status, pair, png, table, link = final
+    assert stop_pressed, "fewer than three images were streamed"
+    assert status.startswith("Stopped at step") and "/1000" in status, status
+    assert int(status.split()[3].split("/")[0]) < 1000
+    print(f"stopped {time.perf_counter() - stop_pressed[0]:.2f} s after Stop; run {time.perf_counter() - started:.1f} s")
+    # Frames came through the worker's pickled queue, and the last one is the result.
+    assert len(images_seen) >= 3 and all(im.size == (64, 43) for im in images_seen)
+    assert image.size == (64, 43) and pair[1] is image
+    assert pair[0].size == (64, 43)
+    # The result file was written in this (the parent) process and is still here after the worker is done.
+    assert Path(png).is_file() and Image.open(png).tobytes() == image.tobytes()
+    assert len(table) > 0 and "preset=starry_night" in link
+    # The work ran in a forked worker, with the budget the duration callable asked for.
+    assert any(child.pid != os.getpid() for child in multiprocessing.active_children())
+    assert zerogpu and zerogpu[0] == app.gpu_seconds(app.Settings(size=64, steps=1000), 1)
+    # The session's stop files are gone with the run: a later run starts unstopped.
+    assert not app.studio.stop_flag(session).running.exists()
+
+
+def test_the_worker_is_reused_and_a_finished_run_delivers_every_file(app_module, zerogpu, tmp_path):
+    app = app_module
+    photo = tmp_path / "photo.png"
+    gradient_photo(96, 64, seed=3).save(photo)
+    for steps in (3, 4):  # the second call reuses the idle worker process
+        outputs = consume(app.stylize(content=str(photo), preset="the_scream", size=64, steps=steps,
+                                      request=request("zerogpu-reuse")), lambda *_: None)
+        image, status, pair, png, table, link = outputs[-1]
+        assert status.startswith(f"Done {steps}/{steps}"), status
+        assert Path(png).is_file() and Image.open(png).size == image.size == (64, 43)
+    assert len(zerogpu) == 2
+
+
+def test_compare_runs_in_the_worker_and_stop_skips_the_remaining_presets(app_module, zerogpu, tmp_path):
+    app = app_module
+    photo = tmp_path / "photo.png"
+    gradient_photo(96, 64, seed=5).save(photo)
+    session = "zerogpu-compare"
+    pressed = []
+
+    def on_output(output, outputs):
+        gallery, status = output
+        if "1/3" in status and "Step" in status and not pressed:
+            pressed.append(True)
+            app.stop_run(request(session))
+
+    outputs = consume(app.compare(str(photo), ["starry_night", "the_scream", "shipwreck"], 64, 1000, 0, "auto",
+                                  request(session)), on_output)
+    gallery, status = outputs[-1]
+    assert pressed
+    assert len(gallery) == 1 and gallery[0][1] == app.studio.presets["starry_night"].caption
+    assert np.asarray(gallery[0][0]).shape == (43, 64, 3)
+    assert zerogpu == [app.studio.compare_seconds(["starry_night", "the_scream", "shipwreck"],
+                                                  app.D.replace(size=64, steps=1000))]
