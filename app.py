@@ -278,20 +278,21 @@ footer { display: none !important; }
 /* The loss plot's legend (below the chart) is not clipped. */
 #loss-plot, #loss-plot * { overflow: visible !important; }
 #loss-plot { padding-bottom: 2.2rem !important; }
-/* Galleries of small pictures (examples, photos, paintings): every item shown, no scrolling, whole captions
-   beneath the pictures instead of cut-off labels over them. */
-.thumbs .grid-wrap { min-height: 0 !important; max-height: none !important; height: auto !important;
-                     overflow: visible !important; }
-.thumbs .grid-container { grid-template-columns: repeat(var(--grid-cols), minmax(0, 1fr)) !important;
-                          grid-template-rows: none !important; grid-auto-rows: auto !important;
-                          padding-top: 2.4rem !important; }
-.thumbs .thumbnail-item { aspect-ratio: auto !important; height: auto !important; display: flex !important;
-                          flex-direction: column; }
-.thumbs .thumbnail-item img { aspect-ratio: 1 / 1; width: 100%; height: auto; object-fit: cover; }
-.thumbs .caption-label { position: static !important; max-width: none !important; white-space: normal !important;
-                         overflow: visible !important; text-overflow: clip !important; opacity: 1 !important;
-                         border: none !important; border-radius: 0 !important; line-height: 1.25;
-                         overflow-wrap: break-word; hyphens: auto; font-size: 0.8rem; }
+/* Galleries (examples, photos, paintings, compare results): every item shown, no scrolling, whole captions
+   beneath the pictures instead of cut-off labels over them. Thumbnails (.thumbs) are cropped square. */
+.captions-below .grid-wrap { min-height: 0 !important; max-height: none !important; height: auto !important;
+                             overflow: visible !important; }
+.captions-below .grid-container { grid-template-columns: repeat(var(--grid-cols), minmax(0, 1fr)) !important;
+                                  grid-template-rows: none !important; grid-auto-rows: auto !important;
+                                  padding-top: 2.4rem !important; }
+.captions-below .thumbnail-item { aspect-ratio: auto !important; height: auto !important; display: flex !important;
+                                  flex-direction: column; }
+.captions-below .thumbnail-item img { width: 100%; height: auto; object-fit: contain; }
+.thumbs .thumbnail-item img { aspect-ratio: 1 / 1; object-fit: cover; }
+.captions-below .caption-label { position: static !important; max-width: none !important; white-space: normal !important;
+                                 overflow: visible !important; text-overflow: clip !important; opacity: 1 !important;
+                                 border: none !important; border-radius: 0 !important; line-height: 1.25;
+                                 overflow-wrap: break-word; hyphens: auto; font-size: 0.8rem; }
 #photos .caption-label { display: none; }  /* the pictures speak for themselves; titles and credits are below */
 #examples .thumbnail-item img { aspect-ratio: 4 / 3; }
 @media (max-width: 640px) {
@@ -314,20 +315,20 @@ with gr.Blocks(title="stylize — neural style transfer", delete_cache=(600, 360
         if EXAMPLES:
             examples = gr.Gallery(studio.example_thumbnails(), label="Made with stylize: click one to load it",
                                   columns=6, height="auto", allow_preview=False, buttons=[], interactive=False,
-                                  elem_id="examples", elem_classes="thumbs")
+                                  elem_id="examples", elem_classes=["thumbs", "captions-below"])
         with gr.Row(equal_height=False):
             with gr.Column(scale=5, min_width=320):
                 content = PhotoInput(label="1 · Your photo", type="filepath", sources=["upload", "webcam", "clipboard"],
                                      elem_id="content", height=240)
                 photos = gr.Gallery(studio.photo_thumbnails(), label="…or an example photo", columns=6, height="auto",
                                     allow_preview=False, buttons=[], interactive=False, elem_id="photos",
-                                    elem_classes="thumbs")
+                                    elem_classes=["thumbs", "captions-below"])
                 gr.Markdown("<small>Example photos: " + " · ".join(
                     f"{studio.photo_title(p.id)}, {p.licence}" for p in studio.photos.values())
                     + " (full credits at the bottom of the page)</small>", elem_id="photo-credits")
                 gallery = gr.Gallery(PRESET_GALLERY, label="2 · Pick a painting", columns=5, height="auto",
                                      allow_preview=False, buttons=[], interactive=False, elem_id="presets",
-                                     elem_classes="thumbs")
+                                     elem_classes=["thumbs", "captions-below"])
                 with gr.Accordion("…or use your own painting(s)", open=False):
                     style_upload = PhotoInput(label="Your painting", type="filepath", sources=["upload", "clipboard"],
                                               height=160, elem_id="style-upload")
@@ -402,7 +403,8 @@ with gr.Blocks(title="stylize — neural style transfer", delete_cache=(600, 360
                 gr.Markdown("Each preset runs with its tuned settings, at the size, steps and seed set on the "
                             "*Stylize* tab.")
                 compare_status = gr.Markdown("")
-                compare_gallery = gr.Gallery(label="Results", columns=3, height="auto", format="png")
+                compare_gallery = gr.Gallery(label="Results", columns=3, height="auto", format="png",
+                                             elem_id="compare-results", elem_classes="captions-below")
     with gr.Accordion("Credits", open=False):
         gr.Markdown("\n".join(studio.credits()))
         gr.Markdown("Method: L. A. Gatys, A. S. Ecker, M. Bethge, *A Neural Algorithm of Artistic Style* (2015). "
