@@ -1,4 +1,5 @@
-"""The command line: ``python -m stylize CONTENT STYLE [STYLE ...] -o OUT.png``."""
+"""The command line: ``python -m stylize CONTENT STYLE [STYLE ...] -o OUT.png``, and
+``python -m stylize explore KIND ... -o GRID.png`` for the paper's experiments as labelled grids."""
 
 from __future__ import annotations
 
@@ -38,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m stylize",
         description="Paint a photo in the style of one or more paintings (Gatys, Ecker & Bethge 2015).",
+        epilog="The paper's experiments as grids: python -m stylize explore --help",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("content", help="the photo; 'none' synthesizes the style's texture from noise")
@@ -64,11 +66,53 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def build_explore_parser() -> argparse.ArgumentParser:
+    from .explore import DEFAULT_CONTENT_LAYERS, DEFAULT_STRENGTHS, KINDS, MAX_CELLS
+
+    defaults = Settings()
+    parser = argparse.ArgumentParser(
+        prog="python -m stylize explore",
+        description="The paper's experiments as one labelled grid image, all cells optimized together as one batch. "
+                    "style: rows = style layer sets, columns = style strengths (Fig. 3; a photo and a painting); "
+                    "texture: rows = style layer sets, columns = seeds, from noise (Fig. 1; a painting); "
+                    "reconstruction: rows = content layers, columns = seeds, from noise (Fig. 1; a photo).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("kind", choices=KINDS, help="the experiment")
+    parser.add_argument("--photo", default=None, help="the photo (style and reconstruction grids)")
+    parser.add_argument("--painting", default=None, help="the painting (style and texture grids)")
+    parser.add_argument("--rows", nargs="+", default=None, metavar="ROW",
+                        help="style and texture: layer sets a–e or comma-separated layer names (default: a b c d e); "
+                             f"reconstruction: content layers (default: {' '.join(DEFAULT_CONTENT_LAYERS)})")
+    parser.add_argument("--columns", nargs="+", default=None, metavar="COLUMN",
+                        help="style: strengths β/α (default: "
+                             f"{' '.join(f'{c:g}' for c in DEFAULT_STRENGTHS)}); texture and reconstruction: seeds "
+                             f"(default: --seed). At most {MAX_CELLS} cells in all")
+    parser.add_argument("-o", "--output", default="grid.png", help="output PNG: the labelled grid")
+    parser.add_argument("--cells-dir", default=None, help="also save each cell as a PNG in this folder")
+    parser.add_argument("--title", default=None, help="title drawn above the grid (default: the experiment's; '' none)")
+    parser.add_argument("--size", type=int, default=128, help=HELP["size"] + " (each cell)")
+    parser.add_argument("--steps", type=int, default=100, help=HELP["steps"])
+    parser.add_argument("--seed", type=int, default=defaults.seed, help=HELP["seed"])
+    parser.add_argument("--content-layer", default=defaults.content_layer, help=HELP["content_layer"] + " (style grid)")
+    parser.add_argument("--init", default=defaults.init, choices=CHOICES["init"],
+                        help="starting image of the style grid (texture and reconstruction start from noise)")
+    parser.add_argument("--pooling", default=defaults.pooling, choices=CHOICES["pooling"], help=HELP["pooling"])
+    parser.add_argument("--tv-weight", type=float, default=defaults.tv_weight, help=HELP["tv_weight"])
+    parser.add_argument("--weights", default=None,
+                        help="hub, embedded, or a .safetensors path (default: $STYLIZE_WEIGHTS, else the Hub, else embedded)")
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    explore = bool(argv) and argv[0] == "explore"
+    args = build_explore_parser().parse_args(argv[1:]) if explore else build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     try:
-        return _run(args)
+        return _explore(args) if explore else _run(args)
     except StylizeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -128,6 +172,70 @@ def _run(args: argparse.Namespace) -> int:
     undone = f"; {frame.resets[0]} steps undone by the guard" if frame.resets[0] else ""
     print(f"saved {output} ({frame.image.width}×{frame.image.height}) in {time.perf_counter() - started:.1f} s, "
           f"{frame.total_steps} steps on {stylizer.device}; losses of this image: {losses}{undone}; "
+          f"weights: {weights.source}")
+    return 0
+
+
+def _numbers(texts: list[str] | None) -> tuple[float, ...] | None:
+    if texts is None:
+        return None
+    values = []
+    for text in (part for t in texts for part in t.split(",") if part.strip()):
+        try:
+            values.append(float(text))
+        except ValueError:
+            raise StylizeError(f"--columns takes numbers (got {text!r})") from None
+    return tuple(values)
+
+
+def _explore(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from . import images
+    from .engine import Stylizer
+    from .explore import Grid, run_grid
+    from .vgg import deepest
+    from .weights import load_weights
+
+    settings = Settings(size=args.size, steps=args.steps, seed=args.seed, content_layer=args.content_layer,
+                        init=args.init, pooling=args.pooling, tv_weight=args.tv_weight)
+    grid = Grid(args.kind, tuple(args.rows) if args.rows else None, _numbers(args.columns), settings)
+    output = Path(args.output)
+    if output.suffix.lower() != ".png":
+        raise StylizeError(f"the output must be a .png file (got {output.name})")
+    if not output.parent.is_dir():
+        raise StylizeError(f"the output folder {output.parent} does not exist")
+    cells_dir = Path(args.cells_dir) if args.cells_dir else None
+    if cells_dir is not None and not cells_dir.is_dir():
+        raise StylizeError(f"the cells folder {cells_dir} does not exist")
+    grid.check_images(args.photo or None, args.painting or None)  # a missing image is reported before any loading
+    needs = {"style": ("photo", "painting"), "texture": ("painting",), "reconstruction": ("photo",)}[args.kind]
+    for name in ("photo", "painting"):
+        if getattr(args, name) and name not in needs:
+            print(f"note: the {args.kind} grid uses no {name}; --{name} ignored", file=sys.stderr)
+    content = images.load_image(args.photo, max_side=4 * args.size) if args.photo and "photo" in needs else None
+    style = images.load_image(args.painting, max_side=4 * args.size) if args.painting and "painting" in needs else None
+    weights = load_weights(args.weights, upto=deepest(grid.layers_in_use))
+    print(f"weights: {weights.summary}", file=sys.stderr)
+    stylizer = Stylizer(weights, args.device)
+    started = time.perf_counter()
+    frame = None
+    with tqdm(total=settings.steps, disable=args.quiet, unit="step", file=sys.stderr) as bar:
+        for frame in run_grid(stylizer, grid, content, style, report_every=10**9):
+            bar.total = frame.total_steps
+            bar.update(1)
+    assert frame is not None and frame.images is not None
+    title = grid.title if args.title is None else args.title
+    grid.labelled(frame.images, title).save(output)
+    if cells_dir is not None:
+        for k, image in enumerate(frame.images):
+            r, c = divmod(k, len(grid.columns))
+            column = f"{grid.columns[c]:g}" if args.kind == "style" else f"seed{grid.columns[c]}"
+            row = grid.rows[r].replace(",", "+").replace(" ", "")
+            image.save(cells_dir / f"{args.kind}-r{r + 1}c{c + 1}-{row}-{column}.png")
+    rows, columns = grid.shape
+    print(f"saved {output} ({rows} × {columns} cells of {frame.size[0]}×{frame.size[1]}) in "
+          f"{time.perf_counter() - started:.1f} s, {frame.total_steps} steps on {stylizer.device}; "
           f"weights: {weights.source}")
     return 0
 

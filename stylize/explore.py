@@ -1,0 +1,511 @@
+"""Explore: the paper's experiments as grids of cells, all optimized together as one batch.
+
+Three kinds (Gatys, Ecker & Bethge 2015):
+
+- ``style`` (Fig. 3): rows are style layer sets (a–e, or comma-separated layer names), columns style strengths
+  (β/α); one photo and one painting, each cell from the base settings' init (the photo by default).
+- ``texture`` (Fig. 1, style side): one painting and no photo; rows are style layer sets, columns seeds (one by
+  default), every cell from noise.
+- ``reconstruction`` (Fig. 1, content side): one photo and no painting; rows are content layers (relu1_1 …
+  relu5_1 by default; any feature layer, conv ones included), columns seeds, every cell from noise.
+
+A `Grid` is validated when it is made (cell count, layers, strengths, seeds), and its images when its jobs are
+made, so bad input is refused before any work. `run_grid` streams the engine's frames for the whole batch;
+`labelled_grid` draws the cells as one image with row and column labels.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import math
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+from PIL import Image, ImageDraw, ImageFont, features
+
+from .engine import Frame, Job, Stylizer
+from .errors import StylizeError
+from .params import RANGES, STYLE_LAYER_SETS, Settings, _parse
+from .vgg import FEATURE_LAYERS
+
+KINDS = ("style", "texture", "reconstruction")
+MAX_CELLS = 30  # one batch: 30 cells at 128 px take ~30× one image's memory and time per step
+
+# Four strengths a decade apart around the default (20). The paper's Fig. 3 spans α/β = 1e-5 … 1e-2, three decades
+# in four columns; its numbers do not carry over, because our strength is β/α against a per-element content term
+# with every layer calibrated (README: the losses), so only the spacing does. At 2 the photo dominates, 20 is the
+# app's balanced default, 200 is mostly painting and at 2000 the photo's layout barely survives: the same
+# progression from "photo" to "texture" as the paper's columns.
+DEFAULT_STRENGTHS: tuple[float, ...] = (2.0, 20.0, 200.0, 2000.0)
+DEFAULT_STYLE_ROWS: tuple[str, ...] = tuple(STYLE_LAYER_SETS)  # a–e
+DEFAULT_CONTENT_LAYERS: tuple[str, ...] = tuple(f"relu{b}_1" for b in range(1, 6))
+
+TITLES = {
+    "style": "Style layers × style strength (Gatys et al. 2015, Fig. 3)",
+    "texture": "Texture synthesis from noise, by style layers (Gatys et al. 2015, Fig. 1)",
+    "reconstruction": "Content reconstruction from noise, by layer (Gatys et al. 2015, Fig. 1)",
+}
+GRID_KEYS = ("kind", "rows", "columns")  # to_dict's own keys; the rest are Settings fields
+SEPARATOR = ";"  # between rows (and columns) in to_dict: a style row may itself be a comma-separated layer list
+
+
+def _valid_style_rows() -> str:
+    return (f"valid: {', '.join(STYLE_LAYER_SETS)} (the paper's sets: a = relu1_1 … e = relu1_1…relu5_1) or "
+            f"comma-separated layer names from {', '.join(FEATURE_LAYERS)}")
+
+
+def style_set_label(row: str) -> str:
+    """A style layer set as a person reads it: "a: relu1_1", "b: relu1_1, relu2_1", "c: relu1_1…relu3_1"."""
+    if row in STYLE_LAYER_SETS:
+        names = STYLE_LAYER_SETS[row]
+        listed = ", ".join(names) if len(names) <= 2 else f"{names[0]}…{names[-1]}"
+        return f"{row}: {listed}"
+    return ", ".join(part.strip() for part in row.split(",") if part.strip())
+
+
+def _number(value: float) -> str:
+    """Shortest text that reads back as the same float."""
+    text = format(value, "g")
+    return text if float(text) == value else repr(float(value))
+
+
+@dataclass(frozen=True)
+class Grid:
+    """One experiment: its kind, its rows and columns (defaults per kind when None) and the base settings every
+    cell starts from (size, steps, seed, pooling, content layer for the style grid, …)."""
+
+    kind: str = "style"
+    rows: tuple[str, ...] | None = None
+    columns: tuple[float, ...] | None = None  # style: strengths; texture and reconstruction: seeds (ints)
+    settings: Settings = field(default_factory=Settings)
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise StylizeError(f"the kind of grid must be one of {', '.join(KINDS)} (got {self.kind!r})")
+        if not isinstance(self.settings, Settings):
+            raise StylizeError("a grid's settings must be a Settings object")
+        rows = self.rows
+        if rows is None:
+            rows = DEFAULT_CONTENT_LAYERS if self.kind == "reconstruction" else DEFAULT_STYLE_ROWS
+        elif isinstance(rows, str):
+            rows = (rows,)
+        rows = tuple(str(r).strip() for r in rows)
+        columns = self.columns
+        if columns is None:
+            columns = DEFAULT_STRENGTHS if self.kind == "style" else (self.settings.seed,)
+        elif isinstance(columns, (int, float)):
+            columns = (columns,)
+        columns = tuple(columns)
+        object.__setattr__(self, "rows", rows)
+        object.__setattr__(self, "columns", columns)
+        problems = self._problems()
+        if problems:
+            raise StylizeError("; ".join(problems))
+        # Normalize numbers once they are known to be valid: strengths as floats, seeds as ints.
+        object.__setattr__(self, "columns", tuple(float(c) if self.kind == "style" else int(c) for c in columns))
+
+    # ---- validation ---------------------------------------------------------------------------
+
+    def _problems(self) -> list[str]:
+        found = []
+        rows, columns = self.rows, self.columns
+        if not rows:
+            found.append("a grid needs at least one row")
+        if not columns:
+            found.append("a grid needs at least one column")
+        cells = len(rows) * len(columns)
+        if cells > MAX_CELLS:
+            found.append(f"a {len(rows)} × {len(columns)} grid has {cells} cells; at most {MAX_CELLS}")
+        if self.kind == "reconstruction":
+            unknown = [r for r in rows if r not in FEATURE_LAYERS]
+            if unknown:
+                found.append(f"unknown content layer{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; "
+                             f"valid: {', '.join(FEATURE_LAYERS)}")
+        else:
+            unknown = [r for r in rows if not self._known_style_row(r)]
+            if unknown:
+                found.append(f"unknown style layer set{'s' if len(unknown) > 1 else ''} "
+                             f"{', '.join(map(repr, unknown))}; {_valid_style_rows()}")
+            if self.settings.style_model != "gram":
+                found.append("the grid's rows are the Gram model's style layers; choose style_model 'gram'")
+        repeated = sorted({r for r in rows if rows.count(r) > 1})
+        if repeated:
+            found.append(f"rows repeat: {', '.join(repeated)}")
+        found += self._column_problems(columns)
+        if not found:  # every cell's own settings (e.g. a size × style scale too large)
+            try:
+                self.cell_settings()
+            except StylizeError as exc:
+                found.append(str(exc))
+        return found
+
+    @staticmethod
+    def _known_style_row(row: str) -> bool:
+        if row in STYLE_LAYER_SETS:
+            return True
+        names = [part.strip() for part in row.split(",") if part.strip()]
+        return bool(names) and all(n in FEATURE_LAYERS for n in names)
+
+    def _column_problems(self, columns: tuple) -> list[str]:
+        found = []
+        numbers = []
+        for c in columns:
+            if isinstance(c, bool) or not isinstance(c, (int, float)) or not math.isfinite(c):
+                found.append(f"columns must be numbers (got {c!r})")
+            else:
+                numbers.append(c)
+        if self.kind == "style":
+            low, high = RANGES["style_strength"]
+            outside = [c for c in numbers if not low <= c <= high]
+            if outside:
+                found.append(f"style strength{'s' if len(outside) > 1 else ''} {', '.join(f'{c:g}' for c in outside)} "
+                             f"outside {low:g}–{high:g}")
+        else:
+            low, high = RANGES["seed"]
+            bad = [c for c in numbers if c != int(c) or not low <= c <= high]
+            if bad:
+                found.append(f"seeds must be whole numbers from {int(low)} to {int(high)} "
+                             f"(got {', '.join(f'{c:g}' for c in bad)})")
+            numbers = [int(c) for c in numbers]
+        repeated = sorted({c for c in numbers if numbers.count(c) > 1})
+        if repeated:
+            found.append(f"columns repeat: {', '.join(f'{c:g}' for c in repeated)}")
+        return found
+
+    def check_images(self, content: Image.Image | None, style: Image.Image | None) -> None:
+        """Refuse a grid without the images its kind needs (images it does not use are ignored). Only whether each
+        is None matters, so a caller may check paths or uploads before decoding them."""
+        if self.kind == "style" and (content is None or style is None):
+            raise StylizeError("the style-transfer grid needs a photo and a painting")
+        if self.kind == "texture" and style is None:
+            raise StylizeError("texture synthesis needs a painting")
+        if self.kind == "reconstruction" and content is None:
+            raise StylizeError("content reconstruction needs a photo")
+
+    # ---- cells --------------------------------------------------------------------------------
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return len(self.rows), len(self.columns)
+
+    @property
+    def cells(self) -> int:
+        return len(self.rows) * len(self.columns)
+
+    def cell_settings(self) -> list[Settings]:
+        """Each cell's full settings, row-major (what a click on a cell hands to the Stylize tab)."""
+        base = self.settings
+        out = []
+        for row in self.rows:
+            for column in self.columns:
+                if self.kind == "style":
+                    s = base.replace(style_layers=row, layer_weights="", style_blend="", style_strength=float(column))
+                elif self.kind == "texture":
+                    s = base.replace(style_layers=row, layer_weights="", style_blend="", seed=int(column), init="noise")
+                else:
+                    s = base.replace(content_layer=row, seed=int(column), init="noise")
+                out.append(s)
+        return out
+
+    def jobs(self, content: Image.Image | None, style: Image.Image | None) -> list[Job]:
+        """One engine job per cell, row-major; a `StylizeError` if an image the kind needs is missing."""
+        self.check_images(content, style)
+        photo = content if self.kind != "texture" else None
+        paintings = [style] if self.kind != "reconstruction" else []
+        return [Job(photo, paintings, s) for s in self.cell_settings()]
+
+    @property
+    def layers_in_use(self) -> set[str]:
+        """Every feature layer some cell reads (for loading the weights only as deep as needed)."""
+        layers: set[str] = set()
+        for s in self.cell_settings():
+            if self.kind != "texture":
+                layers.add(s.content_layer)
+            if self.kind != "reconstruction":
+                layers.update(s.style_layer_names)
+        return layers
+
+    # ---- labels -------------------------------------------------------------------------------
+
+    @property
+    def row_labels(self) -> list[str]:
+        if self.kind == "reconstruction":
+            return list(self.rows)
+        return [style_set_label(r) for r in self.rows]
+
+    @property
+    def column_labels(self) -> list[str]:
+        if self.kind == "style":
+            return [f"β/α = {_number(c)}" for c in self.columns]
+        return [f"seed {c}" for c in self.columns]
+
+    @property
+    def cell_labels(self) -> list[str]:
+        """"row label, column label" per cell, row-major."""
+        return [f"{r}, {c}" for r in self.row_labels for c in self.column_labels]
+
+    @property
+    def title(self) -> str:
+        return TITLES[self.kind]
+
+    def labelled(self, images: Sequence[Image.Image], title: str | None = None) -> Image.Image:
+        """The cells as one labelled image. A grid of one column (texture or reconstruction with one seed) is
+        laid out as one row, as in the paper's Fig. 1."""
+        title = self.title if title is None else title
+        if len(self.columns) == 1 and len(self.rows) > 1:
+            return labelled_grid(list(images), self.column_labels, self.row_labels, title)
+        return labelled_grid(list(images), self.row_labels, self.column_labels, title)
+
+    # ---- a plain-value round trip (for links) -------------------------------------------------
+
+    def to_dict(self) -> dict[str, str | int | float]:
+        """Flat plain values: kind, rows and columns as ';'-joined text, then every Settings field."""
+        columns = SEPARATOR.join(_number(c) if self.kind == "style" else str(c) for c in self.columns)
+        return {"kind": self.kind, "rows": SEPARATOR.join(self.rows), "columns": columns, **asdict(self.settings)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "Grid":
+        """The inverse of `to_dict`; values may be text (as in a query string) and rows and columns lists.
+        Missing keys take the defaults; unknown keys or bad values raise a `StylizeError`."""
+        known = {f.name: f for f in fields(Settings)}
+        unknown = [k for k in data if k not in GRID_KEYS and k not in known]
+        if unknown:
+            raise StylizeError(f"unknown grid field{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}")
+        defaults, values = Settings(), {}
+        for key, raw in data.items():
+            if key in GRID_KEYS:
+                continue
+            kind = type(getattr(defaults, key))
+            try:
+                values[key] = _parse(raw, kind)
+            except ValueError:
+                raise StylizeError(f"{key}={raw!r} is not a valid {kind.__name__}") from None
+        settings = Settings(**values)
+        rows = _split(data["rows"]) if "rows" in data else None
+        columns = None
+        if "columns" in data:
+            columns = []
+            for part in _split(data["columns"], also_commas=True):
+                try:
+                    columns.append(float(part))
+                except (TypeError, ValueError):
+                    raise StylizeError(f"columns must be numbers (got {part!r})") from None
+            columns = tuple(columns)
+        return cls(str(data.get("kind", "style")), tuple(rows) if rows is not None else None, columns, settings)
+
+
+def _split(value: Any, also_commas: bool = False) -> list:
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    text = str(value)
+    if also_commas:
+        text = text.replace(",", SEPARATOR)
+    return [part.strip() for part in text.split(SEPARATOR) if part.strip()]
+
+
+def run_grid(stylizer: Stylizer, grid: Grid, content: Image.Image | None, style: Image.Image | None,
+             report_every: int | Callable[[int], bool] = 10) -> Iterator[Frame]:
+    """All cells as one batch: a `Frame` per step whose `.images`, `.item_losses` and `.histories` are row-major.
+
+    Bad input (missing image, anything the engine refuses) raises here, before any work; closing the iterator
+    stops the run.
+    """
+    return stylizer.run_batch(grid.jobs(content, style), report_every)
+
+
+# ---- the labelled image -------------------------------------------------------------------------
+
+PAD = 10  # outer margin
+GAP = 4  # between cells
+LABEL_GAP = 6  # between labels and cells
+INK = (25, 25, 25)
+BACKGROUND = (255, 255, 255)
+
+
+# A font with Greek letters and typographic signs where one is found (system DejaVu or Liberation, matplotlib's
+# copy of DejaVu), else Pillow's own (Latin only: the labels then spell those signs in ASCII, see ASCII_LABELS).
+FONT_FILES = ("DejaVuSans.ttf", "LiberationSans-Regular.ttf", "Arial.ttf", "Helvetica.ttc")
+ASCII_LABELS = {"β/α": "style/content", "×": "x", "…": "...", "–": "-"}
+
+
+def _font_files() -> list[str]:
+    found = list(FONT_FILES)
+    spec = importlib.util.find_spec("matplotlib")  # located, not imported
+    if spec is not None and spec.origin:
+        found.append(str(Path(spec.origin).parent / "mpl-data" / "fonts" / "ttf" / "DejaVuSans.ttf"))
+    return found
+
+
+@functools.lru_cache(maxsize=16)
+def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    if features.check("freetype2"):
+        for name in _font_files():
+            try:
+                return ImageFont.truetype(name, size)  # Pillow also looks a bare name up in the system's font folders
+            except OSError:
+                continue
+        return ImageFont.load_default(size=size)
+    return ImageFont.load_default()  # a fixed bitmap font where Pillow lacks FreeType
+
+
+def _drawn(font, text: str) -> bytes:
+    img = Image.new("L", (64, 64))
+    ImageDraw.Draw(img).text((4, 4), text, font=font, fill=255)
+    return img.tobytes()
+
+
+@functools.lru_cache(maxsize=64)
+def _has_glyph(font, char: str) -> bool:
+    """False where the font would draw its 'missing glyph' box (or nothing) for `char`."""
+    return _drawn(font, char) not in (_drawn(font, "\uffff"), _drawn(font, ""))
+
+
+def _printable(font, text: str) -> str:
+    """The text with signs the font lacks spelled in ASCII."""
+    for sign, ascii_text in ASCII_LABELS.items():
+        if sign in text and not all(_has_glyph(font, ch) for ch in sign):
+            text = text.replace(sign, ascii_text)
+    return text
+
+
+def _text_size(font, text: str) -> tuple[int, int]:
+    if not text:
+        return 0, 0
+    box = ImageDraw.Draw(Image.new("RGB", (1, 1))).multiline_textbbox((0, 0), text, font=font, spacing=2)
+    return box[2], box[3]
+
+
+def _wrap(font, label: str, width: int) -> str:
+    """A label wider than `width` goes on two lines at its ': ' or ', ' if it has one."""
+    if _text_size(font, label)[0] <= width:
+        return label
+    for sep in (": ", ", ", " = "):
+        if sep in label:
+            head, tail = label.split(sep, 1)
+            return f"{head}{sep.rstrip()}\n{tail}"
+    return label
+
+
+@dataclass(frozen=True)
+class GridLayout:
+    """Where everything goes: cell slots of `pitch` px, `gap` apart, the first at `origin`; labels left and above."""
+
+    size: tuple[int, int]
+    cell: tuple[int, int]
+    pitch: tuple[int, int]
+    origin: tuple[int, int]
+    gap: int
+    font_size: int
+    rows: list[str]  # the labels as drawn (wrapped, in ASCII where the font lacks a sign)
+    columns: list[str]
+    title: str
+    title_height: int
+
+    def slot(self, row: int, column: int) -> tuple[int, int, int, int]:
+        x = self.origin[0] + column * (self.pitch[0] + self.gap)
+        y = self.origin[1] + row * (self.pitch[1] + self.gap)
+        return x, y, x + self.pitch[0], y + self.pitch[1]
+
+    def cell_box(self, row: int, column: int, size: tuple[int, int] | None = None) -> tuple[int, int, int, int]:
+        """The box a cell image of `size` (default: the largest cell) is pasted into: centred in its slot."""
+        w, h = size or self.cell
+        x0, y0, x1, y1 = self.slot(row, column)
+        x, y = x0 + (x1 - x0 - w) // 2, y0 + (y1 - y0 - h) // 2
+        return x, y, x + w, y + h
+
+
+def grid_layout(cell: tuple[int, int], rows: Sequence[str], columns: Sequence[str], title: str = "") -> GridLayout:
+    """The layout `labelled_grid` draws for cells of size `cell` (the largest) and these labels."""
+    font_size = max(11, min(22, round(cell[1] / 8)))
+    font, title_font = _font(font_size), _font(font_size + 2)
+    title = _printable(title_font, title)
+    rows = [_printable(font, r) for r in rows]
+    columns = [_wrap(font, _printable(font, c), cell[0]) for c in columns]
+    row_sizes = [_text_size(font, r) for r in rows]
+    column_sizes = [_text_size(font, c) for c in columns]
+    label_w = max((w for w, _ in row_sizes), default=0)
+    label_h = max((h for _, h in column_sizes), default=0)
+    pitch = (max([cell[0], *(w + 2 * GAP for w, _ in column_sizes)]), max([cell[1], *(h for _, h in row_sizes)]))
+    title_h = _text_size(title_font, title)[1] + LABEL_GAP if title else 0
+    left = PAD + (label_w + LABEL_GAP if label_w else 0)
+    top = PAD + title_h + (label_h + LABEL_GAP if label_h else 0)
+    n_rows, n_cols = len(rows), len(columns)
+    width = left + n_cols * pitch[0] + (n_cols - 1) * GAP + PAD
+    height = top + n_rows * pitch[1] + (n_rows - 1) * GAP + PAD
+    return GridLayout((max(width, PAD * 2 + _text_size(title_font, title)[0]), height), cell, pitch,
+                      (left, top), GAP, font_size, rows, columns, title, title_h)
+
+
+def labelled_grid(images: Sequence[Image.Image], rows: Sequence[str], columns: Sequence[str],
+                  title: str = "") -> Image.Image:
+    """The cells (row-major) as one RGB image on white: row labels on the left, column labels on top, a title."""
+    if len(images) != len(rows) * len(columns):
+        raise StylizeError(f"{len(images)} images for a {len(rows)} × {len(columns)} grid")
+    if not images:
+        raise StylizeError("no images to lay out")
+    cell = (max(img.width for img in images), max(img.height for img in images))
+    layout = grid_layout(cell, rows, columns, title)
+    canvas = Image.new("RGB", layout.size, BACKGROUND)
+    draw = ImageDraw.Draw(canvas)
+    font = _font(layout.font_size)
+    if layout.title:
+        draw.text((PAD, PAD), layout.title, fill=INK, font=_font(layout.font_size + 2))
+    for c, label in enumerate(layout.columns):
+        x0, y0, x1, _ = layout.slot(0, c)
+        w, h = _text_size(font, label)
+        draw.multiline_text((x0 + (x1 - x0 - w) // 2, y0 - LABEL_GAP - h), label, fill=INK, font=font, spacing=2,
+                            align="center")
+    for r, label in enumerate(layout.rows):
+        x0, y0, _, y1 = layout.slot(r, 0)
+        w, h = _text_size(font, label)
+        draw.multiline_text((x0 - LABEL_GAP - w, y0 + (y1 - y0 - h) // 2), label, fill=INK, font=font, spacing=2,
+                            align="right")
+    for k, img in enumerate(images):
+        r, c = divmod(k, len(columns))
+        canvas.paste(img.convert("RGB"), layout.cell_box(r, c, img.size)[:2])
+    return canvas
+
+
+# ---- the measurement ----------------------------------------------------------------------------
+
+def bench_grid(stylizer: Stylizer, content: Image.Image, style: Image.Image, size: int = 128, steps: int = 100,
+               grid: Grid | None = None, save_to: str | Path | None = None) -> dict[str, Any]:
+    """Seconds for a style grid (default 5 × 4) as one batch (`run_grid`) and cell after cell (`Stylizer.run`).
+
+    Targets and calibration are computed by a one-step warm-up first, so both timings see the same cache.
+    Returns batched_s, sequential_s, speedup (sequential / batched), cells, shape, size (the output's), steps;
+    `save_to` also writes the batched run's labelled grid there.
+    """
+    import torch
+
+    grid = grid or Grid("style", settings=Settings(size=size, steps=steps))
+    grid = Grid(grid.kind, grid.rows, grid.columns, grid.settings.replace(size=size, steps=steps))
+    jobs = grid.jobs(content, style)
+
+    def sync() -> None:
+        if stylizer.device.type == "cuda":
+            torch.cuda.synchronize(stylizer.device)
+
+    warm = Grid(grid.kind, grid.rows, grid.columns, grid.settings.replace(steps=1))
+    for _ in run_grid(stylizer, warm, content, style, report_every=10**9):
+        pass
+    sync()
+    started = time.perf_counter()
+    frame = None
+    for frame in run_grid(stylizer, grid, content, style, report_every=10**9):
+        pass
+    sync()
+    batched = time.perf_counter() - started
+    started = time.perf_counter()
+    for job in jobs:
+        for _ in stylizer.run(job.content, job.styles, job.settings, report_every=10**9):
+            pass
+    sync()
+    sequential = time.perf_counter() - started
+    if save_to is not None:
+        grid.labelled(frame.images).save(save_to)
+    return {"batched_s": batched, "sequential_s": sequential, "speedup": sequential / batched, "cells": grid.cells,
+            "shape": list(grid.shape), "size": list(frame.size), "steps": steps}
