@@ -342,7 +342,7 @@ class Stylizer:
             if term.items is None:
                 style = style + term.weights * style_layer_loss(gram(f), term.targets * m, n, m)
                 continue
-            f = f.index_select(0, term.items)
+            f = f if f.shape[0] == 1 else f.index_select(0, term.items)  # one image: its regions broadcast
             if term.masks is None:
                 per_term = style_layer_loss(gram(f), term.targets * m, n, m)
             else:
