@@ -157,3 +157,38 @@ def test_compare_runs_in_the_worker_and_stop_skips_the_remaining_presets(app_mod
     assert np.asarray(gallery[0][0]).shape == (43, 64, 3)
     assert zerogpu == [app.studio.compare_seconds(["starry_night", "the_scream", "shipwreck"],
                                                   app.D.replace(size=64, steps=1000))]
+
+
+def test_under_zerogpus_cuda_emulation_the_app_imports_ready_to_fork(tmp_path, preset_dir):
+    """`SPACES_ZERO_GPU=true` turns on the `spaces` package's CUDA emulation in the main process (no GPU needed):
+    the app must import with its engines on (emulated) CUDA, built on the main thread, with every GPU function
+    wrapped and no thread left running that a forked worker would miss."""
+    import json
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    script = """
+import json, os, threading
+import app
+studio = app.studio
+print(json.dumps({
+    "zero_gpu": studio.zero_gpu,
+    "engines": {k: str(v.device) for k, v in studio._engines.items()},
+    "compute_thread": studio._compute is not None,
+    "threads": [t.name for t in threading.enumerate()],
+    "wrapped": [hasattr(app.run_on_gpu, "zerogpu"), hasattr(app.compare_on_gpu, "zerogpu")],
+    "weights": studio.weights_status(),
+}))
+"""
+    env = {**os.environ, "SPACES_ZERO_GPU": "true", "SPACES_ZERO_DEVICE_API_URL": "http://127.0.0.1:9/",
+           "STYLIZE_WEIGHTS": "embedded", "HF_HUB_OFFLINE": "1", "STYLIZE_PRESETS_DIR": str(preset_dir),
+           "GRADIO_ANALYTICS_ENABLED": "False"}
+    out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stderr[-3000:]
+    state = json.loads(out.stdout.strip().splitlines()[-1])
+    assert state["zero_gpu"] and state["engines"]["auto"].startswith("cuda")
+    assert not state["compute_thread"] and state["threads"] == ["MainThread"]
+    assert state["wrapped"] == [True, True]
+    assert state["weights"].startswith("Running on a ZeroGPU GPU")
