@@ -296,6 +296,8 @@ footer { display: none !important; }
 #photos .caption-label { display: none; }  /* the pictures speak for themselves; titles and credits are below */
 #examples .thumbnail-item img { aspect-ratio: 4 / 3; }
 @media (max-width: 640px) {
+  #result { height: min(520px, 90vw) !important; }
+  #slider { height: min(440px, 80vw) !important; max-height: min(440px, 80vw) !important; }
   #presets .grid-container, #photos .grid-container { --grid-cols: 3 !important; }
   #examples .grid-container { --grid-cols: 2 !important; }
 }
