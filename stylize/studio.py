@@ -316,6 +316,8 @@ class Studio:
                 auto = self._engines.get("auto")
                 if source == "hub" and auto is not None and auto.weights.source == "hub":
                     self._engines["hub"] = auto  # the same file: one copy on the device
+                elif source == "hub" and auto is not None and auto.weights.reason:
+                    raise StylizeError(f"the Hub's weights are unavailable ({auto.weights.reason})")  # no 2nd probe
                 else:
                     self._engines[source] = Stylizer(load_weights(source), self.device)
             return self._engines[source]

@@ -159,6 +159,20 @@ def test_compare_runs_in_the_worker_and_stop_skips_the_remaining_presets(app_mod
                                                   app.D.replace(size=64, steps=1000))]
 
 
+def test_an_error_in_the_worker_reaches_the_user_as_its_message(app_module, zerogpu):
+    """A StylizeError raised in the worker crosses the process boundary as a gr.Error with its message (spaces
+    turns any other exception into a bare "ZeroGPU worker error")."""
+    import gradio as gr
+
+    from conftest import stripes_painting
+
+    app = app_module
+    with app.studio.stop_flag("zerogpu-error") as stop:
+        with pytest.raises(gr.Error, match="add a photo first"):
+            consume(app.run_on_gpu(None, [stripes_painting()], app.Settings(size=64, steps=3), "auto", stop),
+                    lambda *_: None)
+
+
 def test_under_zerogpus_cuda_emulation_the_app_imports_ready_to_fork(tmp_path, preset_dir):
     """`SPACES_ZERO_GPU=true` turns on the `spaces` package's CUDA emulation in the main process (no GPU needed):
     the app must import with its engines on (emulated) CUDA, built on the main thread, with every GPU function
