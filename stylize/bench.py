@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import resource
@@ -37,7 +38,7 @@ from .weights import hub_cache_file, load_embedded, load_file, save_safetensors
 
 ROOT = Path(__file__).resolve().parent.parent
 PAINTINGS = ROOT.parent / "shared" / "paintings"
-SECTIONS = ("steps", "optimizer", "gram", "history", "schedule", "batch", "models", "default", "cold")
+SECTIONS = ("steps", "optimizer", "gram", "history", "schedule", "batch", "models", "guard", "default", "cold")
 
 
 def cpu_name() -> str:
@@ -156,8 +157,17 @@ def timed_run(stylizer: Stylizer, jobs: list[Job], judge: Stylizer, seconds: flo
     history_rows = frame.histories[0]
     return {"steps": frame.step, "total_s": elapsed, "loss_8bit": judged[0], "losses_8bit": judged,
             "resets": frame.resets, "curve": [(k, h["total"]) for k, h in history_rows],
-            "worst_jump": max((h["total"] / min(v["total"] for _, v in history_rows[:k]) for k, (_, h) in
-                               enumerate(history_rows) if k), default=1.0)}
+            "worst_jump": worst_jump([h["total"] for _, h in history_rows])}
+
+
+def worst_jump(losses: list[float]) -> float:
+    """The largest ratio of a loss to the best one before it: how far one step landed above the best so far."""
+    best, worst = math.inf, 1.0
+    for loss in losses:
+        if best < math.inf:
+            worst = max(worst, loss / best)
+        best = min(best, loss)
+    return worst
 
 
 def default_run(stylizer: Stylizer, content: Image.Image, style: Image.Image, settings: Settings) -> dict:
@@ -279,6 +289,12 @@ def markdown(report: dict) -> str:
                   "| size | activations + history |", "|---|---|"]
         for r in report["memory_table"]:
             lines.append(f"| {r['size']} | {r['mb']:.0f} MB |")
+    if "guard" in report:
+        rows = report["guard"]
+        lines += ["", f"Every preset at {rows[0]['size']} px × {rows[0]['steps']} steps (tuned settings): worst step "
+                      f"(its loss over the best before it) {max(r['worst_jump'] for r in rows):.3f}×, guard resets "
+                      f"{sum(r['resets'] for r in rows)} in all.", "", "| preset | worst step | resets |", "|---|---|---|"]
+        lines += [f"| {r['preset']} | {r['worst_jump']:.3f}× | {r['resets']} |" for r in rows]
     if "default_run" in report:
         e = report["default_run"]
         lines += ["", f"Default run ({e['size']}, {e['steps']} steps, {e['scales']} level(s), "
@@ -399,16 +415,17 @@ def main(argv: list[str] | None = None) -> int:
         for size, runs in plans:
             target = None
             for label, scales, steps in runs:
-                sizes, level_steps = _schedule(images.fit_size(content.size, size), scales, steps)
-                for level in sizes:
+                levels, level_steps = _schedule(images.fit_size(content.size, size), scales, steps)
+                for level in levels:
                     if level not in step_cost:
                         step_cost[level] = floor_and_step(engine, content.resize(level), style,
                                                           Settings(size=max(64, max(level))), repeats)["step_s"]
-                seconds = [step_cost[level] for level, n in zip(sizes, level_steps) for _ in range(n)]
+                seconds = [step_cost[level] for level, n in zip(levels, level_steps) for _ in range(n)]
                 row = timed_run(engine, [Job(content, [style], Settings(size=size, steps=steps, scales=scales))], judge)
                 row.update(size=size, name=label, total_s=sum(seconds),
                            curve_s=[(sum(seconds[:k]), loss) for k, loss in row["curve"]])
                 final_level = steps - level_steps[-1]
+                row["worst_jump"] = worst_jump([loss for _, loss in row["curve"][final_level:]])  # within the level
                 if target is None:
                     target = row["loss_8bit"]  # the single-scale run's saved image
                 reached = next((t for (t, loss), k in zip(row["curve_s"], range(steps)) if k >= final_level
@@ -450,6 +467,28 @@ def main(argv: list[str] | None = None) -> int:
                 report["models"].append({"model": model, "size": row["size"], "step_s": row["step_s"],
                                          "vs_gram": row["step_s"] / gram_step})
                 log(f"{model} {row['size']}: {row['step_s'] * 1000:.0f} ms")
+    if "guard" in only:
+        # Every preset at its tuned settings, as one batch per shared shape of work: the worst step seen (loss over
+        # the best before it) and the guard's resets. 512 px × 300 steps on a GPU; on 2 CPU cores 256 px × 300.
+        from .presets import PresetImages, load_manifest
+
+        presets = load_manifest()
+        paths = PresetImages(presets)
+        size = 64 if quick else (512 if device.type == "cuda" else 256)
+        steps = 10 if quick else 300
+        groups: dict[tuple, list[tuple[str, Job]]] = {}
+        for pid, preset in presets.items():
+            job = Job(content, [images.load_image(paths.path(pid), 1024)], preset.apply(Settings(size=size, steps=steps)))
+            groups.setdefault((job.settings.pooling, job.settings.preserve_color), []).append((pid, job))
+        report["guard"] = []
+        for group in groups.values():
+            for start in range(0, len(group), 4):
+                batch = group[start:start + 4]
+                final = list(engine.run_batch([job for _, job in batch], report_every=10**9))[-1]
+                for (pid, _), history, resets in zip(batch, final.histories, final.resets):
+                    report["guard"].append({"preset": pid, "size": size, "steps": steps, "resets": resets,
+                                            "worst_jump": worst_jump([h["total"] for _, h in history])})
+        log("guard:", [(r["preset"], round(r["worst_jump"], 3), r["resets"]) for r in report["guard"]])
     if "default" in only:
         settings = defaults.replace(size=64, steps=5) if quick else defaults
         report["default_run"] = default_run(engine, content, style, settings)
