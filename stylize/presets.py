@@ -1,45 +1,44 @@
-"""The preset manifest and where each preset's image comes from.
+"""The preset paintings and example photos that ship with the app, and where their images are.
 
-A preset image is looked up, in order: a file committed in ``presets/`` (a Space owner's copy), a folder
-named by ``STYLIZE_PRESETS_DIR``, the download cache, and finally Wikimedia Commons (a resized copy, with a
-descriptive User-Agent, a timeout and a size cap). Paths are built from manifest ids only, never from user
-text: an unknown id is an error before any file is touched.
+Everything is read from ``presets/presets.toml`` and the images committed beside it; nothing is fetched from
+the network. A preset's image is ``<id>.jpg|png`` in the folder named by ``STYLIZE_PRESETS_DIR`` (an override,
+used by tests and by Space owners who want other copies) or else in ``presets/``; example photos are
+``presets/photos/<id>.jpg|png``. Paths are built from manifest ids only, never from user text: an unknown id is
+an error before any file is touched.
 """
 
 from __future__ import annotations
 
 import os
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
-from . import images
 from .errors import StylizeError
 from .params import Settings
 
 PRESETS_DIR = Path(__file__).resolve().parent.parent / "presets"
+PHOTOS_DIR = PRESETS_DIR / "photos"
 MANIFEST = PRESETS_DIR / "presets.toml"
 EXTENSIONS = (".jpg", ".png")
-COMMONS_URL = "https://commons.wikimedia.org/wiki/Special:FilePath/{name}?width=1280"
-USER_AGENT = "stylize/1.0 (neural style transfer demo; https://huggingface.co/spaces) python-httpx"
-DOWNLOAD_TIMEOUT_S = 10.0
-DOWNLOAD_MAX_BYTES = 15 * 2**20
+PHOTOS_TABLE = "photos"  # the manifest's [photos.<id>] tables; every other table is a preset
 
 
 @dataclass(frozen=True)
 class Preset:
-    """One painting: who made it, where it comes from, and its tuned settings."""
+    """One painting: who made it, its licence and credit line, and its tuned settings."""
 
     id: str
     title: str
     artist: str
     year: str
-    commons_file: str
     licence: str
     credit: str
     settings: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.apply(Settings())  # the tuned settings are valid, or a StylizeError says which is not
 
     @property
     def caption(self) -> str:
@@ -50,37 +49,68 @@ class Preset:
         return base.replace(**self.settings)
 
 
-def load_manifest(path: Path = MANIFEST) -> dict[str, Preset]:
-    """Presets by id, validated: every field present, tuned settings valid."""
+@dataclass(frozen=True)
+class ExamplePhoto:
+    """One example photo: what it shows, its licence, and the credit its licence asks for."""
+
+    id: str
+    title: str
+    licence: str
+    credit: str
+    path: Path | None = None  # the committed file, None if missing
+
+    @property
+    def caption(self) -> str:
+        return f"{self.title} — {self.credit}"
+
+
+def _find(folders: list[Path], name: str) -> Path | None:
+    for folder in folders:
+        for ext in EXTENSIONS:
+            candidate = folder / f"{name}{ext}"
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def _read(path: Path, photos: bool) -> dict[str, Any]:
+    """The manifest's presets, or its example photos, by id, in its order: every field present, none unknown."""
     with open(path, "rb") as f:
         raw = tomllib.load(f)
-    presets = {}
-    for preset_id, entry in raw.items():
+    photo_tables = raw.pop(PHOTOS_TABLE, {})
+    kind, tables = (ExamplePhoto, photo_tables) if photos else (Preset, raw)
+    items = {}
+    for item_id, entry in tables.items():
         try:
-            preset = Preset(id=preset_id, **entry)
-            preset.apply(Settings())
+            items[item_id] = kind(id=item_id, **entry)
         except (TypeError, StylizeError) as exc:
-            raise StylizeError(f"{path.name}: preset {preset_id!r} is invalid ({exc})") from exc
-        presets[preset_id] = preset
-    return presets
+            raise StylizeError(f"{path.name}: {kind.__name__} {item_id!r} is invalid ({exc})") from exc
+    return items
 
 
-def default_cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "stylize" / "presets"
+def load_manifest(path: Path = MANIFEST) -> dict[str, Preset]:
+    """Presets by id, in the manifest's order; tuned settings validated."""
+    return _read(path, photos=False)
+
+
+def load_photos(path: Path = MANIFEST, folder: Path = PHOTOS_DIR) -> dict[str, ExamplePhoto]:
+    """Every example photo in the manifest by id, with the path of its committed file (None if missing)."""
+    return {photo_id: replace(photo, path=_find([folder], photo_id))
+            for photo_id, photo in _read(path, photos=True).items()}
+
+
+def example_photos(path: Path = MANIFEST, folder: Path = PHOTOS_DIR) -> list[ExamplePhoto]:
+    """The example photos whose files are present, in the manifest's order (id, path, title, credit, caption)."""
+    return [photo for photo in load_photos(path, folder).values() if photo.path is not None]
 
 
 class PresetImages:
-    """Finds, and where allowed downloads, the image of each preset; remembers why one is unavailable."""
+    """Finds the image of each preset on disk, and says why one is unavailable."""
 
-    def __init__(self, presets: dict[str, Preset], extra_dir: str | Path | None = None,
-                 cache_dir: Path | None = None, download: bool = True) -> None:
+    def __init__(self, presets: dict[str, Preset], extra_dir: str | Path | None = None) -> None:
         self.presets = presets
         extra = extra_dir if extra_dir is not None else os.environ.get("STYLIZE_PRESETS_DIR")
-        self.search = [PRESETS_DIR] + ([Path(extra)] if extra else [])
-        self.cache_dir = cache_dir or default_cache_dir()
-        self.download_allowed = download
-        self.failures: dict[str, str] = {}
+        self.search = ([Path(extra)] if extra else []) + [PRESETS_DIR]
 
     def get(self, preset_id: str) -> Preset:
         try:
@@ -89,61 +119,21 @@ class PresetImages:
             raise StylizeError(f"unknown preset {preset_id[:40]!r}; available: {', '.join(self.presets)}") from None
 
     def local_path(self, preset_id: str) -> Path | None:
-        """The image on disk, if any: committed, in STYLIZE_PRESETS_DIR, or cached."""
+        """The image on disk, if any: in STYLIZE_PRESETS_DIR (which wins), else committed in presets/."""
         self.get(preset_id)
-        for folder in (*self.search, self.cache_dir):
-            for ext in EXTENSIONS:
-                candidate = folder / f"{preset_id}{ext}"
-                if candidate.is_file():
-                    return candidate
-        return None
+        return _find(self.search, preset_id)
 
     def path(self, preset_id: str) -> Path:
-        """The image's path, downloading it once if needed; a `StylizeError` says why it is unavailable."""
+        """The image's path; a `StylizeError` says why it is unavailable."""
         found = self.local_path(preset_id)
-        if found:
-            return found
-        if preset_id in self.failures:
-            raise StylizeError(self.failures[preset_id])
-        if not self.download_allowed:
-            reason = f"{self.get(preset_id).title}: no local image, and downloads are off"
-        else:
-            try:
-                return self._download(self.get(preset_id))
-            except StylizeError as exc:
-                reason = str(exc)
-        self.failures[preset_id] = reason
-        raise StylizeError(reason)
+        if found is None:
+            raise StylizeError(self._missing(preset_id))
+        return found
 
     def availability(self) -> dict[str, str | None]:
-        """For each preset: None if its image is on disk, else why not (without any network access)."""
-        status = {}
-        for preset_id in self.presets:
-            if self.local_path(preset_id):
-                status[preset_id] = None
-            else:
-                status[preset_id] = self.failures.get(preset_id, "not downloaded yet")
-        return status
+        """For each preset: None if its image is on disk, else why not."""
+        return {preset_id: None if self.local_path(preset_id) else self._missing(preset_id)
+                for preset_id in self.presets}
 
-    def _download(self, preset: Preset) -> Path:
-        import httpx
-
-        url = COMMONS_URL.format(name=quote(preset.commons_file))
-        try:
-            with httpx.stream("GET", url, headers={"User-Agent": USER_AGENT}, timeout=DOWNLOAD_TIMEOUT_S,
-                              follow_redirects=True) as response:
-                response.raise_for_status()
-                data = bytearray()
-                for chunk in response.iter_bytes():
-                    data += chunk
-                    if len(data) > DOWNLOAD_MAX_BYTES:
-                        raise StylizeError(f"{preset.title}: the download exceeds {DOWNLOAD_MAX_BYTES // 2**20} MB")
-        except httpx.HTTPError as exc:
-            raise StylizeError(f"{preset.title}: could not be downloaded from Wikimedia Commons ({type(exc).__name__})") from exc
-        img = images.load_image(bytes(data), max_side=1280)
-        self.cache_dir.mkdir(parents=True, exist_ok=True)
-        target = self.cache_dir / f"{preset.id}.jpg"
-        partial = target.with_suffix(".part")
-        img.save(partial, "JPEG", quality=92)
-        partial.replace(target)
-        return target
+    def _missing(self, preset_id: str) -> str:
+        return f"{self.get(preset_id).title}: no image file ({preset_id}.jpg or .png) found"
