@@ -18,13 +18,12 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def main() -> None:
-    photo = sys.argv[1] if len(sys.argv) > 1 else str(ROOT.parent / "shared" / "paintings" / "tubingen.jpg")
+    photo = sys.argv[1] if len(sys.argv) > 1 else str(ROOT / "presets" / "photos" / "tubingen.jpg")
     preset = sys.argv[2] if len(sys.argv) > 2 else "starry_night"
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "STYLIZE_WEIGHTS": "embedded", "STYLIZE_PRESET_DOWNLOADS": "0",
-           "STYLIZE_PRESETS_DIR": os.environ.get("STYLIZE_PRESETS_DIR", str(ROOT.parent / "shared" / "paintings"))}
+    env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "STYLIZE_WEIGHTS": "embedded"}
     server = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
     try:

@@ -90,7 +90,6 @@ def app_module(preset_dir):
     """The real app.py, imported once with test presets and the embedded weights."""
     os.environ["STYLIZE_PRESETS_DIR"] = str(preset_dir)
     os.environ["STYLIZE_WEIGHTS"] = "embedded"  # never download 575 MB from a test
-    os.environ["STYLIZE_PRESET_DOWNLOADS"] = "0"  # nor paintings from Wikimedia
     os.environ.setdefault("XDG_CACHE_HOME", str(preset_dir / "cache"))
     sys.path.insert(0, str(ROOT))
     import app
