@@ -1,6 +1,6 @@
 """Time the app's default run as a user meets it: `python tests/bench_app.py [PHOTO] [PRESET]`.
 
-Starts `python app.py` on 127.0.0.1 (embedded weights, presets from ../shared/paintings), then streams two
+Starts `python app.py` on 127.0.0.1 (embedded weights, the committed presets and photo), then streams two
 default runs through gradio_client at low CPU priority (a user's browser is on another machine) and prints the
 time to the first streamed image and to the end. Not collected by pytest: timings never gate CI.
 """
