@@ -27,6 +27,8 @@ from stylize import Settings, StylizeError  # noqa: E402
 from stylize.params import CHOICES, RANGES  # noqa: E402
 from stylize.studio import (WEIGHT_CHOICES, Studio, closing_in_background, gpu_seconds,  # noqa: E402
                             settings_from_values, share_url, space_base_url)
+from stylize.explore import DEFAULT_STRENGTHS, MAX_CELLS, Grid  # noqa: E402
+from stylize.studio import cell_caption, row_choices  # noqa: E402
 from stylize.vgg import FEATURE_LAYERS  # noqa: E402
 
 log = logging.getLogger("stylize.app")
@@ -60,6 +62,23 @@ class PhotoInput(gr.Image):
         if payload.path is None:
             raise gr.Error("The image arrived without a file.", title="Can't read this image")
         return payload.path
+
+
+class RowsInput(gr.CheckboxGroup):
+    """Check boxes for a grid's rows, whose choices change with the experiment (the style layer sets a–e, or
+    content layers). The server keeps only the first set of choices, so gr.CheckboxGroup would refuse the others:
+    this one passes any list of row names on, and the grid (stylize.explore.Grid) validates them, for the UI and
+    the API alike (custom layer lists included)."""
+
+    is_template = True  # gr.CheckboxGroup's frontend
+
+    def preprocess(self, payload):
+        if payload is None:
+            return []
+        return [str(value) for value in (payload if isinstance(payload, list) else [payload])]
+
+    def api_info(self):
+        return {"items": {"type": "string"}, "title": "Rows", "type": "array"}
 
 
 # ---- glue --------------------------------------------------------------------------------------------------
@@ -128,6 +147,17 @@ def compare_on_gpu(photo, preset_ids, settings, source, stop):
     """The engine's part of /compare: (gallery items, status) as each preset runs."""
     with user_errors("Can't compare"):
         yield from studio.compare(photo, preset_ids, settings, source, stop)
+
+
+def _explore_seconds(grid, content, style, source, stop) -> int:
+    return studio.explore_seconds(grid)
+
+
+@spaces.GPU(duration=_explore_seconds)
+def explore_on_gpu(grid, content, style, source, stop):
+    """The engine's part of /explore: every cell in one batch, `GridUpdate`s (picklable), stopped by `stop`."""
+    with user_errors("Can't run this grid"):
+        yield from studio.explore(grid, content, style, source, stop)
 
 
 # ---- public endpoints (API and MCP tools) --------------------------------------------------------------------
@@ -226,6 +256,67 @@ def stop_run(request: gr.Request):
     studio.request_stop(session(request))
 
 
+EX = studio.explore_defaults()  # a grid's base settings here (small cells: a grid is many images at once)
+EXPLORE_PRESET = "starry_night" if "starry_night" in PRESETS_SHOWN else (PRESETS_SHOWN or [""])[0]
+STRENGTHS_TEXT = ", ".join(f"{c:g}" for c in DEFAULT_STRENGTHS)
+KIND_CHOICES = [("Style transfer grid (Fig. 3)", "style"), ("Texture synthesis (Fig. 1)", "texture"),
+                ("Content reconstruction (Fig. 1)", "reconstruction")]
+
+
+def explore(kind: str = "style", photo: str | None = None, painting: str | None = None, rows: list[str] | None = None,
+            columns: str = "", size: int = EX.size, steps: int = EX.steps, seed: int = EX.seed,
+            preset: str = EXPLORE_PRESET, weights: str = "auto", request: gr.Request = None):
+    """Run one of the experiments of Gatys et al. (2015) as a grid of images, every cell optimized at once in one
+    batch and streamed about once a second as the cells converge; the last update has the labelled grid image.
+
+    Args:
+        kind: the experiment; one of style (style transfer, the paper's Fig. 3: needs a photo and a painting), texture (texture synthesis from noise, Fig. 1: needs a painting), reconstruction (content reconstruction from noise, Fig. 1: needs a photo)
+        photo: the photo (an image file or URL); used by style and reconstruction
+        painting: your own painting (an image file or URL), instead of preset; used by style and texture
+        rows: one grid row per entry. For style and texture, style layer sets: the paper's a, b, c, d, e (a = relu1_1, b = relu1_1 and relu2_1, ..., e = relu1_1 to relu5_1) or your own comma-separated list such as "relu1_1,relu3_1"; for reconstruction, content layers such as relu1_1 ... relu5_1 or relu4_2. Empty: {style_rows} (style, texture); {content_rows} (reconstruction)
+        columns: comma-separated numbers, one grid column each. For style, style strengths beta/alpha from {low:g} to {high:g} (empty: 2, 20, 200, 2000); for texture and reconstruction, seeds of the starting noise (empty: one column, the seed). At most {cells} cells (rows x columns)
+        size: longest side of each cell in pixels; 64 to {size}
+        steps: optimizer steps; 1 to {steps}
+        seed: seed of the random noise that texture and reconstruction cells start from (used when columns is empty)
+        preset: preset painting id, used when no painting is given; one of {presets}
+        weights: which VGG-19 weights to use; one of auto, hub, embedded
+
+    Returns:
+        the labelled grid image (PNG: row and column labels and a title drawn on it; on the last update), the cells as (image, caption) pairs row by row (caption: row, column and loss), a status line, and a link that reopens the Explore tab with this grid
+    """
+    with user_errors("Can't run this grid"):
+        settings = EX.replace(size=int(size), steps=int(steps), seed=int(seed))
+        grid = studio.explore_grid(kind, rows, columns, settings)
+        painting = painting or None
+        preset = (preset or "") if not painting else ""
+        grid.check_images(photo or None, painting or preset or None)  # before any image is decoded
+        content = studio.load_upload(photo, "the photo") if grid.kind != "texture" else None
+        style, preset_id = (None, None) if grid.kind == "reconstruction" else studio.load_style(preset, painting)
+        link = studio.explore_url(base_url(request), grid, preset_id)
+        state = {"grid": grid.to_dict(), "photo": photo if content is not None else None,
+                 "painting": painting if style is not None else None, "preset": preset_id}
+        yield None, gr.Gallery(value=[], columns=gallery_columns(grid)), "Starting…", link, state
+        update = None
+        with studio.stop_flag(session(request)) as stop:
+            for update in closing_in_background(explore_on_gpu(grid, content, style, weights, stop)):
+                if not update.final:
+                    yield gr.skip(), update.cells, update.status, gr.skip(), gr.skip()
+        if update is None or not update.final:
+            raise StylizeError("the grid ended without a result; try again")
+        yield grid.labelled(update.images), update.cells, update.status, link, state
+
+
+explore.__doc__ = explore.__doc__.format(
+    style_rows=", ".join(studio.explore_rows("style")), content_rows=", ".join(studio.explore_rows("reconstruction")),
+    low=RANGES["style_strength"][0], high=RANGES["style_strength"][1], cells=MAX_CELLS, size=LIMITS.max_size,
+    steps=LIMITS.max_steps, presets=", ".join(studio.presets))
+
+
+def gallery_columns(grid: Grid) -> int:
+    """The cells' gallery shows the grid's columns (a one-column grid as one row, like the labelled image)."""
+    return len(grid.rows) if len(grid.columns) == 1 else len(grid.columns)
+
+
 # ---- internal events ------------------------------------------------------------------------------------------
 
 def settings_values(settings: Settings, keep: tuple[str, ...] = ()) -> list:
@@ -269,6 +360,74 @@ def prefill(request: gr.Request):
     return [link.preset_id, style_label(link.preset_id), status, link.autorun] + settings_values(link.settings)
 
 
+def explore_kind_controls(kind: str, rows: list[str] | None = None, columns: str = "", preset: str | None = None) -> list:
+    """The Explore tab's controls for an experiment: its rows' check boxes and columns' box, and the images
+    it uses (the photo for style and reconstruction, a painting for style and texture; `preset` chosen if given)."""
+    rows = list(studio.explore_rows(kind)) if rows is None else rows
+    row_label = "Rows: content layers" if kind == "reconstruction" else "Rows: style layer sets (the paper's a–e)"
+    column_label = ("Columns: style strengths β/α, comma-separated" if kind == "style" else
+                    "Columns: seeds, comma-separated (empty: one column, the seed below)")
+    return [gr.update(choices=row_choices(kind, rows), value=rows, label=row_label),
+            gr.update(value=columns, label=column_label),
+            gr.update(visible=kind != "texture"),
+            gr.update(visible=kind != "reconstruction", **({"value": preset} if preset else {})),
+            gr.update(visible=kind != "reconstruction")]
+
+
+def explore_kind_changed(kind: str) -> list:
+    """Another experiment: its default rows and columns."""
+    return explore_kind_controls(kind, None, STRENGTHS_TEXT if kind == "style" else "")
+
+
+def explore_sort_rows(kind: str, rows: list[str]) -> list[str]:
+    """Ticked rows in the check boxes' order (a click adds at the end), so the grid reads a → e, top to bottom."""
+    order = [value for _, value in row_choices(kind, rows)]
+    return sorted(rows or [], key=lambda r: order.index(r) if r in order else len(order))
+
+
+def explore_cell(state: dict | None, evt: gr.SelectData):
+    """A click on a grid cell -> its settings (layers, strength, init, seed, content layer), and the grid's photo
+    and painting, in the Stylize tab; size and steps stay as set there."""
+    if not state:
+        raise gr.Error("Run a grid first.")
+    grid = Grid.from_dict(state["grid"])  # written by explore() itself: already valid
+    if not 0 <= evt.index < grid.cells:
+        raise gr.Error("That cell is not in the grid.")
+    caption = cell_caption(grid, evt.index)
+    settings = grid.cell_settings()[evt.index]
+    photo = state.get("photo") or gr.skip()
+    if state.get("painting"):
+        painting = [None, state["painting"], "Style: **your painting** (from the Explore grid)"]
+    elif state.get("preset"):
+        painting = [state["preset"], None, style_label(state["preset"])]
+    else:
+        painting = [gr.skip()] * 3
+    what = {"texture": "a texture from noise: with a photo it becomes a style transfer from noise",
+            "reconstruction": "a reconstruction from noise: pick a painting to stylize with these settings"}
+    note = f" ({what[grid.kind]})" if grid.kind in what else ""
+    status_text = (f"Settings from the Explore grid's cell **{caption}**{note}. Press **Stylize** (size and steps "
+                   "are this tab's).")
+    explore_note = (f"Cell **{caption}**: its settings are in the *Stylize* tab now. Download it with the "
+                    "button above the picture.")
+    return [photo, *painting, status_text, *settings_values(settings, KEEP_ON_PRESET), explore_note,
+            gr.update(visible=True)]
+
+
+def prefill_explore(request: gr.Request):
+    """An Explore link (tab=explore): the tab's controls set from it, validated like any input, and the tab opened.
+    Any other page: the default rows and columns shown (the components start empty, which the API reads as "the
+    experiment's defaults": a texture or reconstruction call must not inherit the style grid's strengths)."""
+    link = studio.open_explore_link(dict(request.query_params) if request else {})
+    if link is None:
+        return [gr.skip(), *explore_kind_changed("style")[:2]] + [gr.skip()] * 7 + [False]
+    grid = link.grid
+    status = "Opened from a link: add the images it needs and press **Run the grid**."
+    if link.notices:
+        status = "This link was adjusted: " + "; ".join(link.notices) + ". " + status
+    return [grid.kind, *explore_kind_controls(grid.kind, list(grid.rows), link.columns, link.preset_id),
+            grid.settings.size, grid.settings.steps, grid.settings.seed, status, True]
+
+
 # ---- layout ---------------------------------------------------------------------------------------------------
 
 CSS = """
@@ -301,6 +460,15 @@ footer { display: none !important; }
   #presets .grid-container, #photos .grid-container { --grid-cols: 3 !important; }
   #examples .grid-container { --grid-cols: 2 !important; }
 }
+/* Explore: cell captions break between words only ("β/α=200" stays whole); the labelled grid is shown whole
+   (crisp at its own size, shrunk to fit a phone), below its label rather than under it. */
+#explore-cells .caption-label { overflow-wrap: normal !important; word-break: keep-all; hyphens: none !important; }
+#explore-grid { padding-top: 2.2rem !important; }
+#explore-grid img { max-width: 100% !important; height: auto !important; max-height: none !important; }
+#explore-grid .image-container, #explore-grid .image-frame { height: auto !important; max-height: none !important; }
+@media (max-width: 640px) {
+  #explore-cells .caption-label { font-size: 0.68rem; }
+}
 """
 
 
@@ -313,7 +481,7 @@ with gr.Blocks(title="stylize — neural style transfer", delete_cache=(600, 360
     gr.Markdown(studio.weights_status(), elem_id="weights-status")
     preset_state = gr.Textbox("", visible=False, elem_id="preset-id")
     autorun = gr.State(False)
-    with gr.Tab("Stylize"):
+    with gr.Tab("Stylize", elem_id="tab-stylize"):
         if EXAMPLES:
             examples = gr.Gallery(studio.example_thumbnails(), label="Made with stylize: click one to load it",
                                   columns=6, height="auto", allow_preview=False, buttons=[], interactive=False,
@@ -407,6 +575,55 @@ with gr.Blocks(title="stylize — neural style transfer", delete_cache=(600, 360
                 compare_status = gr.Markdown("")
                 compare_gallery = gr.Gallery(label="Results", columns=3, height="auto", format="png",
                                              elem_id="compare-results", elem_classes="captions-below")
+    with gr.Tab("Explore", elem_id="tab-explore"):
+        gr.Markdown("The paper's experiments as grids: what the layers and the strength do. Every cell is optimized "
+                    "at the same time, in one batch, and the grid fills in as the cells converge. Click a cell to "
+                    "see it large, download it, and take its settings to the *Stylize* tab.")
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=4, min_width=300):
+                explore_kind = gr.Radio(KIND_CHOICES, value="style", label="Experiment", elem_id="explore-kind")
+                with gr.Row(equal_height=False):
+                    explore_photo = PhotoInput(label="Photo", type="filepath", sources=["upload", "webcam", "clipboard"],
+                                               height=200, min_width=150, elem_id="explore-photo")
+                    with gr.Column(min_width=150):
+                        explore_preset = gr.Dropdown([(studio.presets[i].title, i) for i in PRESETS_SHOWN],
+                                                     value=EXPLORE_PRESET or None, label="Painting",
+                                                     elem_id="explore-preset",
+                                                     allow_custom_value=True)  # any id reaches studio, which names bad ones
+                        explore_painting = PhotoInput(label="…or your own painting", type="filepath",
+                                                      sources=["upload", "clipboard"], height=150,
+                                                      elem_id="explore-painting")
+                # Both start empty ("the experiment's defaults" for the API); the page load shows the defaults.
+                explore_rows = RowsInput(row_choices("style"), value=[], elem_id="explore-rows",
+                                                label="Rows: style layer sets (the paper's a–e)")
+                explore_columns = gr.Textbox("", label="Columns: style strengths β/α, comma-separated",
+                                             placeholder="empty: the experiment's defaults", elem_id="explore-columns")
+                with gr.Row():
+                    explore_size = gr.Slider(64, LIMITS.max_size, value=EX.size, step=32, label="Size of a cell (px)",
+                                             elem_id="explore-size")
+                    explore_steps = gr.Slider(1, LIMITS.max_steps, value=EX.steps, step=1, label="Steps",
+                                              elem_id="explore-steps")
+                explore_seed = gr.Number(EX.seed, precision=0, minimum=0, maximum=RANGES["seed"][1], label="Seed",
+                                         info="of the noise that texture and reconstruction cells start from",
+                                         elem_id="explore-seed")
+                gr.Markdown(f"<small>At most {MAX_CELLS} cells (rows × columns), all computed together.</small>")
+                with gr.Row():
+                    explore_btn = gr.Button("Run the grid", variant="primary", elem_id="explore-run")
+                    explore_stop = gr.Button("Stop", variant="stop", elem_id="explore-stop")
+            with gr.Column(scale=6, min_width=320):
+                explore_status = gr.Markdown("Choose an experiment and its images, then press **Run the grid**.",
+                                             elem_id="explore-status")
+                explore_cells = gr.Gallery(label="Cells: click one", columns=4, height="auto", format="png",
+                                           buttons=["download"], elem_id="explore-cells",
+                                           elem_classes="captions-below")
+                with gr.Row():
+                    explore_note = gr.Markdown("", elem_id="explore-note")
+                    explore_open = gr.Button("Open it in Stylize →", visible=False, size="sm", elem_id="explore-open")
+                explore_grid = gr.Image(label="The whole grid, labelled (PNG)", format="png", interactive=False,
+                                        buttons=["download", "fullscreen"], elem_id="explore-grid")
+                explore_link = gr.Textbox(label="Link to this grid", buttons=["copy"], elem_id="explore-link")
+        explore_state = gr.State(None)
+        explore_opened = gr.Checkbox(False, visible=False)  # a grid link was opened (read by the page: no gr.State)
     with gr.Accordion("Credits", open=False):
         gr.Markdown("\n".join(studio.credits()))
         gr.Markdown("Method: L. A. Gatys, A. S. Ecker, M. Bethge, *A Neural Algorithm of Artistic Style* (2015). "
@@ -449,11 +666,30 @@ with gr.Blocks(title="stylize — neural style transfer", delete_cache=(600, 360
     compare_btn.click(compare, [compare_content, compare_presets, SETTINGS["size"], SETTINGS["steps"], SETTINGS["seed"],
                                 weights], [compare_gallery, compare_status], api_name="compare", concurrency_id="gpu")
     compare_stop.click(stop_run, None, None, **private)
+    explore_btn.click(explore, [explore_kind, explore_photo, explore_painting, explore_rows, explore_columns,
+                                explore_size, explore_steps, explore_seed, explore_preset, weights],
+                      [explore_grid, explore_cells, explore_status, explore_link, explore_state], api_name="explore",
+                      show_progress="minimal", show_progress_on=explore_status, concurrency_id="gpu")
+    explore_stop.click(stop_run, None, None, **private)
+    explore_kind.input(explore_kind_changed, explore_kind,
+                       [explore_rows, explore_columns, explore_photo, explore_preset, explore_painting], **private)
+    explore_rows.input(explore_sort_rows, [explore_kind, explore_rows], explore_rows, **private)
+    explore_cells.select(explore_cell, explore_state,
+                         [content, preset_state, style_upload, style_md, status, *settings_outputs, explore_note,
+                          explore_open], **private)
+    explore_open.click(None, None, None, js="() => { document.querySelector('#tab-stylize-button')?.click(); "
+                                            "window.scrollTo(0, 0); }", api_visibility="private")
     # Not queued: a page load never waits behind running jobs, and everything it needs is already in memory.
     load_event = demo.load(prefill, None, [preset_state, style_md, status, autorun, *settings_outputs], **private)
     # run=1 in a shared link presses Stylize once the page is prefilled (so Stop works as usual).
     load_event.then(None, autorun, None, js="(go) => { if (go) document.querySelector('#run').click(); }",
                     api_visibility="private")
+    # A grid link (tab=explore) fills the Explore tab's controls and opens that tab.
+    demo.load(prefill_explore, None, [explore_kind, explore_rows, explore_columns, explore_photo, explore_preset,
+                                      explore_painting, explore_size, explore_steps, explore_seed, explore_status,
+                                      explore_opened], **private).then(
+        None, explore_opened, None, js="(go) => { if (go) document.querySelector('#tab-explore-button')?.click(); }",
+        api_visibility="private")
 
 
 def launch(**overrides):

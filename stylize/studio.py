@@ -23,14 +23,17 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
+from urllib.parse import urlencode
 
 from PIL import Image
 
 from . import images
 from .engine import Frame, Stylizer, default_device
 from .errors import StylizeError
-from .params import Settings, defaults_for
+from .explore import KINDS, MAX_CELLS, Grid, run_grid, style_set_label
+from .params import RANGES, STYLE_LAYER_SETS, Settings, defaults_for
 from .presets import PresetImages, example_photos, load_manifest
+from .vgg import FEATURE_LAYERS
 from .weights import load_weights
 
 log = logging.getLogger(__name__)
@@ -475,6 +478,8 @@ class Studio:
     def open_link(self, query: Mapping[str, str]) -> Link:
         """A shared link's query string, validated like any input and clamped to this machine's limits."""
         params = dict(query)
+        if is_explore_link(params):  # the Explore tab reads it (open_explore_link); the Stylize tab keeps its defaults
+            return Link("", self.defaults, [], autorun=False)
         preset_id = str(params.get("preset", "")).split(",")[0]
         settings, notices = Settings.from_query(params, ignore=("preset", "run", "deep_link", "__theme"),
                                                 base=self.defaults)
@@ -556,3 +561,238 @@ class Studio:
             yield list(done), f"{n}/{len(ids)} done" + "".join(f" · skipped {s}" for s in skipped)
         if skipped and not done:
             raise StylizeError("none of the chosen presets is available: " + "; ".join(skipped))
+
+    # ---- explore: the paper's experiments as grids (stylize/explore.py), all cells as one batch -------------
+
+    def explore_defaults(self) -> Settings:
+        """The base settings of a grid on this machine: small cells (a grid is many images at once)."""
+        return self.defaults.replace(**EXPLORE_DEFAULTS[self.device.type])
+
+    def explore_rows(self, kind: str) -> tuple[str, ...] | None:
+        """A kind's default rows on this machine (None for an unknown kind: the Grid says what is valid)."""
+        if kind == "reconstruction":
+            return DEFAULT_CONTENT_ROWS
+        return EXPLORE_STYLE_ROWS[self.device.type] if kind in KINDS else None
+
+    def explore_grid(self, kind: str, rows: Sequence[str] | str | None, columns: Sequence[float] | str | None,
+                     settings: Settings) -> Grid:
+        """The grid a request asks for, refused with one message (StylizeError) if it is invalid or beyond this
+        machine's limits: too many cells, unknown layers, bad columns, size or steps, GPU time."""
+        rows = split_list(rows)
+        numbers = []
+        for part in split_list(columns, commas=True):
+            try:
+                numbers.append(float(part))
+            except (TypeError, ValueError):
+                raise StylizeError(f"columns must be numbers, comma-separated (got {str(part)[:40]!r})") from None
+        grid = Grid(str(kind), tuple(rows) if rows else self.explore_rows(str(kind)), tuple(numbers) or None, settings)
+        self.check(grid.settings, presets=grid.cells)
+        return grid
+
+    def explore_seconds(self, grid: Grid) -> int:
+        """The GPU time to ask ZeroGPU for: every cell counted as a run of the grid's size and steps."""
+        return gpu_seconds(grid.settings, 1, grid.cells)
+
+    def explore(self, grid: Grid, content: Image.Image | None, style: Image.Image | None, source: str = "auto",
+                stop: StopFlag | threading.Event | None = None) -> Iterator[GridUpdate]:
+        """Run every cell as one batch and stream `GridUpdate`s (every cell in each), about once a second and at
+        once on Stop, after which the run ends with its current images. Bad input raises before any work."""
+        frames = run_grid(self.engine(source), grid, content, style,
+                          report_every=Reporter(stop, GRID_UPDATE_INTERVAL_S))
+        return self._on_compute_thread(grid_updates(grid, frames, stop))
+
+    @staticmethod
+    def explore_url(base: str, grid: Grid, preset_id: str | None = None) -> str:
+        """A link that opens the Explore tab with this grid's kind, rows, columns, size, steps and seed."""
+        data = grid.to_dict()
+        query = {"tab": "explore", **{key: data[key] for key in EXPLORE_LINK_FIELDS}}
+        if preset_id and grid.kind != "reconstruction":
+            query["preset"] = preset_id
+        return f"{base.split('?')[0]}?{urlencode(query)}"
+
+    def open_explore_link(self, query: Mapping[str, str]) -> ExploreLink | None:
+        """An Explore link's grid (None if the link is not one), validated and clamped like any input: unknown
+        kinds, rows, columns, presets and parameters are dropped and out-of-range values clamped, one notice each."""
+        params = {k: (v[0] if isinstance(v, (list, tuple)) and v else v) for k, v in dict(query).items()}
+        if not is_explore_link(params):
+            return None
+        notices: list[str] = []
+        kind = str(params.get("kind", "style"))
+        if kind not in KINDS:
+            notices.append(f"unknown experiment {kind[:40]!r}; valid: {', '.join(KINDS)}")
+            kind = "style"
+        ignored = [k for k in params if k not in (*EXPLORE_LINK_FIELDS, *LINK_EXTRAS, "preset")]
+        if ignored:
+            notices.append(f"ignored {', '.join(repr(k[:40]) for k in ignored)} (a grid link sets kind, rows, "
+                           "columns, size, steps and seed)")
+        settings, more = Settings.from_query({k: params[k] for k in ("size", "steps", "seed") if k in params},
+                                             base=self.explore_defaults())
+        notices += more
+        for name, limit in (("size", self.limits.max_size), ("steps", self.limits.max_steps)):
+            if getattr(settings, name) > limit:
+                notices.append(f"{name} {getattr(settings, name)} is above this machine's {limit}; using {limit}")
+                settings = settings.replace(**{name: limit})
+        rows = []
+        for row in split_list(params.get("rows")):
+            if row in rows:
+                continue
+            if known_row(kind, row):
+                rows.append(row)
+            else:
+                notices.append(f"unknown {'content layer' if kind == 'reconstruction' else 'style layer set'} "
+                               f"{row[:40]!r}")
+        columns = self._link_columns(kind, params.get("columns"), notices)
+        if len(rows) * max(len(columns), 1) > MAX_CELLS:
+            columns = columns[:max(1, MAX_CELLS // max(len(rows), 1))]
+            rows = rows[:MAX_CELLS // len(columns)]
+            notices.append(f"at most {MAX_CELLS} cells in a grid; using the first {len(rows)} × {len(columns)}")
+        preset_id = str(params.get("preset", ""))
+        if preset_id and preset_id not in self.presets:
+            notices.append(f"unknown preset {preset_id[:40]!r}")
+            preset_id = ""
+        try:
+            grid = Grid(kind, tuple(rows) or self.explore_rows(kind), tuple(columns) or None, settings)
+        except StylizeError as exc:  # e.g. a size × style scale the cells refuse: the default grid instead
+            notices.append(f"{exc}; using the default grid")
+            grid = Grid(kind, self.explore_rows(kind), None, settings)
+        return ExploreLink(grid, columns_text(grid), preset_id, notices)
+
+    @staticmethod
+    def _link_columns(kind: str, raw: Any, notices: list[str]) -> list[float]:
+        columns: list[float] = []
+        low, high = RANGES["style_strength"] if kind == "style" else RANGES["seed"]
+        for part in split_list(raw, commas=True):
+            try:
+                value = float(part)
+                if not math.isfinite(value):
+                    raise ValueError(part)
+            except (TypeError, ValueError):
+                notices.append(f"column {str(part)[:40]!r} is not a number")
+                continue
+            if kind != "style":
+                value = float(round(value))
+            clamped = min(max(value, low), high)
+            if clamped != value:
+                notices.append(f"column {part} is outside {low:g}–{high:g}; using {clamped:g}" if kind == "style" else
+                               f"seed {part} is outside {low:.0f}–{high:.0f}; using {clamped:.0f}")
+            if clamped not in columns:
+                columns.append(clamped)
+        return columns
+
+
+# ---- explore: module-level pieces (picklable updates, captions, link parsing) ---------------------------------
+
+GRID_UPDATE_INTERVAL_S = 1.0  # a grid's update carries every cell: about one a second
+# One scale: the paper's experiments (and a grid's small cells) need no coarse-to-fine schedule.
+EXPLORE_DEFAULTS = {"cpu": {"size": 128, "steps": 100, "scales": 1}, "cuda": {"size": 256, "steps": 300, "scales": 1}}
+# Default rows of the style and texture grids: on 2 CPU cores three of the paper's five sets keep the default
+# 3 × 4 grid near a minute; a GPU takes all five.
+EXPLORE_STYLE_ROWS = {"cpu": ("a", "c", "e"), "cuda": tuple(STYLE_LAYER_SETS)}
+DEFAULT_CONTENT_ROWS = tuple(f"relu{b}_1" for b in range(1, 6))
+CONTENT_ROW_CHOICES = tuple(f"relu{b}_{c}" for b in range(1, 6) for c in (1, 2))  # offered as check boxes
+EXPLORE_LINK_FIELDS = ("kind", "rows", "columns", "size", "steps", "seed")
+LINK_EXTRAS = ("tab", "explore", "run", "deep_link", "__theme")  # parameters a grid link may carry besides its own
+
+
+@dataclass
+class GridUpdate:
+    """One streamed state of a grid run: every cell's (image, caption), row-major, and a status line."""
+
+    cells: list[tuple[Image.Image, str]]
+    status: str
+    final: bool = False
+
+    @property
+    def images(self) -> list[Image.Image]:
+        return [image for image, _ in self.cells]
+
+
+@dataclass
+class ExploreLink:
+    """What an Explore link asks for, made valid: the grid, its columns as the tab shows them, a known preset,
+    and a notice per change."""
+
+    grid: Grid
+    columns: str
+    preset_id: str
+    notices: list[str]
+
+
+def is_explore_link(params: Mapping[str, Any]) -> bool:
+    """A link to the Explore tab: `tab=explore`, or an `explore` parameter."""
+    tab = params.get("tab")
+    tab = tab[0] if isinstance(tab, (list, tuple)) and tab else tab
+    return tab == "explore" or "explore" in params
+
+
+def split_list(value: Any, commas: bool = False) -> list[str]:
+    """A list as given, or text split at ';' (and ',' if `commas`: a style row may itself be a layer list)."""
+    if value is None:
+        return []
+    if isinstance(value, (list, tuple)):
+        return [str(v).strip() for v in value if str(v).strip()]
+    text = str(value).replace(",", ";") if commas else str(value)
+    return [part.strip() for part in text.split(";") if part.strip()]
+
+
+def known_row(kind: str, row: str) -> bool:
+    """Whether a grid of `kind` accepts `row`: a content layer, or a style layer set a–e or list of layers."""
+    if kind == "reconstruction":
+        return row in FEATURE_LAYERS
+    try:
+        Settings(style_layers=row)
+    except StylizeError:
+        return False
+    return True
+
+
+def row_choices(kind: str, rows: Sequence[str] = ()) -> list[tuple[str, str]]:
+    """(label, value) check boxes for a kind's rows: the paper's sets a–e, or content layers; plus any other
+    valid rows given (e.g. from a link)."""
+    if kind == "reconstruction":
+        base = [(layer, layer) for layer in CONTENT_ROW_CHOICES]
+    else:
+        base = [(style_set_label(key), key) for key in STYLE_LAYER_SETS]
+    extra = [(style_set_label(r) if kind != "reconstruction" else r, r) for r in rows
+             if r not in {value for _, value in base}]
+    return base + extra
+
+
+def columns_text(grid: Grid) -> str:
+    """The columns as the Explore tab's text box shows them; a texture or reconstruction grid of one column
+    with the base seed shows none (the seed box says it)."""
+    if grid.kind != "style" and grid.columns == (grid.settings.seed,):
+        return ""
+    return ", ".join(f"{c:g}" for c in grid.columns)
+
+
+def cell_caption(grid: Grid, index: int, losses: Mapping[str, float] | None = None) -> str:
+    """A cell's caption: "b · β/α=20 · loss 0.31", "c · seed 0 · loss 2.1", "relu3_1 · seed 0 · loss 0.05"."""
+    r, c = divmod(index, len(grid.columns))
+    column = f"β/α={grid.columns[c]:g}" if grid.kind == "style" else f"seed {grid.columns[c]}"
+    caption = f"{grid.rows[r]} · {column}"
+    return f"{caption} · loss {losses['total']:.3g}" if losses else caption
+
+
+def grid_status(grid: Grid, frame: Frame, stopped: bool = False) -> str:
+    eta = "" if math.isnan(frame.eta) or frame.done or stopped else f" · ETA {frame.eta:.0f} s"
+    head = "Stopped at step" if stopped else "Done" if frame.done else "Step"
+    rows, columns = grid.shape
+    return (f"{head} {frame.step}/{frame.total_steps} · {rows} × {columns} grid: {grid.cells} "
+            f"cell{'s' if grid.cells > 1 else ''} of {frame.size[0]}×{frame.size[1]} in one batch · "
+            f"{frame.elapsed:.1f} s{eta}")
+
+
+def grid_updates(grid: Grid, frames: Iterator[Frame], stop: StopFlag | threading.Event | None = None
+                 ) -> Iterator[GridUpdate]:
+    """One update per reported frame, the last one final; Stop ends the run after the current step."""
+    for frame in frames:
+        if frame.images is None:
+            continue
+        stopped = stop is not None and stop.is_set() and not frame.done
+        cells = [(image, cell_caption(grid, k, losses))
+                 for k, (image, losses) in enumerate(zip(frame.images, frame.item_losses))]
+        yield GridUpdate(cells, grid_status(grid, frame, stopped), final=frame.done or stopped)
+        if stopped:
+            frames.close()
+            return

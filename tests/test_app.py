@@ -20,8 +20,9 @@ def submit(client, photo, **kwargs):
     return client.submit(content=handle_file(photo), api_name="/stylize", **{"preset": "starry_night", **kwargs})
 
 
-def test_only_the_two_endpoints_are_public(client):
-    assert set(client.view_api(print_info=False, return_format="dict")["named_endpoints"]) == {"/stylize", "/compare"}
+def test_only_the_three_endpoints_are_public(client):
+    assert set(client.view_api(print_info=False, return_format="dict")["named_endpoints"]) == {
+        "/stylize", "/compare", "/explore"}
 
 
 def test_every_setting_is_one_component_and_one_documented_api_parameter(app_module, client):
@@ -173,9 +174,9 @@ def test_share_links_round_trip_through_prefill(app_module):
 
 
 def test_page_loads_and_ui_events_are_not_queued(app_module):
-    """A page load never waits behind running jobs: only the two runs go through the queue."""
+    """A page load never waits behind running jobs: only the three runs go through the queue."""
     queued = {fn.name for fn in app_module.demo.fns.values() if fn.queue and fn.fn is not None}
-    assert queued == {"stylize", "compare"}, queued
+    assert queued == {"stylize", "compare", "explore"}, queued
 
 
 def test_private_queue_attributes_still_exist(app_module):
@@ -235,3 +236,126 @@ def test_python_app_py_serves_the_page_within_15_seconds(tmp_path, preset_dir):
 def test_the_weights_line_speaks_plainly_and_is_ready_at_import(app_module):
     assert app_module.studio.ready
     assert app_module.studio.weights_status() == "Running on CPU with the original VGG-19, offline copy."
+
+
+# ---- Explore: the paper's experiments as grids ------------------------------------------------------------------
+
+def explore_job(client, **kwargs):
+    from gradio_client import handle_file
+
+    for name in ("photo", "painting"):
+        if kwargs.get(name):
+            kwargs[name] = handle_file(kwargs[name])
+    return client.submit(api_name="/explore", **{"size": 64, "steps": 5, "preset": "starry_night", **kwargs})
+
+
+def test_explore_streams_a_2x2_style_grid_with_captions_a_labelled_image_and_a_link(client, photo_file):
+    from stylize.explore import Grid
+
+    job = explore_job(client, kind="style", photo=photo_file, rows=["a", "e"], columns="2, 200", steps=20)
+    outputs = list(job)
+    galleries = [o[1] for o in outputs if o[1]]
+    assert len(galleries) >= 2, [o[2] for o in outputs]  # streamed: every update carries every cell
+    labelled, cells, status, link = outputs[-1]
+    assert status.startswith("Done 20/20 · 2 × 2 grid: 4 cells of 64×43 in one batch"), status
+    images = [Image.open(cell["image"]).convert("RGB") for cell in cells]
+    assert len(images) == 4 and all(image.size == (64, 43) for image in images)
+    assert len({image.tobytes() for image in images}) == 4
+    captions = [cell["caption"] for cell in cells]
+    assert [c.rsplit(" · loss ", 1)[0] for c in captions] == ["a · β/α=2", "a · β/α=200", "e · β/α=2", "e · β/α=200"]
+    assert all(float(c.rsplit(" · loss ", 1)[1]) > 0 for c in captions)
+    grid_image = Image.open(labelled)
+    assert grid_image.format == "PNG"
+    assert grid_image.size == Grid("style", ("a", "e"), (2, 200)).labelled(images).size
+    query = parse_qs(urlparse(link).query)
+    assert query["tab"] == ["explore"] and query["kind"] == ["style"] and query["rows"] == ["a;e"]
+    assert query["columns"] == ["2;200"] and query["size"] == ["64"] and query["preset"] == ["starry_night"]
+
+
+@pytest.mark.parametrize("kind, rows, size", [
+    ("texture", ["a", "c"], (64, 64)),  # the painting's shape: there is no photo
+    ("reconstruction", ["relu1_1", "relu3_1"], (64, 43)),
+])
+def test_explore_runs_texture_synthesis_and_content_reconstruction(client, photo_file, kind, rows, size):
+    job = explore_job(client, kind=kind, photo=photo_file if kind == "reconstruction" else None, rows=rows, seed=4)
+    labelled, cells, status, link = job.result()
+    assert status.startswith("Done 5/5 · 2 × 1 grid"), status
+    assert [cell["caption"].rsplit(" · loss ", 1)[0] for cell in cells] == [f"{row} · seed 4" for row in rows]
+    assert all(Image.open(cell["image"]).size == size for cell in cells)
+    assert Image.open(labelled).width > 2 * size[0]  # one row of two cells, as in the paper's Fig. 1
+    assert ("preset=starry_night" in link) == (kind == "texture")
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"rows": list("abcde"), "columns": "1, 2, 3, 4, 5, 6, 7"}, "a 5 × 7 grid has 35 cells; at most 30"),
+    ({"photo": None}, "the style-transfer grid needs a photo and a painting"),
+    ({"kind": "texture", "preset": ""}, "texture synthesis needs a painting"),
+    ({"kind": "reconstruction", "photo": None}, "content reconstruction needs a photo"),
+    ({"rows": ["a", "f"]}, "unknown style layer set 'f'; valid: a, b, c, d, e"),
+    ({"kind": "reconstruction", "rows": ["relu1_1", "relu9_1"]}, "unknown content layer 'relu9_1'; valid: conv1_1"),
+    ({"columns": "2, lots"}, "columns must be numbers"),
+    ({"size": 4096}, "above this machine|greater than maximum"),
+])
+def test_explore_refuses_bad_input_with_one_clear_message_before_any_work(client, photo_file, kwargs, message):
+    from gradio_client.exceptions import AppError
+
+    started = time.perf_counter()
+    with pytest.raises(AppError, match=message):
+        explore_job(client, **{"kind": "style", "photo": photo_file, "steps": 1000, **kwargs}).result()
+    assert time.perf_counter() - started < 10  # refused at once, not after 1000 steps
+
+
+def test_an_explore_link_opens_the_explore_tab_validated_and_clamped(app_module):
+    import gradio as gr
+
+    from stylize.explore import Grid
+
+    grid = Grid("texture", ("a", "relu1_1,relu3_1"), (0, 7), app_module.EX.replace(size=96, steps=40, seed=3))
+    url = app_module.studio.explore_url("https://huggingface.co/spaces/someone/stylize", grid, "the_scream")
+    query = {k: v[0] for k, v in parse_qs(urlparse(url).query).items()}
+    out = app_module.prefill_explore(gr.Request(query_params=query))
+    kind, rows, columns, photo, preset, painting, size, steps, seed, status, opened = out
+    assert kind == "texture" and rows["value"] == ["a", "relu1_1,relu3_1"] and columns["value"] == "0, 7"
+    assert ("relu1_1, relu3_1", "relu1_1,relu3_1") in rows["choices"]  # a custom row gets its own check box
+    assert photo["visible"] is False and preset["value"] == "the_scream"
+    assert (size, steps, seed, opened) == (96, 40, 3, True) and "adjusted" not in status
+    # The Stylize tab ignores a grid link (no notices about kind, rows, columns).
+    stylize_tab = prefilled(app_module, query)
+    assert stylize_tab["status"].startswith("Pick a painting") and stylize_tab["autorun"] is False
+
+    out = app_module.prefill_explore(gr.Request(query_params={
+        "tab": "explore", "kind": "collage", "rows": "a;zz;e", "columns": "2;1e9;x", "size": "99999",
+        "preset": "../../etc/passwd", "colour": "red"}))
+    kind, rows, columns, _, preset, _, size, _, _, status, opened = out
+    assert kind == "style" and rows["value"] == ["a", "e"] and columns["value"] == "2, 10000"
+    assert size == app_module.LIMITS.max_size and opened is True
+    for notice in ("unknown experiment 'collage'", "unknown style layer set 'zz'", "column 'x' is not a number",
+                   "using 10000", "unknown preset '../../etc/passwd'", "ignored 'colour'", "above this machine"):
+        assert notice in status, (notice, status)
+    out = app_module.prefill_explore(gr.Request(query_params={"preset": "the_scream"}))  # not a grid link:
+    assert out[-1] is False and out[1]["value"] == ["a", "c", "e"] and out[2]["value"] == "2, 20, 200, 2000"
+
+
+def test_clicking_a_cell_sends_its_settings_to_the_stylize_tab(app_module):
+    import gradio as gr
+
+    from stylize.explore import Grid
+
+    grid = Grid("style", ("a", "relu2_1,relu4_1"), (2, 200), app_module.EX.replace(size=64, steps=5, seed=2))
+    state = {"grid": grid.to_dict(), "photo": "/tmp/photo.png", "painting": None, "preset": "the_scream"}
+    out = app_module.explore_cell(state, gr.SelectData(None, {"index": 3, "value": None}))
+    names = ["content", "preset", "style_upload", "label", "status", *app_module.SETTINGS, "strength_slider", "note",
+             "open"]
+    values = dict(zip(names, out))
+    assert len(out) == len(names)
+    assert values["content"] == "/tmp/photo.png" and values["preset"] == "the_scream" and values["style_upload"] is None
+    assert values["style_layers"] == "relu2_1,relu4_1" and values["style_strength"] == 200.0
+    assert values["init"] == "content" and values["seed"] == 2 and values["content_layer"] == grid.settings.content_layer
+    assert isinstance(values["size"], type(gr.skip())) and isinstance(values["steps"], type(gr.skip()))
+    assert "relu2_1,relu4_1 · β/α=200" in values["status"] and values["open"]["visible"] is True
+
+    texture = Grid("texture", ("b",), (5,), app_module.EX)
+    state = {"grid": texture.to_dict(), "photo": None, "painting": "/tmp/mine.png", "preset": None}
+    values = dict(zip(names, app_module.explore_cell(state, gr.SelectData(None, {"index": 0, "value": None}))))
+    assert values["style_upload"] == "/tmp/mine.png" and values["preset"] is None
+    assert values["init"] == "noise" and values["seed"] == 5 and values["style_layers"] == "b"

@@ -162,3 +162,63 @@ def test_screenshots_at_desktop_and_phone_widths(browser, server, width, height,
                for n in range(page.locator("#presets img").count()))
     page.screenshot(path=str(ARTIFACTS / f"ui-{name}.png"), full_page=True)
     page.close()
+
+
+def test_explore_a_grid_link_opens_the_tab_a_grid_runs_stops_and_a_cell_goes_to_stylize(browser, server):
+    """A grid link opens the Explore tab prefilled; a small texture grid streams its cells, Stop ends a long one,
+    and a click on a cell shows it large (with its download) and puts its settings into the Stylize tab."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    page = browser.new_page(viewport={"width": 1280, "height": 1000})
+    page.goto(f"{server}?tab=explore&kind=texture&rows=a%3Bc&columns=&size=64&steps=1000&seed=3&preset=the_scream")
+    page.wait_for_selector("#explore-run", state="visible", timeout=30_000)  # the link opened the Explore tab
+    assert page.locator("#explore-kind input[value=texture]").is_checked()
+    assert page.locator("#explore-steps input[type=number]").input_value() == "1000"
+    assert not page.locator("#explore-photo").is_visible()  # texture synthesis needs no photo
+
+    # A long grid streams, and Stop ends it after its current step with the cells it has.
+    page.locator("#explore-run").click()
+    page.wait_for_function("() => document.querySelector('#explore-status')?.innerText.startsWith('Step')",
+                           timeout=60_000)
+    page.locator("#explore-stop").click()
+    page.wait_for_function("() => document.querySelector('#explore-status')?.innerText.includes('Stopped at step')",
+                           timeout=20_000)
+    assert "/1000" in page.locator("#explore-status").inner_text()
+
+    # A short one runs to the end: two cells with captions, and the labelled grid image.
+    set_number(page, "explore-steps", 10)
+    page.locator("#explore-run").click()
+    page.wait_for_function("() => document.querySelector('#explore-status')?.innerText.startsWith('Done 10/10')",
+                           timeout=60_000)
+    page.wait_for_function(ALL_IMAGES_LOADED, arg="#explore-cells img", timeout=10_000)
+    page.wait_for_selector("#explore-grid img", timeout=10_000)
+    captions = page.locator("#explore-cells .caption-label").all_inner_texts()
+    assert [c.split(" · loss")[0] for c in captions] == ["a · seed 3", "c · seed 3"], captions
+    assert "tab=explore" in page.locator("#explore-link textarea, #explore-link input").first.input_value()
+    page.screenshot(path=str(ARTIFACTS / "browser-explore.png"), full_page=True)
+
+    # Click the second cell (set c): it is shown large, and its settings go to the Stylize tab.
+    page.locator("#explore-cells img").nth(1).click()
+    page.wait_for_function("() => document.querySelector('#explore-note')?.innerText.includes('c · seed 3')",
+                           timeout=10_000)
+    page.locator("#explore-open").click()
+    page.wait_for_selector("#run", state="visible", timeout=10_000)  # the Stylize tab
+    assert "c · seed 3" in page.locator("#status").inner_text()
+    assert "The Scream" in page.locator("#style-label").inner_text()
+    stylize_tab = page.locator("#tab-stylize")
+    stylize_tab.get_by_text("Advanced", exact=True).click()  # the layers and the seed are there
+    assert stylize_tab.get_by_label("Style layers", exact=False).first.input_value() == "c: conv1–3"
+    assert stylize_tab.get_by_label("Seed", exact=True).first.input_value() == "3"
+    page.close()
+
+
+def brush_strokes(page, editor: str, rows: tuple[float, ...], left: float = 0.15, right: float = 0.85) -> None:
+    """Paint horizontal strokes with the editor's brush (mouse drags on its canvas), at fractions of its box."""
+    page.locator(f"{editor} button[aria-label=Brush]").click()
+    box = page.locator(f"{editor} canvas").last.bounding_box()
+    for row in rows:
+        y = box["y"] + box["height"] * row
+        page.mouse.move(box["x"] + box["width"] * left, y)
+        page.mouse.down()
+        for k in range(1, 21):
+            page.mouse.move(box["x"] + box["width"] * (left + (right - left) * k / 20), y, steps=2)
+        page.mouse.up()

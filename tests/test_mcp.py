@@ -1,4 +1,4 @@
-"""Agents: /stylize and /compare are MCP tools (launch(mcp_server=True)), described parameter by parameter, and
+"""Agents: /stylize, /compare and /explore are MCP tools (launch(mcp_server=True)), described parameter by parameter, and
 callable through an MCP client over the streamable HTTP transport."""
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from conftest import gradient_photo
 from stylize import Settings
 
 
-def test_the_schema_lists_exactly_the_two_tools_with_every_parameter_described(server):
+def test_the_schema_lists_exactly_the_three_tools_with_every_parameter_described(server):
     tools = httpx.get(f"{server}gradio_api/mcp/schema", timeout=30).json()
     by_endpoint = {tool["meta"]["endpoint_name"]: tool for tool in tools}
-    assert set(by_endpoint) == {"stylize", "compare"}  # internal events stay hidden
+    assert set(by_endpoint) == {"stylize", "compare", "explore"}  # internal events stay hidden
     stylize = by_endpoint["stylize"]
     assert stylize["description"].startswith("Paint a photo in the style of a painting")
     properties = stylize["inputSchema"]["properties"]
@@ -31,6 +31,15 @@ def test_the_schema_lists_exactly_the_two_tools_with_every_parameter_described(s
     compare = by_endpoint["compare"]["inputSchema"]["properties"]
     assert list(compare) == ["content", "preset_ids", "size", "steps", "seed", "weights"]
     assert all(schema.get("description") for schema in compare.values())
+    explore = by_endpoint["explore"]
+    assert explore["description"].startswith("Run one of the experiments of Gatys et al. (2015) as a grid")
+    properties = explore["inputSchema"]["properties"]
+    assert list(properties) == ["kind", "photo", "painting", "rows", "columns", "size", "steps", "seed", "preset",
+                                "weights"]
+    for name, schema in properties.items():
+        assert schema.get("description"), f"/explore parameter {name} has no description"
+    assert "reconstruction" in properties["kind"]["description"] and "relu1_1" in properties["rows"]["description"]
+    assert properties["rows"]["type"] == "array" and "enum" not in properties["rows"]["items"]  # any layer list
 
 
 async def _call_stylize(url: str, arguments: dict, with_progress: bool):
@@ -66,7 +75,7 @@ def test_an_mcp_client_stylizes_a_small_image(server):
     """A client that follows progress gets the images as MCP image content."""
     arguments, reference = _photo_and_arguments()
     tools, result, progress = asyncio.run(_call_stylize(f"{server}gradio_api/mcp/", arguments, with_progress=True))
-    assert tools == ["stylize", "compare"]
+    assert tools == ["stylize", "compare", "explore"]
     assert not result.isError, result.content
     assert progress  # the run's progress was streamed
     images = [item for item in result.content if item.type == "image"]

@@ -29,7 +29,7 @@ DEADLINE_S = 240
 
 @pytest.fixture
 def zerogpu(app_module, monkeypatch):
-    """app.run_on_gpu and app.compare_on_gpu wrapped by spaces' real ZeroGPU generator wrapper."""
+    """app.run_on_gpu, app.compare_on_gpu and app.explore_on_gpu wrapped by spaces' real ZeroGPU generator wrapper."""
     from spaces.zero import wrappers
 
     if not hasattr(wrappers, "generator_function_wrapper"):
@@ -53,6 +53,8 @@ def zerogpu(app_module, monkeypatch):
     monkeypatch.setattr(app, "run_on_gpu", wrappers.generator_function_wrapper(app.run_on_gpu, app._run_seconds, None))
     monkeypatch.setattr(app, "compare_on_gpu",
                         wrappers.generator_function_wrapper(app.compare_on_gpu, app._compare_seconds, None))
+    monkeypatch.setattr(app, "explore_on_gpu",
+                        wrappers.generator_function_wrapper(app.explore_on_gpu, app._explore_seconds, None))
     yield scheduled
     for child in multiprocessing.active_children():  # the reusable worker processes
         child.kill()
@@ -159,6 +161,31 @@ def test_compare_runs_in_the_worker_and_stop_skips_the_remaining_presets(app_mod
                                                   app.D.replace(size=64, steps=1000))]
 
 
+def test_explore_streams_every_cell_from_the_worker_and_stop_ends_the_grid(app_module, zerogpu):
+    """The grid's updates (every cell's image and caption) come through the worker's pickled queue; Stop, pressed
+    in the parent, reaches the worker through the session's stop file and the grid ends with its cells."""
+    app = app_module
+    session = "zerogpu-explore"
+    pressed = []
+
+    def on_output(output, outputs):
+        if sum(bool(o[1]) and isinstance(o[1], list) for o in outputs) >= 2 and not pressed:
+            pressed.append(True)
+            app.stop_run(request(session))
+
+    outputs = consume(app.explore("texture", None, None, ["a", "c"], "0, 1", 64, 1000, 0, "starry_night", "auto",
+                                  request(session)), on_output)
+    labelled, cells, status, link, state = outputs[-1]
+    assert pressed and status.startswith("Stopped at step") and "/1000 · 2 × 2 grid" in status, status
+    assert [caption.rsplit(" · loss ", 1)[0] for _, caption in cells] == ["a · seed 0", "a · seed 1", "c · seed 0",
+                                                                           "c · seed 1"]
+    assert all(np.asarray(image).shape == (64, 64, 3) for image, _ in cells)
+    assert labelled.width > 2 * 64 and "tab=explore" in link and state["preset"] == "starry_night"
+    grid = app.Grid("texture", ("a", "c"), (0, 1), app.EX.replace(size=64, steps=1000))
+    assert zerogpu == [app.studio.explore_seconds(grid)] and zerogpu[0] >= app.gpu_seconds(grid.settings, 1, 4)
+    assert not app.studio.stop_flag(session).running.exists()
+
+
 def test_an_error_in_the_worker_reaches_the_user_as_its_message(app_module, zerogpu):
     """A StylizeError raised in the worker crosses the process boundary as a gr.Error with its message (spaces
     turns any other exception into a bare "ZeroGPU worker error")."""
@@ -192,7 +219,8 @@ print(json.dumps({
     "engines": {k: str(v.device) for k, v in studio._engines.items()},
     "compute_thread": studio._compute is not None,
     "threads": [t.name for t in threading.enumerate()],
-    "wrapped": [hasattr(app.run_on_gpu, "zerogpu"), hasattr(app.compare_on_gpu, "zerogpu")],
+    "wrapped": [hasattr(app.run_on_gpu, "zerogpu"), hasattr(app.compare_on_gpu, "zerogpu"),
+                hasattr(app.explore_on_gpu, "zerogpu")],
     "weights": studio.weights_status(),
 }))
 """
@@ -204,5 +232,5 @@ print(json.dumps({
     state = json.loads(out.stdout.strip().splitlines()[-1])
     assert state["zero_gpu"] and state["engines"]["auto"].startswith("cuda")
     assert not state["compute_thread"] and state["threads"] == ["MainThread"]
-    assert state["wrapped"] == [True, True]
+    assert state["wrapped"] == [True, True, True]
     assert state["weights"].startswith("Running on a ZeroGPU GPU")
