@@ -463,11 +463,11 @@ footer { display: none !important; }
 /* Explore: cell captions break between words only ("β/α=200" stays whole); the labelled grid is shown whole
    (crisp at its own size, shrunk to fit a phone), below its label rather than under it. */
 #explore-cells .caption-label { overflow-wrap: normal !important; word-break: keep-all; hyphens: none !important; }
-#explore-grid { padding-top: 2.2rem !important; }
+#explore-grid { padding-top: 2.4rem !important; }
 #explore-grid img { max-width: 100% !important; height: auto !important; max-height: none !important; }
 #explore-grid .image-container, #explore-grid .image-frame { height: auto !important; max-height: none !important; }
-@media (max-width: 640px) {
-  #explore-cells .caption-label { font-size: 0.68rem; }
+@media (max-width: 640px) {  /* two cells a row: a caption fits in two lines (the labelled grid keeps the layout) */
+  #explore-cells .grid-container { --grid-cols: 2 !important; }
 }
 """
 
@@ -584,8 +584,8 @@ with gr.Blocks(title="stylize — neural style transfer", delete_cache=(600, 360
                 explore_kind = gr.Radio(KIND_CHOICES, value="style", label="Experiment", elem_id="explore-kind")
                 with gr.Row(equal_height=False):
                     explore_photo = PhotoInput(label="Photo", type="filepath", sources=["upload", "webcam", "clipboard"],
-                                               height=200, min_width=150, elem_id="explore-photo")
-                    with gr.Column(min_width=150):
+                                               height=200, min_width=200, elem_id="explore-photo")
+                    with gr.Column(min_width=200):  # on a phone: below the photo, full width
                         explore_preset = gr.Dropdown([(studio.presets[i].title, i) for i in PRESETS_SHOWN],
                                                      value=EXPLORE_PRESET or None, label="Painting",
                                                      elem_id="explore-preset",
