@@ -147,6 +147,11 @@ class _Objective:
     tv_on: bool  # known on the host: no device read per step
     present: list[tuple[str, ...]]  # the terms each item reports
     evaluations: int = 0  # counts evaluations, for re-matching the MRF patches every few
+    rematched: bool = False  # the last evaluation re-matched patches: the MRF items' objective changed
+
+    @property
+    def mrf_items(self) -> list[int]:
+        return sorted({term.item for term in self.mrf})
 
     @property
     def wanted(self) -> set[str]:
@@ -349,6 +354,7 @@ class Stylizer:
                 per_term = guided_style_loss(f, term.masks, term.targets, n)
             style = style.index_add(0, term.items, term.weights * per_term)
         rematch = objective.evaluations % MRF_REMATCH_EVERY == 0
+        objective.rematched = bool(objective.mrf) and rematch
         for term in objective.mrf:
             f = feats[term.layer][term.item:term.item + 1]
             if rematch or term.target is None:
@@ -465,6 +471,8 @@ class Stylizer:
                 with torch.enable_grad():
                     terms = self.losses(x, objective, plan.pooling)
                     (grad,) = torch.autograd.grad(terms[:, -1].sum(), x)
+                if objective.rematched:  # new matches, a new objective: losses before are not comparable
+                    optimizer.rebase(objective.mrf_items)
                 optimizer.step(terms[:, -1].detach(), grad)
                 terms = terms.detach()
                 best_terms = torch.where(optimizer.improved[:, None], terms, best_terms)

@@ -17,9 +17,11 @@ kept only when sᵀy > 1e-10. Differences, for the image problem:
 
 - **Projection**: the new image is clamped to its bounds, and the pair stored is the displacement actually
   taken, so clamped pixels do not corrupt the curvature pairs.
-- **A guard**: a step whose loss is not finite or exceeds `max_rise` × the best loss seen so far is undone —
-  that item goes back to its best image with a fresh history (counted in `resets`). The best image and its
-  loss are kept per item (`best`, `best_loss`): that, not merely the last iterate, is the result.
+- **A guard**: an image whose loss exceeds `max_rise` × the best loss seen so far is not stepped from; the next
+  image is halfway back to the best one (a backtracking step; repeated, it converges on the best image), the
+  history kept — the pair that rose is still a true secant pair. A non-finite loss or gradient sends that item
+  back to its best image with a fresh history. Both are counted in `resets`. The best image and its loss are
+  kept per item (`best`, `best_loss`): that, not merely the last iterate, is the result.
 - **Batches**: each item has its own history, γ and guard; items are independent (the objective's gradient
   with respect to item b depends only on item b), so one VGG pass serves all of them.
 """
@@ -71,27 +73,33 @@ class LBFGS:
         b = x.shape[0]
         flat_x, g = x.reshape(b, -1), grad.detach().reshape(b, -1).to(x.dtype)
         finite = torch.isfinite(loss) & torch.isfinite(g).all(1)
-        blown = ~finite | (loss - self.best_loss > (self.max_rise - 1) * self.best_loss.abs())
+        rise = finite & (loss - self.best_loss > (self.max_rise - 1) * self.best_loss.abs())
         self.improved = finite & (loss < self.best_loss)
         self.best_loss = torch.where(self.improved, loss.to(self.best_loss.dtype), self.best_loss)
         self.best.copy_(torch.where(_expand(self.improved, x), x, self.best))
         g = torch.where(finite[:, None], g, 0)  # keep NaN out of the shared products
 
-        if self.steps:
-            self._remember(flat_x - self.prev_x, g - self.prev_g, ~self.fresh & ~blown)
+        if self.steps:  # a pair from a step that rose is still a true secant pair: kept
+            self._remember(flat_x - self.prev_x, g - self.prev_g, ~self.fresh & finite)
         direction, scale = self._direction(g)
         self.prev_x.copy_(flat_x)
         self.prev_g.copy_(g)
 
+        best = self.best.reshape(b, -1)
         moved = flat_x + scale[:, None] * direction
-        restart = self.best.reshape(b, -1)
-        new = torch.where(blown[:, None], restart, moved).view_as(x)
+        halfway = best + 0.5 * (flat_x - best)  # backtrack towards the best image (inside the bounds: both are)
+        new = torch.where(rise[:, None], halfway, torch.where(finite[:, None], moved, best)).view_as(x)
         if self.lower is not None or self.upper is not None:
             new = new.clamp(self.lower, self.upper)
         x.copy_(new)
-        self._reset(blown)
-        self.fresh &= blown
+        self.resets += (rise | ~finite).long()
+        self._reset(~finite)
+        self.fresh &= ~finite
         self.steps += 1
+
+    def rebase(self, items: list[int]) -> None:
+        """The objective of `items` changed (e.g. new patch matches): the next evaluation starts a new best."""
+        self.best_loss[items] = torch.inf
 
     def _remember(self, s: torch.Tensor, y: torch.Tensor, usable: torch.Tensor) -> None:
         """Store (s, y) in each item's next ring slot where it is usable and sᵀy > ε (else change nothing)."""
@@ -143,7 +151,6 @@ class LBFGS:
         self.valid *= (~items).to(self.valid.dtype)[:, None]
         self.gamma = torch.where(items, torch.ones_like(self.gamma), self.gamma)
         self.fresh |= items
-        self.resets += items.long()
 
 
 def _expand(mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

@@ -306,7 +306,7 @@ def test_bad_masks_are_refused_before_any_work(stylizer, photo, painting, masks,
 
 
 def test_the_patch_model_lowers_its_loss_and_differs_from_the_gram_model(stylizer, photo, painting):
-    settings = Settings(size=64, steps=20, style_model="mrf", style_strength=2)
+    settings = Settings(size=64, steps=20, style_model="mrf", style_strength=20)
     final = list(stylizer.run(photo, [painting], settings))[-1]
     assert final.history[0][1]["style"] / final.losses["style"] > 2
     gram_result = list(stylizer.run(photo, [painting], settings.replace(style_model="gram")))[-1]

@@ -82,7 +82,7 @@ def test_the_projection_keeps_bounds_and_stores_the_step_actually_taken():
     assert x.detach()[0, 0] == 0  # held on the box's face, where the unconstrained optimum lies outside
 
 
-def test_a_blow_up_is_undone_and_the_best_image_kept():
+def test_a_blow_up_is_backtracked_and_the_best_image_kept():
     f, x0 = problem(n=10)
     x = x0.clone().view(1, -1).requires_grad_(True)
     opt = LBFGS(x, history=10, lower=None, upper=None)
@@ -94,12 +94,26 @@ def test_a_blow_up_is_undone_and_the_best_image_kept():
         (grad,) = torch.autograd.grad(f(x[0]), x)
         losses.append(float(loss.detach()))
         before = x.detach().clone()
+        kept = int(opt.valid.sum())
         opt.step(loss.detach(), grad)
         if step == 12:
-            assert torch.equal(x.detach(), opt.best)  # back to the best image
-            assert not opt.valid.any() and opt.resets.item() == 1  # with a fresh history
-            assert not torch.equal(before, opt.best)
+            assert torch.allclose(x.detach(), opt.best + 0.5 * (before - opt.best))  # halfway back to the best
+            assert int(opt.valid.sum()) >= kept and opt.resets.item() == 1  # the history is kept
     assert opt.best_loss.item() == min(losses)
+
+
+def test_a_non_finite_loss_restarts_from_the_best_image_with_a_fresh_history():
+    f, x0 = problem(n=10)
+    x = x0.clone().view(1, -1).requires_grad_(True)
+    opt = LBFGS(x, history=10, lower=None, upper=None)
+    for step in range(10):
+        loss = f(x[0]).view(1)
+        (grad,) = torch.autograd.grad(f(x[0]), x)
+        if step == 6:
+            loss = loss.detach() * float("nan")
+        opt.step(loss.detach(), grad)
+        if step == 6:
+            assert torch.equal(x.detach(), opt.best) and not opt.valid.any() and opt.resets.item() == 1
 
 
 def test_a_step_never_reads_a_value_back_to_the_host(monkeypatch):
