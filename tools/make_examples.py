@@ -1,6 +1,6 @@
 """Regenerate the finished examples the app shows before anyone presses a button:
 
-    python tools/make_examples.py              # every pair, at the quality the app shows (slow on a CPU)
+    python tools/make_examples.py              # every pair, with the CPU defaults the app starts with
     python tools/make_examples.py --size 128 --steps 60 --count 3   # a quick draft
 
 Each (example photo × preset painting) pair below is run by the engine with the painting's tuned settings and a
@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from stylize import Settings, Stylizer, load_image, load_weights  # noqa: E402
+from stylize.params import defaults_for  # noqa: E402
 from stylize.presets import PHOTOS_DIR, PresetImages, load_manifest, load_photos  # noqa: E402
 
 OUT = ROOT / "presets" / "examples"
@@ -38,8 +39,10 @@ PAIRS = [
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--size", type=int, default=512, help="longest side of each result (default 512)")
-    parser.add_argument("--steps", type=int, default=300, help="L-BFGS steps per result (default 300)")
+    cpu = defaults_for("cpu")  # what a visitor's own first run on the free CPU Space gives
+    parser.add_argument("--size", type=int, default=cpu.size, help=f"longest side of each result (default {cpu.size})")
+    parser.add_argument("--steps", type=int, default=cpu.steps, help=f"L-BFGS steps per result (default {cpu.steps})")
+    parser.add_argument("--scales", type=int, default=cpu.scales, help=f"coarse-to-fine levels (default {cpu.scales})")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--count", type=int, default=len(PAIRS), help="make only the first N pairs")
     parser.add_argument("--weights", default="auto", help="weights: auto, hub, embedded or a .safetensors path")
@@ -49,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     presets, photos = load_manifest(), load_photos(folder=PHOTOS_DIR)
     preset_images = PresetImages(presets, extra_dir="")  # the committed paintings, never an override folder
     engine = Stylizer(load_weights(args.weights), args.device)
-    base = Settings(size=args.size, steps=args.steps, seed=args.seed)
+    base = Settings(size=args.size, steps=args.steps, scales=args.scales, seed=args.seed)
     OUT.mkdir(parents=True, exist_ok=True)
     entries = []
     for photo_id, preset_id in PAIRS[: args.count]:
