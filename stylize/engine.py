@@ -38,6 +38,10 @@ TERMS = ("content", "style", "tv")
 SCALE_RATIO = math.sqrt(2)  # coarse-to-fine levels are a factor √2 apart
 MRF_REMATCH_EVERY = 5  # steps between nearest-patch searches (the MRF model's cost; see README, Performance)
 MRF_MAX_PATCHES = 4096  # style patches per layer and level: bounds the search's time and memory
+# The patch loss pulls far harder per unit than the Gram loss: at the Gram model's default strength (20) the photo
+# vanished under the painting's patches (Tübingen × The Starry Night, 384 px). Scaled so one strength gives a
+# comparable balance in both models.
+MRF_BALANCE = 0.05
 
 
 @dataclass
@@ -256,7 +260,7 @@ class Stylizer:
                      for f in feats]
             raw = torch.cat([b.raw for b in banks])
             bank = mrf.PatchBank(raw=raw, normalized=torch.cat([b.normalized for b in banks]))
-            terms.append(_MrfTerm(item, layer, bank, s.style_strength / len(layers) / scales[layer] ** 2))
+            terms.append(_MrfTerm(item, layer, bank, MRF_BALANCE * s.style_strength / len(layers) / scales[layer] ** 2))
         return terms
 
     def _objective(self, jobs: Sequence[Job], contents: list[torch.Tensor | None], size: tuple[int, int],
