@@ -29,6 +29,8 @@ from stylize.studio import (WEIGHT_CHOICES, Studio, closing_in_background, gpu_s
                             settings_from_values, share_url, space_base_url)
 from stylize.explore import DEFAULT_STRENGTHS, MAX_CELLS, Grid  # noqa: E402
 from stylize.studio import cell_caption, row_choices  # noqa: E402
+from stylize.regions import KEEP, MAX_REGIONS, UPLOAD  # noqa: E402
+from stylize.studio import RUNNING, STYLE_MODEL_NAMES  # noqa: E402
 from stylize.vgg import FEATURE_LAYERS  # noqa: E402
 
 log = logging.getLogger("stylize.app")
@@ -41,6 +43,8 @@ PHOTO_IDS = list(studio.photos)
 LAYER_SET_LABELS = {"a": "a: conv1", "b": "b: conv1–2", "c": "c: conv1–3", "d": "d: conv1–4", "e": "e: conv1–5 (paper)"}
 LOSS_COLOURS = {"total": "#1f2937", "content": "#2563eb", "style": "#dc2626"}  # the legend, in this order
 KEEP_ON_PRESET = ("size", "steps")  # choosing a preset leaves these as the user set them
+REGION_CHOICES = ([("Keep the photo", KEEP), ("Your uploaded painting", UPLOAD)]
+                  + [(studio.presets[i].title, i) for i in PRESETS_SHOWN])  # what a painted region gets
 MAX_UPLOAD = "10mb"  # = stylize.studio.MAX_UPLOAD_BYTES
 
 
@@ -62,6 +66,32 @@ class PhotoInput(gr.Image):
         if payload.path is None:
             raise gr.Error("The image arrived without a file.", title="Can't read this image")
         return payload.path
+
+
+class RegionEditor(gr.ImageEditor):
+    """gr.ImageEditor that hands the app its files as uploaded, undecoded: {"background", "layers", "composite"}
+    as paths (or None). gr.ImageEditor would decode and convert every layer with PIL first; stylize's mask
+    loader reads the layers itself, with its checks before any pixel is decoded (like PhotoInput)."""
+
+    is_template = True  # gr.ImageEditor's frontend
+
+    def preprocess(self, payload):
+        if payload is None:
+            return None
+        if payload.id is not None:  # sent as blobs (the editor's fallback): written to files as they came
+            blobs = self.blob_storage.pop(payload.id, None)
+            if blobs is None:
+                return None
+
+            def saved(data, name):
+                return None if data is None else processing_utils.save_bytes_to_cache(data, name, self.GRADIO_CACHE)
+
+            return {"background": saved(blobs.background, "background.png"),
+                    "layers": [saved(layer, f"layer_{n}.png") for n, layer in enumerate(blobs.layers)],
+                    "composite": saved(blobs.composite, "composite.png")}
+        return {"background": payload.background.path if payload.background else None,
+                "layers": [layer.path for layer in payload.layers],
+                "composite": payload.composite.path if payload.composite else None}
 
 
 class RowsInput(gr.CheckboxGroup):
@@ -127,26 +157,27 @@ def user_errors(title: str):
 
 # ---- the GPU part (on ZeroGPU: a forked worker process) ----------------------------------------------------
 
-def _run_seconds(photo, styles, settings, source, stop) -> int:
+def _run_seconds(photo, styles, settings, source, stop, masks=None) -> int:
     return gpu_seconds(settings, len(styles))
 
 
 @spaces.GPU(duration=_run_seconds)
-def run_on_gpu(photo, styles, settings, source, stop):
-    """The engine's part of /stylize: throttled updates (picklable), stopped by `stop` (a file)."""
+def run_on_gpu(photo, styles, settings, source, stop, masks=None):
+    """The engine's part of /stylize: throttled updates (picklable), stopped by `stop` (a file); `masks` (8-bit
+    grey PIL images, one per style) paint each style into its region."""
     with user_errors("Can't stylize this"):
-        yield from studio.run(photo, styles, settings, source, stop)
+        yield from studio.run(photo, styles, settings, source, stop, masks)
 
 
-def _compare_seconds(photo, preset_ids, settings, source, stop) -> int:
-    return studio.compare_seconds(preset_ids, settings)
+def _compare_seconds(photo, preset_ids, settings, source, stop, both_models=False) -> int:
+    return studio.compare_seconds(preset_ids, settings, both_models)
 
 
 @spaces.GPU(duration=_compare_seconds)
-def compare_on_gpu(photo, preset_ids, settings, source, stop):
-    """The engine's part of /compare: (gallery items, status) as each preset runs."""
+def compare_on_gpu(photo, preset_ids, settings, source, stop, both_models=False):
+    """The engine's part of /compare: (gallery items, status) as the presets run (batched where that is faster)."""
     with user_errors("Can't compare"):
-        yield from studio.compare(photo, preset_ids, settings, source, stop)
+        yield from studio.compare(photo, preset_ids, settings, source, stop, both_models)
 
 
 def _explore_seconds(grid, content, style, source, stop) -> int:
@@ -203,30 +234,53 @@ def settings_api(fixed: list[tuple[str, type, object, str]], summary: str, retur
 
 
 def stylize(values: dict, request: gr.Request | None):
+    yield from run_stylize(values, request)
+
+
+def stylize_in_page(values: dict, request: gr.Request | None):
+    """The Stylize button: /stylize's run, with the painted regions (the editor's layers and each region's
+    choice) as one style image and one mask per style (stylize/regions.py)."""
+    editor = values.pop("regions") or {}
+    choices = [values.pop(f"region_{n}") for n in range(1, MAX_REGIONS + 1)]
+    yield from run_stylize(values, request, (editor.get("layers") or [], choices))
+
+
+def run_stylize(values: dict, request: gr.Request | None, regions: tuple[list, list] | None = None):
     with user_errors("Can't stylize this"):
         settings = settings_from_values(values, D)
-        photo, styles, preset_id = studio.load_inputs(values["content"], values["preset"], values["style_upload"],
-                                                      values["extra_styles"])
-        if photo is None:
-            raise StylizeError("add a photo first (upload, webcam or clipboard)")
+        painted = regions and studio.region_inputs(values["content"], values["preset"], values["style_upload"],
+                                                   values["extra_styles"], *regions)
+        notices = []
+        if painted:
+            photo, styles, masks, preset_id = painted
+        else:
+            photo, styles, preset_id = studio.load_inputs(values["content"], values["preset"], values["style_upload"],
+                                                          values["extra_styles"])
+            if photo is None:
+                raise StylizeError("add a photo first (upload, webcam or clipboard)")
+            masks, notices = studio.load_masks(values.get("masks"), len(styles), photo)
+        if masks and settings.style_model != "gram":
+            raise StylizeError("painted regions and masks work with the Gram style model: choose "
+                               f"'{STYLE_MODEL_NAMES['gram']}' under Advanced (style_model 'gram')")
         studio.check(settings, styles=len(styles))
         link = share_url(base_url(request), settings, [preset_id] if preset_id else [])
-        yield None, "Starting…", gr.skip(), gr.skip(), gr.skip(), link
+        note = "".join(f" · {notice}" for notice in notices)
+        yield None, "Starting…" + note, gr.skip(), gr.skip(), gr.skip(), link
         update = None
         with studio.stop_flag(session(request)) as stop:
-            for update in closing_in_background(run_on_gpu(photo, styles, settings, values["weights"], stop)):
+            for update in closing_in_background(run_on_gpu(photo, styles, settings, values["weights"], stop, masks)):
                 if not update.final:
-                    yield update.frame.image, update.status, gr.skip(), gr.skip(), gr.skip(), gr.skip()
+                    yield update.frame.image, update.status + note, gr.skip(), gr.skip(), gr.skip(), gr.skip()
         if update is None or not update.final:
             raise StylizeError("the run ended without a result; try again")
         pair, png = studio.finish(photo, update.frame.image)
-        yield update.frame.image, update.status, pair, png, loss_table(update.history), link
+        yield update.frame.image, update.status + note, pair, png, loss_table(update.history), link
 
 
 def compare(content: str, preset_ids: list[str], size: int = D.size, steps: int = D.steps, seed: int = D.seed,
-            weights: str = "auto", request: gr.Request = None):
+            weights: str = "auto", both_models: bool = False, request: gr.Request = None):
     """Stylize one photo with several preset paintings, each with its own tuned settings, and return them as a
-    captioned gallery (filled in as each finishes) with a status line.
+    captioned gallery (each result shown as it forms) with a status line.
 
     Args:
         content: the photo (an image file or URL)
@@ -235,6 +289,7 @@ def compare(content: str, preset_ids: list[str], size: int = D.size, steps: int 
         steps: optimizer steps per painting
         seed: random seed (noise initialization)
         weights: which VGG-19 weights to use; one of auto, hub, embedded
+        both_models: also run each preset with the other style model: every preset twice, side by side, once with Gram matrices (Gatys 2015) and once with patches (Li & Wand 2016); captions name the model
 
     Returns:
         the results as (image, caption) pairs, and a status line
@@ -242,13 +297,20 @@ def compare(content: str, preset_ids: list[str], size: int = D.size, steps: int 
     with user_errors("Can't compare"):
         ids = studio.compare_ids(preset_ids)
         settings = D.replace(size=int(size), steps=int(steps), seed=int(seed))
-        for tuned in studio.compare_settings(ids, settings):
-            studio.check(tuned, presets=len(ids))
+        studio.check_compare(studio.compare_cells(ids, settings, bool(both_models)))
         photo = studio.load_upload(content, "the photo") if content else None
         if photo is None:
             raise StylizeError("add a photo first (upload, webcam or clipboard)")
+        saved: dict[str, str] = {}  # caption -> lossless PNG of a finished result, written once
         with studio.stop_flag(session(request)) as stop:
-            yield from closing_in_background(compare_on_gpu(photo, ids, settings, weights, stop))
+            for gallery, status in closing_in_background(compare_on_gpu(photo, ids, settings, weights, stop,
+                                                                         bool(both_models))):
+                # A finished result is sent as its file from then on: Gradio would otherwise encode it again for
+                # every update, rewriting the same cache file while a browser may be downloading it.
+                for image, caption in gallery:
+                    if not caption.endswith(RUNNING) and caption not in saved:
+                        saved[caption] = studio.save_result(image)
+                yield [(saved.get(caption, image), caption) for image, caption in gallery], status
 
 
 def stop_run(request: gr.Request):
@@ -335,6 +397,12 @@ def choose_preset(evt: gr.SelectData):
         raise gr.Error("That preset is not available.")
     preset_id = PRESETS_SHOWN[evt.index]
     return [preset_id, None, style_label(preset_id)] + settings_values(studio.presets[preset_id].apply(D), KEEP_ON_PRESET)
+
+
+def region_photo(photo: str | None):
+    """The photo under the region editor (upright, at most 1024 px), its painted layers starting afresh."""
+    background = studio.region_background(photo)
+    return None if background is None else {"background": background, "layers": [], "composite": background}
 
 
 def choose_photo(evt: gr.SelectData):
@@ -505,6 +573,22 @@ with gr.Blocks(title="stylize — neural style transfer", delete_cache=(600, 360
                     extra_styles = gr.File(label=f"More style images, blended (up to {LIMITS.max_styles - 1})",
                                            file_count="multiple", file_types=["image"], height=80)
                     SETTINGS["style_blend"] = gr.Textbox(label="Blend weights, one per style image (e.g. 2,1)", value="")
+                with gr.Accordion("Paint regions", open=False, elem_id="regions-accordion"):
+                    gr.Markdown(f"Paint up to {MAX_REGIONS} regions over your photo with the brush, one per layer "
+                                "(*Region 1–3* in the editor's layer menu), and choose a painting for each, or *keep "
+                                "the photo*. The painting picked above fills the rest of the photo; with none picked, "
+                                "the rest keeps the photo too. Works with the Gram style model.",
+                                elem_id="regions-help")
+                    region_editor = RegionEditor(
+                        label="Regions over your photo", type="filepath", sources=[], transforms=[], image_mode="RGBA",
+                        format="png", height=380, elem_id="region-editor",
+                        layers=gr.LayerOptions(layers=[f"Region {n}" for n in range(1, MAX_REGIONS + 1)]),
+                        brush=gr.Brush(colors=["#e11d48", "#2563eb", "#16a34a", "#f59e0b"], color_mode="defaults"),
+                        placeholder="Add a photo above: it appears here to paint on.")
+                    with gr.Row():
+                        region_choices = [gr.Dropdown(REGION_CHOICES, value=None, label=f"Region {n}",
+                                                      elem_id=f"region-{n}", min_width=120)
+                                          for n in range(1, MAX_REGIONS + 1)]
             with gr.Column(scale=6, min_width=320):
                 style_md = gr.Markdown(style_label(None), elem_id="style-label")
                 with gr.Row(equal_height=True):
@@ -552,12 +636,13 @@ with gr.Blocks(title="stylize — neural style transfer", delete_cache=(600, 360
                     SETTINGS["pooling"] = gr.Radio(list(CHOICES["pooling"]), value=D.pooling, label="Pooling")
                     SETTINGS["preserve_color"] = gr.Radio(list(CHOICES["preserve_color"]), value=D.preserve_color,
                                                           label="Preserve the photo's colours")
-                    SETTINGS["style_model"] = gr.Radio(
-                        [("Gram matrices (Gatys et al. 2015)", "gram"), ("patches (MRF, Li & Wand 2016)", "mrf")],
-                        value=D.style_model, label="Style model")
+                    SETTINGS["style_model"] = gr.Radio([(name, model) for model, name in STYLE_MODEL_NAMES.items()],
+                                                       value=D.style_model, label="Style model", elem_id="style-model")
                     with gr.Row():
-                        SETTINGS["mrf_layers"] = gr.Textbox(D.mrf_layers, label="MRF layers (e.g. relu3_1,relu4_1)")
-                        SETTINGS["mrf_patch"] = number_slider("mrf_patch", *RANGES["mrf_patch"], 1, "MRF patch size")
+                        SETTINGS["mrf_layers"] = gr.Textbox(D.mrf_layers,
+                                                            label="Patch model: layers (e.g. relu3_1,relu4_1)")
+                        SETTINGS["mrf_patch"] = number_slider("mrf_patch", *RANGES["mrf_patch"], 1,
+                                                              "Patch model: patch size")
                     weights = gr.Radio(list(WEIGHT_CHOICES), value="auto", label="Weights")
     with gr.Tab("Compare presets"):
         with gr.Row():
@@ -567,6 +652,9 @@ with gr.Blocks(title="stylize — neural style transfer", delete_cache=(600, 360
                 compare_presets = gr.CheckboxGroup([(p.caption, p.id) for p in studio.presets.values()],
                                                    value=list(studio.presets)[:3],
                                                    label=f"Presets (up to {LIMITS.max_compare})")
+                compare_both = gr.Checkbox(False, label=f"Also with the patch model: each preset twice, "
+                                           f"{STYLE_MODEL_NAMES['gram']} and {STYLE_MODEL_NAMES['mrf']}",
+                                           elem_id="compare-both")
                 compare_btn = gr.Button("Compare", variant="primary")
                 compare_stop = gr.Button("Stop", variant="stop")
             with gr.Column(scale=2):
@@ -634,23 +722,42 @@ with gr.Blocks(title="stylize — neural style transfer", delete_cache=(600, 360
         log.warning("Settings fields without a component (not in the UI or the API): %s", ", ".join(missing))
     SETTINGS = {f.name: SETTINGS[f.name] for f in fields(Settings) if f.name in SETTINGS}  # the API's order
 
+    IMAGE_ARGS = [
+        ("content", str, None, "the photo to paint (an image file or URL)"),
+        ("preset", str, "", f"preset painting id, one of {', '.join(studio.presets)}; ignored if style_upload is given"),
+        ("style_upload", str, None, "your own painting (an image file or URL) instead of a preset"),
+        ("extra_styles", list, None, f"more style images to blend in (files or URLs), at most {LIMITS.max_styles - 1}")]
+    WEIGHTS_ARG = ("weights", str, "auto", "which VGG-19 weights to use; one of auto, hub, embedded")
+    SUMMARY = ("Paint a photo in the style of a painting (Gatys et al. 2015). Streams the image about twice a second "
+               "while it forms; the last update is the finished result.")
+    RETURNS = "(result image, status line, (before, after) pair, path of the lossless PNG, loss table, share link)"
     stylize = settings_api(
-        [("content", str, None, "the photo to paint (an image file or URL)"),
-         ("preset", str, "", f"preset painting id, one of {', '.join(studio.presets)}; ignored if style_upload is given"),
-         ("style_upload", str, None, "your own painting (an image file or URL) instead of a preset"),
-         ("extra_styles", list, None, f"more style images to blend in (files or URLs), at most {LIMITS.max_styles - 1}"),
-         ("weights", str, "auto", "which VGG-19 weights to use; one of auto, hub, embedded")],
-        summary="Paint a photo in the style of a painting (Gatys et al. 2015). Streams the image about twice a "
-                "second while it forms; the last update is the finished result.",
-        returns="(result image, status line, (before, after) pair, path of the lossless PNG, loss table, share link)",
-    )(stylize)
+        [*IMAGE_ARGS,
+         ("masks", list, None, "where each style goes (spatial control, Gatys et al. 2017): one mask per style image "
+                               "(files or URLs), in order: the painting's first, then one per extra_styles entry. White "
+                               "(or, on a transparent image, whatever is painted) marks that style's region; pixels no "
+                               "mask covers keep the photo; overlapping masks share. Stretched to the photo (a notice "
+                               "says so if its shape differs). Empty: each style everywhere. Needs style_model gram"),
+         WEIGHTS_ARG], summary=SUMMARY, returns=RETURNS)(stylize)
+    # The Stylize button runs the same with the painted regions (editor layers, one choice per region) instead of
+    # mask files; a private event, so the public API and MCP tool keep plain parameters.
+    stylize_in_page = settings_api(
+        [*IMAGE_ARGS, ("regions", dict, None, "the region editor's value"),
+         *[(f"region_{n}", str, None, f"region {n}'s painting") for n in range(1, MAX_REGIONS + 1)], WEIGHTS_ARG],
+        summary=SUMMARY, returns=RETURNS)(stylize_in_page)
 
-    inputs = [content, preset_state, style_upload, extra_styles, weights, *SETTINGS.values()]
+    api_masks = gr.File(file_count="multiple", file_types=["image"], visible=False, elem_id="api-masks")
+    api_run = gr.Button(visible=False, elem_id="api-run")  # the trigger of the public /stylize endpoint
+    image_inputs = [content, preset_state, style_upload, extra_styles]
     outputs = [result, status, before_after, png_file, loss_plot, link]
     settings_outputs = [*SETTINGS.values(), strength_scale]
     private = dict(api_visibility="private", queue=False)
 
-    run_event = run_btn.click(stylize, inputs, outputs, api_name="stylize", show_progress="minimal", concurrency_id="gpu")
+    api_run.click(stylize, [*image_inputs, api_masks, weights, *SETTINGS.values()], outputs, api_name="stylize",
+                  concurrency_id="gpu")
+    run_event = run_btn.click(stylize_in_page, [*image_inputs, region_editor, *region_choices, weights,
+                                                *SETTINGS.values()], outputs, api_visibility="private",
+                              show_progress="minimal", concurrency_id="gpu")
     run_event.success(lambda: [gr.update(visible=True)] * 3, None, [before_after, png_file, loss_plot],
                       **private)  # shown once there is a finished result
     # Stop is cooperative (the run ends after its step and delivers its image); API clients use job.cancel().
@@ -664,7 +771,10 @@ with gr.Blocks(title="stylize — neural style transfer", delete_cache=(600, 360
         examples.select(choose_example, None, [content, preset_state, style_upload, style_md, result, status,
                                                *settings_outputs], **private)
     compare_btn.click(compare, [compare_content, compare_presets, SETTINGS["size"], SETTINGS["steps"], SETTINGS["seed"],
-                                weights], [compare_gallery, compare_status], api_name="compare", concurrency_id="gpu")
+                                weights, compare_both], [compare_gallery, compare_status], api_name="compare",
+                      concurrency_id="gpu")
+    # The region editor shows the photo to paint on; a new photo starts with fresh layers.
+    content.change(region_photo, content, region_editor, **private)
     compare_stop.click(stop_run, None, None, **private)
     explore_btn.click(explore, [explore_kind, explore_photo, explore_painting, explore_rows, explore_columns,
                                 explore_size, explore_steps, explore_seed, explore_preset, weights],

@@ -223,7 +223,7 @@ def peak_memory_mb(device: torch.device) -> dict:
     return peak
 
 
-def activation_memory_mb(size: tuple[int, int], batch: int = 1, history: int = 100, bf16: bool = True) -> float:
+def activation_memory_mb(size: tuple[int, int], batch: int = 1, history: int = 20, bf16: bool = True) -> float:
     """Computed (not measured) memory of one run: VGG activations kept for backward to relu5_1, the L-BFGS
     history (2·m image-sized fp32 vectors) and the Gram matrices, in MB."""
     width, height = size
@@ -285,7 +285,8 @@ def markdown(report: dict) -> str:
             lines.append(f"| {r['model']} | {r['size']} | {r['step_s'] * 1000:.0f} ms | {r['vs_gram']:.2f}× |")
     if "memory_table" in report:
         lines += ["", "Memory per image, computed from the activation sizes (not measured: no GPU here): VGG "
-                  "activations to relu5_1 in bf16 plus the fp32 L-BFGS history (m = 100).", "",
+                  "activations to relu5_1 in bf16 plus the fp32 L-BFGS history "
+                  f"(m = {report['memory_table'][0]['history']}).", "",
                   "| size | activations + history |", "|---|---|"]
         for r in report["memory_table"]:
             lines.append(f"| {r['size']} | {r['mb']:.0f} MB |")
@@ -434,7 +435,8 @@ def main(argv: list[str] | None = None) -> int:
                 report["schedule"].append(row)
                 log(f"schedule {size} {label} {steps} steps: {row['total_s']:.1f} s (modeled), 8-bit {row['loss_8bit']:.4g}, "
                     f"reaches single's {target:.4g} at {reached}, resets {row['resets']}, worst jump {row['worst_jump']:.2f}")
-        report["memory_table"] = [{"size": f"{w}×{h}", "mb": activation_memory_mb((w, h))}
+        report["memory_table"] = [{"size": f"{w}×{h}", "mb": activation_memory_mb((w, h), history=engine.history),
+                                   "history": engine.history}
                                   for w, h in ((512, 384), (1024, 768), (2048, 1536))]
     if "batch" in only:
         report["batch"] = []

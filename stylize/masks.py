@@ -58,28 +58,53 @@ def load_masks(sources: list[ImageSource], count: int, size: tuple[int, int]) ->
     return torch.stack(masks).unsqueeze(1), notices
 
 
-def _open_mask(source: ImageSource, index: int) -> Image.Image:
-    """The header checks of `images.load_image` (readable, not a pixel bomb, not empty), naming the mask."""
+def read_mask(source: ImageSource, what: str = "the mask", max_bytes: int | None = None,
+              coverage: bool = False) -> np.ndarray:
+    """One mask as an (H, W) float32 array in [0, 1], with `load_masks`' checks (readable, not a pixel bomb,
+    not empty, at most `max_bytes`) before anything is decoded; errors name it as `what`.
+
+    With `coverage`, the image is a painted layer (brush strokes on a transparent canvas, as an image
+    editor exports them): 1 wherever anything is painted (alpha > 0), whatever the colour, 0 elsewhere.
+    """
+    img = _open_mask(source, what, max_bytes)
+    if not coverage:
+        return _decode(img, what)
     try:
-        img = images._open(source)
+        img.seek(0)
+        img.load()
+        img = ImageOps.exif_transpose(img)
+        if img.mode in ("RGBA", "LA", "La", "RGBa", "PA") or img.mode == "P" and "transparency" in img.info:
+            alpha = np.asarray(img.convert("RGBA"), dtype=np.uint8)[..., 3]
+            return (alpha > 0).astype(np.float32)
+        return (mask_values(img) > BLACK).astype(np.float32)  # no transparency: whatever is not black
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise StylizeError(f"{what} is truncated or corrupt ({exc})") from exc
+
+
+def _open_mask(source: ImageSource, what: int | str, max_bytes: int | None = None) -> Image.Image:
+    """The header checks of `images.load_image` (readable, not a pixel bomb, not empty), naming the mask."""
+    what = f"mask {what}" if isinstance(what, int) else what
+    try:
+        img = images._open(source, max_bytes)
     except StylizeError as exc:
-        raise StylizeError(f"mask {index}: {exc}") from exc
+        raise StylizeError(f"{what}: {exc}") from exc
     width, height = img.size
     if width * height > images.MAX_PIXELS:
-        raise StylizeError(f"mask {index} is {width}×{height}: more than the "
+        raise StylizeError(f"{what} is {width}×{height}: more than the "
                            f"{images.MAX_PIXELS // 1_000_000} MP allowed")
     if width < 1 or height < 1:
-        raise StylizeError(f"mask {index} is empty (0 pixels)")
+        raise StylizeError(f"{what} is empty (0 pixels)")
     return img
 
 
-def _decode(img: Image.Image, index: int) -> np.ndarray:
+def _decode(img: Image.Image, what: int | str) -> np.ndarray:
+    what = f"mask {what}" if isinstance(what, int) else what
     try:
         img.seek(0)
         img.load()
         return mask_values(ImageOps.exif_transpose(img))
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise StylizeError(f"mask {index} is truncated or corrupt ({exc})") from exc
+        raise StylizeError(f"{what} is truncated or corrupt ({exc})") from exc
 
 
 def mask_values(img: Image.Image) -> np.ndarray:

@@ -28,11 +28,13 @@ from urllib.parse import urlencode
 from PIL import Image
 
 from . import images
-from .engine import Frame, Stylizer, default_device
+from .engine import Frame, Job, Stylizer, default_device
 from .errors import StylizeError
 from .explore import KINDS, MAX_CELLS, Grid, run_grid, style_set_label
 from .params import RANGES, STYLE_LAYER_SETS, Settings, defaults_for
+from .masks import BLACK, read_mask
 from .presets import PresetImages, example_photos, load_manifest
+from .regions import KEEP, MAIN, MAX_REGIONS, UPLOAD, grey_image, read_regions, region_masks
 from .vgg import FEATURE_LAYERS
 from .weights import load_weights
 
@@ -48,6 +50,15 @@ MAX_STYLES = 4  # style images per run: the painting plus up to three more
 MAX_COMPARE = 6  # presets per comparison
 MAX_GPU_SECONDS = 300  # the longest ZeroGPU task this app asks for
 EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "presets" / "examples"
+RUNNING = " (running)"  # ends the caption of a compare result still forming
+STYLE_MODEL_NAMES = {"gram": "Gram (Gatys 2015)", "mrf": "Patches (Li & Wand 2016)"}  # UI labels and captions
+# Compare runs its presets as one batch (one VGG pass per step for all of them) where that is faster. On this
+# project's 2-core CPU it is, a little: 3 presets × 30 steps in one batch took 0.78–0.80× the time of one after
+# another at 128 px and 0.97–0.98× at 256 px (medians of 3, two quiet runs; tools/bench_compare.py, README,
+# Performance), and was never slower. On a GPU one small image leaves most of the device idle, so a batch is
+# expected to win by far more there (not measured: no GPU was lent to this project). STYLIZE_COMPARE_BATCH=1/0
+# overrides.
+COMPARE_BATCH = {"cpu": True, "cuda": True}
 EXAMPLES_MANIFEST = EXAMPLES_DIR / "examples.json"
 
 
@@ -235,8 +246,26 @@ class Limits:
 
 def limits_for(device_type: str, defaults: Settings) -> Limits:
     if device_type == "cuda":
-        return Limits(max(1024, defaults.size), max(2000, defaults.steps))
+        return Limits(max(2048, defaults.size), max(2000, defaults.steps))
     return Limits(max(512, defaults.size), max(1000, defaults.steps))
+
+
+@dataclass(frozen=True)
+class CompareCell:
+    """One result of a comparison: a preset, the settings it runs with, and its caption (short: its title)."""
+
+    preset_id: str
+    settings: Settings
+    caption: str
+    title: str
+
+
+def batch_status(frame: Frame, count: int, stopped: bool = False) -> str:
+    """A compare batch's status: step, how many images, their size, time and ETA (losses are per image)."""
+    eta = "" if math.isnan(frame.eta) or frame.done or stopped else f" · ETA {frame.eta:.0f} s"
+    head = "Stopped at step" if stopped else "Done" if frame.done else "Step"
+    return (f"{head} {frame.step}/{frame.total_steps} · {count} images of {frame.size[0]}×{frame.size[1]} in one "
+            f"batch · {frame.elapsed:.1f} s{eta}")
 
 
 @dataclass
@@ -443,6 +472,97 @@ class Studio:
         styles = [style] + [self.load_upload(f, f"style image {n}") for n, f in enumerate(extra, 2)]
         return loaded, styles, used
 
+    def load_masks(self, files: Sequence[str] | None, styles: int, photo: Image.Image | None
+                   ) -> tuple[list[Image.Image] | None, list[str]]:
+        """The API's masks (one per style image, in the same order), each through the mask loader's checks and
+        made an 8-bit grey image (picklable); None without masks. Also notices for masks of another shape than
+        the photo (they are stretched to fit)."""
+        files = [f for f in files or [] if f]
+        if not files:
+            return None, []
+        if len(files) != styles:
+            raise StylizeError(f"masks: got {len(files)} for {styles} style image{'s' if styles != 1 else ''} (the "
+                               f"painting{f' and {styles - 1} more' if styles > 1 else ''}): give one mask per style "
+                               "image, in the same order (white: this style goes here)")
+        if photo is None:
+            raise StylizeError("masks need a photo: they say where on it each style goes")
+        loaded, notices = [], []
+        for n, path in enumerate(files, 1):
+            grey = read_mask(path, f"mask {n}", MAX_UPLOAD_BYTES)
+            if grey.max() <= BLACK:
+                raise StylizeError(f"mask {n} is all black: it selects no pixels (white: this style goes here)")
+            height, width = grey.shape
+            if abs((width / height) / (photo.width / photo.height) - 1) > 0.01:
+                notices.append(f"mask {n} is {width}×{height}, the photo {photo.width}×{photo.height}: stretched to fit")
+            mask = grey_image(grey)
+            if max(mask.size) > MAX_INPUT_SIDE:
+                mask = mask.resize(images.fit_size(mask.size, MAX_INPUT_SIDE), Image.Resampling.BILINEAR)
+            loaded.append(mask)
+        return loaded, notices
+
+    def region_inputs(self, photo: str | None, preset_id: str | None, style_upload: str | None,
+                      extra_styles: Sequence[str] | None, layers: Sequence[str | None],
+                      choices: Sequence[str | None]
+                      ) -> tuple[Image.Image, list[Image.Image], list[Image.Image], str | None] | None:
+        """Painted regions (stylize/regions.py) as the photo, one style image and one mask per style, and the
+        preset id of the painting for the rest of the photo; None when no region is painted or chosen.
+
+        The painting chosen for the whole photo fills what no region covers; when a region uses the uploaded
+        painting, the whole photo's painting is the chosen preset (if any) instead of that upload.
+        """
+        choices = list(choices)
+        regions = read_regions(layers, choices, MAX_REGIONS, MAX_UPLOAD_BYTES)
+        if not regions:
+            return None
+        uses_upload = UPLOAD in choices
+        if uses_upload and not style_upload:
+            raise StylizeError("a region uses your uploaded painting, but none is uploaded: upload one under "
+                               "'…or use your own painting(s)', or choose a preset for that region")
+        if extra_styles:
+            raise StylizeError("blended style images and painted regions do not combine: remove the extra style "
+                               "images, or clear the regions")
+        for choice in choices:
+            if choice and choice not in (KEEP, UPLOAD):
+                self.preset_images.path(choice)  # an unknown or unavailable preset: its message, before any work
+        if photo is None:
+            raise StylizeError("add a photo first (upload, webcam or clipboard), then paint regions over it")
+        loaded = self.load_upload(photo, "the photo")
+        main_id = preset_id or None
+        main_upload = style_upload if style_upload and not uses_upload else None
+        plan = region_masks(regions, loaded.size, has_main=bool(main_id or main_upload))
+        if len(plan) > self.limits.max_styles:
+            raise StylizeError(f"at most {self.limits.max_styles} style images per run; these regions need {len(plan)}")
+        styles, masks, used = [], [], None
+        for choice, mask in plan:
+            if choice == MAIN:
+                style, used = self.load_style(None if main_upload else main_id, main_upload)
+            elif choice == UPLOAD:
+                style = self.load_upload(style_upload, "the painting")
+            else:
+                style, _ = self.load_style(choice, None)
+            styles.append(style)
+            masks.append(mask)
+        return loaded, styles, masks, used
+
+    def region_background(self, photo: str | None) -> str | None:
+        """The photo as the region editor shows it (upright, at most 1024 px): a file in the temp folder, or
+        None without a photo or for one the loader refuses (the run then says why)."""
+        if not photo:
+            return None
+        try:
+            img = images.load_image(photo, 1024, max_bytes=MAX_UPLOAD_BYTES)
+        except StylizeError:
+            return None
+        folder = Path(tempfile.gettempdir()) / "stylize-regions"
+        folder.mkdir(exist_ok=True)
+        cutoff = time.time() - RESULT_MAX_AGE_S  # the web UI copies it into its own cache at once
+        for old in folder.glob("*.jpg"):
+            if old.stat().st_mtime < cutoff:
+                old.unlink(missing_ok=True)
+        target = folder / f"photo-{uuid.uuid4().hex[:12]}.jpg"
+        img.save(target, "JPEG", quality=90)
+        return str(target)
+
     def check(self, settings: Settings, styles: int = 1, presets: int = 1) -> None:
         """Refuse work beyond this machine's limits, with what to change."""
         problems = []
@@ -470,10 +590,44 @@ class Studio:
     def compare_settings(self, preset_ids: Sequence[str], base: Settings) -> list[Settings]:
         return [self.presets[preset_id].apply(base) for preset_id in preset_ids]
 
-    def compare_seconds(self, preset_ids: Sequence[str], base: Settings) -> int:
-        """The GPU time for a comparison: its most expensive preset's settings, times the number of presets."""
-        tuned = self.compare_settings(preset_ids, base) or [base]
-        return max(gpu_seconds(s, 1, len(tuned)) for s in tuned)
+    def compare_cells(self, preset_ids: Sequence[str], base: Settings, both_models: bool = False) -> list[CompareCell]:
+        """The results a comparison makes, in the order shown: each preset with its tuned settings over `base`,
+        and with `both_models` once with each style model (Gram, then patches). A caption names the model when
+        both are shown or when it is the patch model."""
+        cells = []
+        for preset_id in preset_ids:
+            preset, tuned = self.presets[preset_id], self.presets[preset_id].apply(base)
+            for model in ("gram", "mrf") if both_models else (tuned.style_model,):
+                named = f" · {STYLE_MODEL_NAMES[model]}" if both_models or model != "gram" else ""
+                cells.append(CompareCell(preset_id, tuned.replace(style_model=model), preset.caption + named,
+                                         preset.title + named))
+        return cells
+
+    def compare_seconds(self, preset_ids: Sequence[str], base: Settings, both_models: bool = False) -> int:
+        """The GPU time for a comparison: one start-up, plus every result's own run (a batch does the same work
+        per step as its items one after another, and on a GPU does it faster)."""
+        cells = self.compare_cells(preset_ids, base, both_models)
+        return GPU_START_S + sum(gpu_seconds(cell.settings) - GPU_START_S for cell in cells)
+
+    def check_compare(self, cells: Sequence[CompareCell]) -> None:
+        """Refuse a comparison beyond this machine's limits (each result's size and steps; on ZeroGPU the total
+        GPU time), with what to change."""
+        for cell in cells:
+            self.check(cell.settings)
+        if self.zero_gpu:
+            need = GPU_START_S + sum(gpu_seconds(cell.settings) - GPU_START_S for cell in cells)
+            if need > MAX_GPU_SECONDS:
+                raise StylizeError(f"this comparison would need about {need} s of GPU time, more than the "
+                                   f"{MAX_GPU_SECONDS} s a ZeroGPU task may take: use fewer presets, fewer steps "
+                                   "or a smaller size")
+
+    @property
+    def batch_compare(self) -> bool:
+        """Whether Compare runs its results as batches on this device (COMPARE_BATCH; STYLIZE_COMPARE_BATCH overrides)."""
+        override = os.environ.get("STYLIZE_COMPARE_BATCH", "").strip().lower()
+        if override:
+            return override in ("1", "true", "yes", "on")
+        return COMPARE_BATCH.get(self.device.type, False)
 
     def open_link(self, query: Mapping[str, str]) -> Link:
         """A shared link's query string, validated like any input and clamped to this machine's limits."""
@@ -531,36 +685,74 @@ class Studio:
         return on_thread(items, self._compute)
 
     def run(self, photo: Image.Image | None, styles: Sequence[Image.Image], settings: Settings,
-            source: str = "auto", stop: StopFlag | threading.Event | None = None) -> Iterator[Update]:
-        """Stylize and stream throttled updates; input errors surface as `StylizeError` before any work."""
+            source: str = "auto", stop: StopFlag | threading.Event | None = None,
+            masks: Sequence[Image.Image] | None = None) -> Iterator[Update]:
+        """Stylize and stream throttled updates; input errors surface as `StylizeError` before any work.
+        `masks` (one per style image) paint each style into its region; pixels no mask covers keep the photo."""
         if photo is None:
             raise StylizeError("add a photo first (upload, webcam or clipboard)")
-        updates = throttle(self.engine(source).run(photo, styles, settings, report_every=Reporter(stop)), stop)
-        return self._on_compute_thread(updates)
+        frames = self.engine(source).run(photo, styles, settings, report_every=Reporter(stop), masks=masks or None)
+        return self._on_compute_thread(throttle(frames, stop))
 
     def compare(self, photo: Image.Image | None, preset_ids: Sequence[str], settings: Settings,
-                source: str = "auto", stop: StopFlag | threading.Event | None = None) -> Iterator[tuple[list, str]]:
-        """One photo × several presets, each with its tuned settings over `settings`: yields (gallery items,
-        status), the gallery filled in as each finishes. Stop ends the current preset and skips the rest."""
+                source: str = "auto", stop: StopFlag | threading.Event | None = None,
+                both_models: bool = False) -> Iterator[tuple[list, str]]:
+        """One photo × several presets, each with its tuned settings over `settings` (and with `both_models`,
+        each with both style models): yields (gallery items, status), the gallery in the order of
+        `compare_cells`, each result shown as it forms. Where `batch_compare`, results that can share a batch
+        (`compare_batches`) run as one and update together; otherwise one after another. Stop ends the current
+        run (its images are kept) and skips the rest."""
         ids = self.compare_ids(preset_ids)
-        done: list[tuple[Image.Image, str]] = []
+        cells = self.compare_cells(ids, settings, both_models)
+        styles: dict[str, Image.Image] = {}
         skipped: list[str] = []
-        for n, (preset_id, tuned) in enumerate(zip(ids, self.compare_settings(ids, settings)), 1):
-            if stop is not None and stop.is_set():
-                break
-            preset = self.presets[preset_id]
+        for preset_id in ids:
             try:
-                style, _ = self.load_style(preset_id, None)
+                styles[preset_id], _ = self.load_style(preset_id, None)
             except StylizeError as exc:  # an unavailable painting is skipped, not fatal
                 skipped.append(str(exc))
-                continue
-            update = None
-            for update in self.run(photo, [style], tuned, source, stop):
-                yield done + [(update.frame.image, f"{preset.title} (running)")], f"{n}/{len(ids)}: {update.status}"
-            done.append((update.frame.image, preset.caption))
-            yield list(done), f"{n}/{len(ids)} done" + "".join(f" · skipped {s}" for s in skipped)
-        if skipped and not done:
+        runnable = [k for k, cell in enumerate(cells) if cell.preset_id in styles]
+        if not runnable:
             raise StylizeError("none of the chosen presets is available: " + "; ".join(skipped))
+        groups = self.compare_batches(cells, runnable) if self.batch_compare else [[k] for k in runnable]
+        results: dict[int, Image.Image] = {}
+        notes = "".join(f" · skipped {s}" for s in skipped)
+
+        def gallery(running: Mapping[int, Image.Image] = {}) -> list[tuple[Image.Image, str]]:
+            shown = {**results, **running}
+            return [(shown[k], cells[k].caption if k in results else cells[k].title + RUNNING)
+                    for k in sorted(shown)]
+
+        for group in groups:
+            if stop is not None and stop.is_set():
+                break
+            update = None
+            if len(group) == 1:
+                (k,) = group
+                for update in self.run(photo, [styles[cells[k].preset_id]], cells[k].settings, source, stop):
+                    yield gallery({k: update.frame.image}), f"{k + 1}/{len(cells)}: {update.status}"
+            else:
+                jobs = [Job(photo, [styles[cells[k].preset_id]], cells[k].settings) for k in group]
+                frames = self.engine(source).run_batch(jobs, report_every=Reporter(stop))
+                for update in self._on_compute_thread(throttle(frames, stop)):
+                    status = batch_status(update.frame, len(group), stopped=update.final and not update.frame.done)
+                    yield gallery(dict(zip(group, update.frame.images))), f"{len(results)}/{len(cells)} done · {status}"
+            if update is None:
+                break
+            results.update(zip(group, update.frame.images))
+            stopped = "" if update.frame.done else f" · stopped at step {update.frame.step}/{update.frame.total_steps}"
+            yield gallery(), f"{len(results)}/{len(cells)} done{stopped}" + notes
+
+    @staticmethod
+    def compare_batches(cells: Sequence[CompareCell], indices: Sequence[int]) -> list[list[int]]:
+        """`indices` of `cells` grouped into batches, in order of first appearance: results whose settings agree on
+        what a batch must share (size, steps, levels, pooling, luminance-only or not; the engine's `_plan`)
+        run together, at most MAX_COMPARE at a time; strength, layers, style scale, model etc. may differ."""
+        groups: dict[tuple, list[int]] = {}
+        for k in indices:
+            s = cells[k].settings
+            groups.setdefault((s.size, s.steps, s.scales, s.pooling, s.preserve_color == "luminance"), []).append(k)
+        return [group[i:i + MAX_COMPARE] for group in groups.values() for i in range(0, len(group), MAX_COMPARE)]
 
     # ---- explore: the paper's experiments as grids (stylize/explore.py), all cells as one batch -------------
 

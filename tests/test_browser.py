@@ -116,6 +116,9 @@ def test_a_second_page_is_interactive_within_2_seconds_while_a_long_run_goes_on(
 
     photo = tmp_path / "photo.png"
     gradient_photo(160, 120).save(photo)
+    first = browser.new_page(viewport={"width": 1280, "height": 1000})  # the visitor's first page, before the run
+    first.goto(server)
+    first.wait_for_function(ALL_IMAGES_LOADED, arg="#presets img", timeout=30_000)
     client = Client(server, verbose=False)
     job = client.submit(content=handle_file(str(photo)), preset="starry_night", size=256, steps=1000,
                         api_name="/stylize")
@@ -124,22 +127,26 @@ def test_a_second_page_is_interactive_within_2_seconds_while_a_long_run_goes_on(
         while sum(isinstance(o[0], str) for o in job.outputs()) < 2:  # the run is streaming
             assert time.perf_counter() < deadline
             time.sleep(0.1)
-        page = browser.new_page(viewport={"width": 1280, "height": 1000})
-        started = time.perf_counter()
-        page.goto(f"{server}?preset=the_scream&steps=150")
-        # Prefilled from the link (the page-load event ran), the paintings shown, and a click answered.
-        page.wait_for_function("() => document.querySelector('#style-label')?.innerText.includes('The Scream')",
-                               timeout=10_000)
-        page.wait_for_function(ALL_IMAGES_LOADED, arg="#presets img", timeout=10_000)
-        page.locator("#presets img").first.click()
-        page.wait_for_function("() => document.querySelector('#style-label')?.innerText.includes('Starry Night')",
-                               timeout=10_000)
-        interactive = time.perf_counter() - started
+        timings = []
+        for _ in range(3):  # the median of three second pages: one slow scheduling hiccup is not the app
+            page = browser.new_page(viewport={"width": 1280, "height": 1000})
+            started = time.perf_counter()
+            page.goto(f"{server}?preset=the_scream&steps=150")
+            # Prefilled from the link (the page-load event ran), the paintings shown, and a click answered.
+            page.wait_for_function("() => document.querySelector('#style-label')?.innerText.includes('The Scream')",
+                                   timeout=10_000)
+            page.wait_for_function(ALL_IMAGES_LOADED, arg="#presets img", timeout=10_000)
+            page.locator("#presets img").first.click()
+            page.wait_for_function("() => document.querySelector('#style-label')?.innerText.includes('Starry Night')",
+                                   timeout=10_000)
+            timings.append(time.perf_counter() - started)
+            page.close()
         assert not job.done(), "the long run should still be going"
-        print(f"second page interactive after {interactive:.2f} s during a run")
+        interactive = sorted(timings)[1]
+        print(f"second pages interactive after {', '.join(f'{t:.2f}' for t in timings)} s during a run")
         assert interactive < 2.0
-        page.close()
     finally:
+        first.close()
         job.cancel()
         client.close()
 
@@ -222,3 +229,64 @@ def brush_strokes(page, editor: str, rows: tuple[float, ...], left: float = 0.15
         for k in range(1, 21):
             page.mouse.move(box["x"] + box["width"] * (left + (right - left) * k / 20), y, steps=2)
         page.mouse.up()
+
+
+def painted_pixels(page, selector: str) -> int:
+    """Pixels of the brush's first colour (#e11d48) in a screenshot of an element."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    shot = np.asarray(Image.open(io.BytesIO(page.locator(selector).screenshot())).convert("RGB"), dtype=int)
+    return int((np.abs(shot - [225, 29, 72]).max(-1) < 40).sum())
+
+
+def test_paint_the_sky_of_tubingen_give_it_a_painting_run_and_share_it(browser, server, app_module):
+    """Issue 11: paint a region over the example photo with the brush, give it a painting (the rest gets the
+    painting picked for the whole photo), run, see the result; the deep link carries the painted layers."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    page = browser.new_page(viewport={"width": 1280, "height": 1000})
+    page.goto(server)
+    page.wait_for_function(ALL_IMAGES_LOADED, arg="#photos img", timeout=30_000)
+    page.locator("#presets img").nth(1).click()  # The Scream for the rest of the photo
+    page.wait_for_function("() => document.querySelector('#style-label')?.innerText.includes('The Scream')")
+    tubingen = app_module.PHOTO_IDS.index("tubingen")
+    page.locator("#photos img").nth(tubingen).click()
+    page.wait_for_selector("#content img", timeout=10_000)
+    page.locator("#regions-accordion .label-wrap").first.click()
+    page.locator("#region-editor").scroll_into_view_if_needed()
+    page.wait_for_function("() => document.querySelectorAll('#region-editor canvas').length > 0", timeout=10_000)
+    time.sleep(1)  # the photo is drawn as the editor's background
+    brush_strokes(page, "#region-editor", (0.12, 0.17, 0.22, 0.27))  # the sky
+    assert painted_pixels(page, "#region-editor") > 2000
+    page.locator("#region-1 input").click()
+    page.get_by_role("option", name="The Starry Night").first.click()
+    page.screenshot(path=str(ARTIFACTS / "browser-regions-painted.png"), full_page=True)
+    set_number(page, "steps", 10)
+    set_number(page, "size", 96)
+    page.locator("#run").click()
+    page.wait_for_function("() => /Done 10\\/10|rror/.test(document.querySelector('#status')?.innerText || '')",
+                           timeout=120_000)
+    assert "Done 10/10" in page.locator("#status").inner_text(), page.locator("#status").inner_text()
+    page.wait_for_selector("#result img", timeout=10_000)
+    assert page.locator(".toast-body").count() == 0
+    page.screenshot(path=str(ARTIFACTS / "browser-regions-result.png"), full_page=True)
+
+    # "Share this page with your images" (Gradio's deep link) carries the painted layers and the region's choice.
+    deep_link = page.evaluate("async () => (await (await fetch("
+                              "`gradio_api/deep_link?session_hash=${window.__gradio_session_hash__}`)).text())"
+                              ".replace(/^\"|\"$/g, '')")
+    assert deep_link
+    shared = browser.new_page(viewport={"width": 1280, "height": 1000})
+    shared.goto(f"{server}?deep_link={deep_link}")
+    shared.wait_for_function(ALL_IMAGES_LOADED, arg="#photos img", timeout=30_000)
+    shared.locator("#regions-accordion .label-wrap").first.click()
+    shared.locator("#region-editor").scroll_into_view_if_needed()
+    shared.wait_for_function("() => document.querySelectorAll('#region-editor canvas').length > 0", timeout=10_000)
+    time.sleep(1)
+    assert shared.locator("#region-1 input").input_value() == "The Starry Night"
+    assert painted_pixels(shared, "#region-editor") > 2000
+    shared.screenshot(path=str(ARTIFACTS / "browser-regions-shared.png"), full_page=True)
+    shared.close()
+    page.close()

@@ -23,13 +23,16 @@ def test_the_schema_lists_exactly_the_three_tools_with_every_parameter_described
     stylize = by_endpoint["stylize"]
     assert stylize["description"].startswith("Paint a photo in the style of a painting")
     properties = stylize["inputSchema"]["properties"]
-    expected = ["content", "preset", "style_upload", "extra_styles", "weights", *(f.name for f in fields(Settings))]
+    expected = ["content", "preset", "style_upload", "extra_styles", "masks", "weights",
+                *(f.name for f in fields(Settings))]
     assert list(properties) == expected
     for name, schema in properties.items():
         assert schema.get("description"), f"/stylize parameter {name} has no description"
     assert "starry_night" in properties["preset"]["description"]
+    assert "one mask per style image" in properties["masks"]["description"]  # the tool explains spatial control
     compare = by_endpoint["compare"]["inputSchema"]["properties"]
-    assert list(compare) == ["content", "preset_ids", "size", "steps", "seed", "weights"]
+    assert list(compare) == ["content", "preset_ids", "size", "steps", "seed", "weights", "both_models"]
+    assert "Li & Wand" in compare["both_models"]["description"]
     assert all(schema.get("description") for schema in compare.values())
     explore = by_endpoint["explore"]
     assert explore["description"].startswith("Run one of the experiments of Gatys et al. (2015) as a grid")

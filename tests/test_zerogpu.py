@@ -138,27 +138,56 @@ def test_the_worker_is_reused_and_a_finished_run_delivers_every_file(app_module,
     assert len(zerogpu) == 2
 
 
-def test_compare_runs_in_the_worker_and_stop_skips_the_remaining_presets(app_module, zerogpu, tmp_path):
+def test_masks_cross_to_the_worker_as_images_and_keep_the_photo_where_none_covers(app_module, zerogpu, tmp_path):
+    """A masked run through the API's path: mask files loaded and checked here, sent to the worker as (picklable)
+    8-bit grey images; the right half, which no mask covers, keeps the photo."""
     app = app_module
+    photo = tmp_path / "photo.png"
+    gradient_photo(96, 64, seed=4).save(photo)
+    left = tmp_path / "left.png"
+    mask = Image.new("L", (96, 64), 0)
+    mask.paste(255, (0, 0, 48, 64))
+    mask.save(left)
+    outputs = consume(app.stylize(content=str(photo), preset="the_scream", masks=[str(left)], size=64, steps=20,
+                                  style_strength=200.0, request=request("zerogpu-masks")), lambda *_: None)
+    image, status, pair, png, table, link = outputs[-1]
+    assert status.startswith("Done 20/20"), status
+    out, before = np.asarray(image, dtype=float), np.asarray(pair[0], dtype=float)
+    assert out.shape == (43, 64, 3)
+    change = [np.abs(out[:, cols] - before[:, cols]).mean() for cols in (slice(0, 28), slice(36, 64))]
+    print("mean change, left (masked) and right (not):", change)
+    assert change[0] > 3 * change[1]
+    assert zerogpu and zerogpu[-1] == app.gpu_seconds(app.Settings(size=64, steps=20, style_strength=200.0), 1)
+
+
+@pytest.mark.parametrize("batch", [True, False], ids=["batched", "one-by-one"])
+def test_compare_runs_in_the_worker_and_stop_skips_the_remaining_presets(app_module, zerogpu, tmp_path, monkeypatch,
+                                                                         batch):
+    """Batched (this CPU's choice, and a GPU's): Stop ends the batch and every preset keeps its image. One by one:
+    Stop ends the current preset and skips the rest. The worker reads the choice (forked after it is set)."""
+    app = app_module
+    monkeypatch.setenv("STYLIZE_COMPARE_BATCH", "1" if batch else "0")
     photo = tmp_path / "photo.png"
     gradient_photo(96, 64, seed=5).save(photo)
     session = "zerogpu-compare"
     pressed = []
+    ids = ["starry_night", "the_scream", "shipwreck"]
 
     def on_output(output, outputs):
         gallery, status = output
-        if "1/3" in status and "Step" in status and not pressed:
+        if ("in one batch" if batch else "1/3") in status and "Step" in status and not pressed:
             pressed.append(True)
             app.stop_run(request(session))
 
-    outputs = consume(app.compare(str(photo), ["starry_night", "the_scream", "shipwreck"], 64, 1000, 0, "auto",
-                                  request(session)), on_output)
+    outputs = consume(app.compare(str(photo), ids, 64, 1000, 0, "auto", request=request(session)), on_output)
     gallery, status = outputs[-1]
     assert pressed
-    assert len(gallery) == 1 and gallery[0][1] == app.studio.presets["starry_night"].caption
-    assert np.asarray(gallery[0][0]).shape == (43, 64, 3)
-    assert zerogpu == [app.studio.compare_seconds(["starry_night", "the_scream", "shipwreck"],
-                                                  app.D.replace(size=64, steps=1000))]
+    print(status)
+    expected = ids if batch else ids[:1]
+    assert [caption for _, caption in gallery] == [app.studio.presets[i].caption for i in expected]
+    assert all(Image.open(image).size == (64, 43) for image, _ in gallery)  # finished results are sent as files
+    assert status.startswith(f"{len(expected)}/3 done · stopped at step ") and "/1000" in status, status
+    assert zerogpu == [app.studio.compare_seconds(ids, app.D.replace(size=64, steps=1000))]
 
 
 def test_explore_streams_every_cell_from_the_worker_and_stop_ends_the_grid(app_module, zerogpu):
