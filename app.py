@@ -660,7 +660,7 @@ with gr.Blocks(title="stylize — neural style transfer", delete_cache=(600, 360
             with gr.Column(scale=2):
                 gr.Markdown("Each preset runs with its tuned settings, at the size, steps and seed set on the "
                             "*Stylize* tab.")
-                compare_status = gr.Markdown("")
+                compare_status = gr.Markdown("", elem_id="compare-status")
                 compare_gallery = gr.Gallery(label="Results", columns=3, height="auto", format="png",
                                              elem_id="compare-results", elem_classes="captions-below")
     with gr.Tab("Explore", elem_id="tab-explore"):
