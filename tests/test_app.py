@@ -46,8 +46,11 @@ def test_every_setting_is_one_component_and_one_documented_api_parameter(app_mod
 def test_stylize_streams_frames_and_ends_with_a_full_result(client, photo_file):
     job = submit(client, photo_file, size=64, steps=25)
     outputs = list(job)
-    images = [o[0] for o in outputs if isinstance(o[0], str)]
-    assert len(images) >= 3, outputs
+    streamed = [o for o in outputs if isinstance(o[0], str)]
+    # An image at the first step (at once), then about two a second, and the final one: a run this short on a quiet
+    # machine streams just the first and the last; an image streamed before the end is what matters.
+    assert len(streamed) >= 2, outputs
+    assert streamed[0][1].startswith("Step 1/25"), streamed[0][1]
     final = outputs[-1]
     assert Image.open(final[0]).size == (64, 43)
     assert final[1].startswith("Done 25/25")
