@@ -91,8 +91,13 @@ def floor_and_step(stylizer: Stylizer, content: Image.Image, style: Image.Image,
         floors.append(timed(device, lambda: stylizer.net(x, {last}, settings.pooling)[last].float().sum().backward()))
         steps.append(timed(device, lambda: next(run)))
     run.close()
+    with torch.no_grad():
+        feats = stylizer.net(x, set(settings.style_layer_names), settings.pooling)
+    feats = [f.detach().requires_grad_(True) for f in feats.values()]
+    grams = [timed(device, lambda: torch.autograd.grad(sum(gram(f).sum() for f in feats), feats)) for _ in range(repeats)]
     floor, step = statistics.median(floors), statistics.median(steps)
-    return {"size": f"{width}×{height}", "floor_s": floor, "step_s": step, "ratio": step / floor}
+    return {"size": f"{width}×{height}", "floor_s": floor, "step_s": step, "ratio": step / floor,
+            "gram_s": statistics.median(grams)}
 
 
 def optimizer_share(stylizer: Stylizer, content: Image.Image, size: int, history: int, repeats: int) -> dict:
@@ -109,12 +114,12 @@ def optimizer_share(stylizer: Stylizer, content: Image.Image, size: int, history
     return {"size": f"{width}×{height}", "history": history, "step_s": statistics.median(seconds)}
 
 
-def gram_precision(stylizer: Stylizer, style: Image.Image, sizes: list[int], repeats: int) -> list[dict]:
-    """Gram of real bf16 features against fp64: the error and time of a bf16 result and of an fp32 result."""
+def gram_precision(stylizer: Stylizer, pictures: dict[str, Image.Image], sizes: list[int], repeats: int) -> list[dict]:
+    """Gram of real bf16 features against fp64: the error and time of a bf16 result and of ours (fp32)."""
     rows = []
     layers = {f"relu{i}_1" for i in range(1, 6)}
-    for size in sizes:
-        tensor = images.to_tensor(images.resize(style, images.fit_size(style.size, size)), stylizer.device)
+    for (picture, img), size in ((p, s) for p in pictures.items() for s in sizes):
+        tensor = images.to_tensor(images.resize(img, images.fit_size(img.size, size)), stylizer.device)
         with torch.no_grad():
             feats = stylizer.net(tensor, layers)
         for layer in sorted(layers):
@@ -124,7 +129,7 @@ def gram_precision(stylizer: Stylizer, style: Image.Image, sizes: list[int], rep
             scale = exact.abs().max()
             bf16_out = torch.bmm(x.transpose(1, 2), x).double()
             ours = gram(f).double()
-            row = {"size": size, "layer": layer, "shape": f"{f.shape[1]}×{f.shape[2]}×{f.shape[3]}",
+            row = {"image": picture, "size": size, "layer": layer, "shape": f"{f.shape[1]}×{f.shape[2]}×{f.shape[3]}",
                    "bf16_out_err": float((bf16_out - exact).abs().max() / scale),
                    "fp32_out_err": float((ours - exact).abs().max() / scale),
                    "bf16_out_ms": 1000 * statistics.median(timed(stylizer.device, lambda: torch.bmm(x.transpose(1, 2), x))
@@ -239,20 +244,21 @@ def markdown(report: dict) -> str:
     lines = [f"Device: {report['device']} · torch {report['torch']} · {report['threads']} threads · "
              f"images: {report['images']} · `{report['command']}`", ""]
     if "iterations" in report:
-        lines += ["| precision | size | floor (fwd+bwd) | engine step | ratio | optimizer's own step (share) |",
-                  "|---|---|---|---|---|---|"]
-        shares = {(r["size"]): r for r in report.get("optimizer", []) if r["history"] == 100}
+        lines += ["| precision | size | floor (fwd+bwd) | engine step | ratio | optimizer's own step, "
+                  f"m = {report['history_pairs']} (share) | Grams fwd+bwd (share) |", "|---|---|---|---|---|---|---|"]
+        shares = {r["size"]: r for r in report.get("optimizer", []) if r["history"] == report["history_pairs"]}
         for row in report["iterations"]:
             opt = shares.get(row["size"])
             share = f"{opt['step_s'] * 1000:.1f} ms ({opt['step_s'] / row['step_s'] * 100:.1f} %)" if opt else "—"
             lines.append(f"| {row['precision']} | {row['size']} | {row['floor_s'] * 1000:.0f} ms | "
-                         f"{row['step_s'] * 1000:.0f} ms | {row['ratio']:.2f}× | {share} |")
+                         f"{row['step_s'] * 1000:.0f} ms | {row['ratio']:.2f}× | {share} | "
+                         f"{row['gram_s'] * 1000:.1f} ms ({row['gram_s'] / row['step_s'] * 100:.1f} %) |")
     if "gram" in report:
-        lines += ["", "Gram matrices of real bf16 features (The Starry Night) against fp64: max error relative to the "
-                  "largest entry, and time.", "", "| size | layer | features | bf16 result | fp32 result |",
-                  "|---|---|---|---|---|"]
+        lines += ["", "Gram matrices of real bf16 features against fp64: max error relative to the largest entry, "
+                  "and time.", "", "| image | size | layer | features | bf16 result | ours: fp32 result |",
+                  "|---|---|---|---|---|---|"]
         for r in report["gram"]:
-            lines.append(f"| {r['size']} | {r['layer']} | {r['shape']} | {r['bf16_out_err'] * 100:.3f} % · "
+            lines.append(f"| {r['image']} | {r['size']} | {r['layer']} | {r['shape']} | {r['bf16_out_err'] * 100:.3f} % · "
                          f"{r['bf16_out_ms']:.1f} ms | {r['fp32_out_err'] * 100:.4f} % · {r['fp32_out_ms']:.1f} ms |")
     if "history" in report:
         rows = report["history"]
@@ -364,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
     engine, judge = stylizers[native], stylizers["fp32"]
     name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU: {cpu_name()}"
     report: dict = {"device": name, "torch": torch.__version__, "threads": torch.get_num_threads(), "images": source,
-                    "default_precision": native, "command": "python -m stylize.bench " + " ".join(argv or sys.argv[1:])}
+                    "default_precision": native, "history_pairs": engine.history, "command": "python -m stylize.bench " + " ".join(argv or sys.argv[1:])}
 
     def log(*parts) -> None:
         print(*parts, flush=True)
@@ -383,7 +389,7 @@ def main(argv: list[str] | None = None) -> int:
                                for size in sizes for history in ((20, 100) if not quick else (100,))]
         log("optimizer:", [(r["size"], r["history"], round(r["step_s"] * 1000, 1)) for r in report["optimizer"]])
     if "gram" in only and native == "bf16":
-        report["gram"] = gram_precision(engine, style, sizes, repeats)
+        report["gram"] = gram_precision(engine, {"painting": style, "photo": content}, sizes, repeats)
         log("gram:", [(r["size"], r["layer"], f"{r['bf16_out_err']:.2e}", f"{r['fp32_out_err']:.2e}") for r in report["gram"]])
     if "history" in only:
         # Quality per step is measured (fixed step counts, immune to machine noise); time per step is the engine

@@ -80,8 +80,10 @@ class LBFGS:
         g = torch.where(finite[:, None], g, 0)  # keep NaN out of the shared products
 
         if self.steps:  # a pair from a step that rose is still a true secant pair: kept
-            self._remember(flat_x - self.prev_x, g - self.prev_g, ~self.fresh & finite)
-        direction, scale = self._direction(g)
+            history_g = self._remember(flat_x - self.prev_x, g - self.prev_g, ~self.fresh & finite, g)
+        else:
+            history_g = torch.bmm(self.hist.view(b, 2 * self.m, -1), g.unsqueeze(2)).squeeze(2)
+        direction, scale = self._direction(g, history_g)
         self.prev_x.copy_(flat_x)
         self.prev_g.copy_(g)
 
@@ -101,16 +103,19 @@ class LBFGS:
         """The objective of `items` changed (e.g. new patch matches): the next evaluation starts a new best."""
         self.best_loss[items] = torch.inf
 
-    def _remember(self, s: torch.Tensor, y: torch.Tensor, usable: torch.Tensor) -> None:
-        """Store (s, y) in each item's next ring slot where it is usable and sᵀy > ε (else change nothing)."""
+    def _remember(self, s: torch.Tensor, y: torch.Tensor, usable: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        """Store (s, y) in each item's next ring slot where it is usable and sᵀy > ε (else change nothing).
+
+        Returns [S; Y]ᵀg (B, 2m) of the updated history: computed in the same pass over it as the new pair's
+        products, so a step reads the history twice, not three times."""
         b, m = s.shape[0], self.m
         items, slot = torch.arange(b, device=s.device), self.slot
         ys = (s * y).sum(1)
         keep = usable & (ys > CURVATURE_EPS)
         new = torch.stack([s, y], dim=1)  # (B, 2, n)
         self.hist[items, :, slot] = torch.where(keep[:, None, None], new, self.hist[items, :, slot])
-        # One pass over the whole history: [S; Y]ᵀ [s, y] gives every new entry of SᵀY and YᵀY.
-        products = torch.bmm(self.hist.view(b, 2 * m, -1), new.transpose(1, 2))  # (B, 2m, 2)
+        # One pass over the whole history: [S; Y]ᵀ [s, y, g] gives every new entry of SᵀY and YᵀY, and Sᵀg, Yᵀg.
+        products = torch.bmm(self.hist.view(b, 2 * m, -1), torch.stack([s, y, g], dim=1).transpose(1, 2))  # (B, 2m, 3)
         k = keep[:, None]
         self.sy[items, :, slot] = torch.where(k, products[:, :m, 1], self.sy[items, :, slot])  # s_i · y
         self.sy[items, slot, :] = torch.where(k, products[:, m:, 0], self.sy[items, slot, :])  # s · y_j
@@ -119,13 +124,16 @@ class LBFGS:
         self.valid[items, slot] = torch.where(keep, 1.0, self.valid[items, slot])
         self.gamma = torch.where(keep, ys / (y * y).sum(1).clamp_min(torch.finfo(ys.dtype).tiny), self.gamma)
         self.slot = (slot + keep.long()) % m
+        return products[:, :, 2]
 
-    def _direction(self, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """−H g per item, and the step length: min(1, 1/‖g‖₁) for an item's first step, else 1."""
+    def _direction(self, g: torch.Tensor, history_g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """−H g per item, and the step length: min(1, 1/‖g‖₁) for an item's first step, else 1.
+
+        `history_g` is [S; Y]ᵀg (B, 2m) by slot."""
         b, m = g.shape[0], self.m
         order = self._orders[(self.slot - 1) % m]  # (B, m): each item's slots, oldest first
         v = self.valid.gather(1, order)
-        products = torch.bmm(self.hist.view(b, 2 * m, -1), g.unsqueeze(2)).view(b, 2, m)
+        products = history_g.view(b, 2, m)
         a = (products[:, 0].gather(1, order) * v).unsqueeze(2)  # Sᵀg, chronological, unused slots 0
         c = (products[:, 1].gather(1, order) * v).unsqueeze(2)  # Yᵀg
         rows, cols = order[:, :, None].expand(-1, -1, m), order[:, None, :].expand(-1, m, -1)
