@@ -61,7 +61,7 @@ class Settings:
     init: str = "content"
     pooling: str = "avg"  # average pooling, as in the paper; "max" as in VGG
     preserve_color: str = "none"  # "luminance": transfer on luma only; "histogram": recolour the style first
-    scales: int = 1  # coarse-to-fine levels, each twice the size of the last
+    scales: int = 1  # coarse-to-fine levels, √2 apart in size
     style_scale: float = 1.0  # style image size relative to the output's longest side
     style_blend: str = ""  # comma-separated weights, one per style image; empty: equal
     seed: int = 0

@@ -1,5 +1,7 @@
 """The L-BFGS generator on the real embedded VGG-19, at small sizes so the suite stays fast on 2 CPU cores."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -8,6 +10,8 @@ from stylize import Settings, StylizeError
 from stylize.images import rgb_to_yiq, to_tensor
 
 from conftest import gradient_photo, stripes_painting
+
+PRESETS = Path(__file__).resolve().parent.parent / "presets"
 
 
 def pixels(img: Image.Image) -> np.ndarray:
@@ -105,16 +109,22 @@ def test_each_reported_loss_belongs_to_the_image_it_comes_with(stylizer, photo, 
     assert frames[-1].losses["total"] == min(losses["total"] for _, losses in frames[-1].history)  # the best
 
 
-def test_calibration_is_per_pooling_mode(stylizer, photo, painting):
-    # Measured at 96 px, 30 steps: style/content at the end is 0.59 (avg) and 0.81 (max) with per-mode scales,
-    # 33 for max pooling measured with average pooling's scales.
-    assert stylizer.scales("max") != stylizer.scales("avg")
+def test_one_strength_gives_the_same_balance_with_either_pooling(stylizer):
+    # Style/content at the end of a run on the paper's pair (Tübingen × The Starry Night, 128 px), max over avg
+    # pooling: 0.978 after 200 steps, 1.013 after 100 (per-mode scales); 33 with average pooling's scales for
+    # both. Early in a run the two modes are at different points of their paths (1.39 after 25 steps), and the
+    # balance at convergence depends on the pair: 0.96–1.04 on two more paintings, 0.83 on Composition VII.
+    from stylize import images
+
     assert stylizer.scales("max")["relu5_1"] > stylizer.scales("avg")["relu5_1"]
+    photo = images.load_image(PRESETS / "photos" / "tubingen.jpg", 256)
+    painting = images.load_image(PRESETS / "starry_night.jpg", 256)
     balance = {}
     for pooling in ("avg", "max"):
-        final = list(stylizer.run(photo, [painting], Settings(size=64, steps=20, pooling=pooling)))[-1]
+        final = list(stylizer.run(photo, [painting], Settings(size=128, steps=100, scales=1, pooling=pooling),
+                                  report_every=10**9))[-1]
         balance[pooling] = final.losses["style"] / final.losses["content"]
-    assert 0.5 < balance["max"] / balance["avg"] < 2
+    assert balance["max"] / balance["avg"] == pytest.approx(1, abs=0.1)
 
 
 def test_a_batch_optimizes_each_item_for_its_own_objective(stylizer, photo, painting):
