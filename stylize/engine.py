@@ -29,7 +29,7 @@ from .lbfgs import HISTORY, LBFGS
 from .losses import content_loss, gram, style_layer_loss, tv_loss
 from .masks import guided_gram, guided_style_loss, layer_masks, load_masks, normalize_masks
 from .params import Settings
-from .vgg import VGGFeatures, layer_scales
+from .vgg import FEATURE_LAYERS, VGGFeatures, carried, deepest, layer_scales
 from .weights import Weights, load_weights
 
 TARGET_CACHE_SIZE = 32
@@ -126,6 +126,7 @@ class _StyleLayer:
     weights: torch.Tensor  # (T,)
     items: torch.Tensor | None = None  # (T,) the batch item of each term; None: term t is item t
     masks: torch.Tensor | None = None  # (T, 1, h, w) region weights at this layer's resolution
+    rows: torch.Tensor | None = None  # (T,) each term's item among those the network carried to this layer
 
 
 @dataclass
@@ -137,6 +138,7 @@ class _MrfTerm:
     bank: mrf.PatchBank
     weight: float
     target: mrf.MrfTarget | None = None
+    row: int = 0  # the item among those the network carried to this layer
 
 
 @dataclass
@@ -144,12 +146,14 @@ class _Objective:
     """The batch's targets and weights at one size. Item b's loss is the paper's weighted sum of its terms;
     a layer an item does not use has weight 0 for it."""
 
-    content: dict[str, tuple[torch.Tensor, torch.Tensor]]  # layer -> (targets (B, C, h, w), weights (B,))
+    content: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]  # layer -> (targets (K, C, h, w),
+    # weights (K,), the K items carried to the layer or None: all B)
     style: dict[str, _StyleLayer]
     mrf: list[_MrfTerm]
     tv: torch.Tensor  # (B,)
     tv_on: bool  # known on the host: no device read per step
     present: list[tuple[str, ...]]  # the terms each item reports
+    depths: list[str] | None  # each item's deepest layer, where they differ: the network drops items past theirs
     evaluations: int = 0  # counts evaluations, for re-matching the MRF patches every few
     rematched: bool = False  # the last evaluation re-matched patches: the MRF items' objective changed
 
@@ -271,7 +275,7 @@ class Stylizer:
         content: dict[str, tuple[list, list]] = {}
         grams: dict[str, list] = {}  # layer -> [(item, target, weight, region mask or None)]
         mrf_terms: list[_MrfTerm] = []
-        present = []
+        present, depths = [], []
         for i, (job, photo) in enumerate(zip(jobs, contents)):
             s, terms = job.settings, []
             if photo is not None:
@@ -299,12 +303,19 @@ class Stylizer:
             if s.tv_weight:
                 terms.append("tv")
             present.append((*terms, "total"))
-        return _Objective(content={k: self._stack(*v) for k, v in content.items()},
-                          style={k: self._style_layer(v, b) for k, v in grams.items()},
+            layers = {name for name, (_, weights) in content.items() if weights[i]}
+            layers |= {name for name, entries in grams.items() if any(e[0] == i for e in entries)}
+            layers |= {term.layer for term in mrf_terms if term.item == i}
+            depths.append(deepest(layers) if layers else FEATURE_LAYERS[0])
+        depths_or_none = depths if len(set(depths)) > 1 else None
+        for term in mrf_terms:
+            term.row = carried(depths_or_none, term.layer, b).index(term.item)
+        return _Objective(content={k: self._stack(*v, carried(depths_or_none, k, b)) for k, v in content.items()},
+                          style={k: self._style_layer(v, carried(depths_or_none, k, b), b) for k, v in grams.items()},
                           mrf=mrf_terms,
                           tv=torch.tensor([j.settings.tv_weight for j in jobs], device=self.device),
                           tv_on=any(j.settings.tv_weight for j in jobs),
-                          present=present)
+                          present=present, depths=depths_or_none)
 
     def _regions(self, job: Job, size: tuple[int, int]) -> dict[str, torch.Tensor] | None:
         """The job's masks at this size, normalized where they overlap, at each style layer's resolution."""
@@ -314,8 +325,8 @@ class Stylizer:
         weights, _ = normalize_masks(masks)
         return layer_masks(weights.to(self.device), job.settings.style_layer_weights(), "avg")
 
-    def _style_layer(self, entries: list[tuple], b: int) -> _StyleLayer:
-        """Stack one layer's terms; without regions anywhere, one term per item (items without style: weight 0)."""
+    def _style_layer(self, entries: list[tuple], carried_items: list[int], b: int) -> _StyleLayer:
+        """Stack one layer's terms: one per item using the layer, or per (item, region) with masks."""
         targets = torch.stack([t for _, t, _, _ in entries])
         weights = torch.tensor([w for _, _, w, _ in entries], device=self.device)
         items = [i for i, _, _, _ in entries]
@@ -325,12 +336,17 @@ class Stylizer:
         if any(m is not None for *_, m in entries):
             like = next(m for *_, m in entries if m is not None)
             masks = torch.stack([m if m is not None else torch.ones_like(like) for *_, m in entries])
-        return _StyleLayer(targets, weights, torch.tensor(items, device=self.device), masks)
+        rows = [carried_items.index(i) for i in items]
+        return _StyleLayer(targets, weights, torch.tensor(items, device=self.device), masks,
+                           torch.tensor(rows, device=self.device))
 
-    def _stack(self, targets: list[torch.Tensor | None], weights: list[float]) -> tuple[torch.Tensor, torch.Tensor]:
+    def _stack(self, targets: list[torch.Tensor | None], weights: list[float],
+               carried_items: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """One content layer's targets and weights for the items the network carries to it (weight 0: unused)."""
         like = next(t for t in targets if t is not None)
-        stacked = torch.stack([t if t is not None else torch.zeros_like(like) for t in targets])
-        return stacked, torch.tensor(weights, device=self.device)
+        stacked = torch.stack([targets[i] if targets[i] is not None else torch.zeros_like(like) for i in carried_items])
+        rows = None if len(carried_items) == len(targets) else torch.tensor(carried_items, device=self.device)
+        return stacked, torch.tensor([weights[i] for i in carried_items], device=self.device), rows
 
     @staticmethod
     def _content_input(content: torch.Tensor, plan: _Plan) -> torch.Tensor:
@@ -340,18 +356,19 @@ class Stylizer:
 
     def losses(self, x: torch.Tensor, objective: _Objective, pooling: str) -> torch.Tensor:
         """The weighted terms per item, (B, 4): content, style, tv and their sum, which L-BFGS minimizes."""
-        feats = self.net(x, objective.wanted, pooling)  # convs in bf16 or fp32; Grams, losses fp32
+        feats = self.net(x, objective.wanted, pooling, objective.depths)  # convs in bf16 or fp32; Grams, losses fp32
         zero = torch.zeros(x.shape[0], device=x.device)
         content, style = zero, zero
-        for layer, (target, weight) in objective.content.items():
-            content = content + weight * content_loss(feats[layer], target)
+        for layer, (target, weight, rows) in objective.content.items():
+            loss = weight * content_loss(feats[layer], target)
+            content = content + loss if rows is None else content.index_add(0, rows, loss)
         for layer, term in objective.style.items():
             f = feats[layer]
             n, m = f.shape[1], f[0, 0].numel()
             if term.items is None:
                 style = style + term.weights * style_layer_loss(gram(f), term.targets * m, n, m)
                 continue
-            f = f if f.shape[0] == 1 else f.index_select(0, term.items)  # one image: its regions broadcast
+            f = f if f.shape[0] == 1 else f.index_select(0, term.rows)  # one image: its regions broadcast
             if term.masks is None:
                 per_term = style_layer_loss(gram(f), term.targets * m, n, m)
             else:
@@ -360,7 +377,7 @@ class Stylizer:
         rematch = objective.evaluations % MRF_REMATCH_EVERY == 0
         objective.rematched = bool(objective.mrf) and rematch
         for term in objective.mrf:
-            f = feats[term.layer][term.item:term.item + 1]
+            f = feats[term.layer][term.row:term.row + 1]
             if rematch or term.target is None:
                 matches = mrf.nearest_patches(f.detach(), term.bank, layer=term.layer)
                 term.target = mrf.mrf_target(term.bank, matches, f.detach(), term.layer)

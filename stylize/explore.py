@@ -33,6 +33,9 @@ from .vgg import FEATURE_LAYERS
 
 KINDS = ("style", "texture", "reconstruction")
 MAX_CELLS = 30  # one batch: 30 cells at 128 px take ~30× one image's memory and time per step
+# Memory of one batch grows with cells × pixels: at most 30 cells of 256 px (≈ 2.3 GB of activations and history,
+# computed as in README: Performance), so 7 cells at 512 px, one at 1448 px.
+MAX_GRID_PIXELS = MAX_CELLS * 256 * 256
 
 # Four strengths a decade apart around the default (20). The paper's Fig. 3 spans α/β = 1e-5 … 1e-2, three decades
 # in four columns; its numbers do not carry over, because our strength is β/α against a per-element content term
@@ -119,6 +122,10 @@ class Grid:
         cells = len(rows) * len(columns)
         if cells > MAX_CELLS:
             found.append(f"a {len(rows)} × {len(columns)} grid has {cells} cells; at most {MAX_CELLS}")
+        elif cells * self.settings.size ** 2 > MAX_GRID_PIXELS:
+            fit = MAX_GRID_PIXELS // self.settings.size ** 2
+            found.append(f"{cells} cells of {self.settings.size} px are too large for one batch: at most {fit} at that "
+                         f"size, or a smaller size")
         if self.kind == "reconstruction":
             unknown = [r for r in rows if r not in FEATURE_LAYERS]
             if unknown:
@@ -476,9 +483,9 @@ def bench_grid(stylizer: Stylizer, content: Image.Image, style: Image.Image, siz
     """Seconds for a style grid (default 5 × 4) as one batch (`run_grid`) and cell after cell (`Stylizer.run`).
 
     Targets and calibration are computed by a one-step warm-up first, so both timings see the same cache.
-    A batch runs every cell as deep as its deepest cell needs (rows a–d alone stop at the content layer relu4_2,
-    in a grid with row e they go on to relu5_1, ~30 % more network at 128 px): on 2 CPU cores the default grid
-    measured 60.2 s batched against 49.7 s cell after cell (100 steps, bf16, AMD EPYC, quiet machine).
+    The network carries each cell only as deep as its own layers go (rows a–d stop at the content layer relu4_2,
+    row e goes on to relu5_1): the default grid measured 49.0 s batched against 48.9 s cell after cell (100 steps,
+    bf16, AMD EPYC, 2 cores, quiet machine); before that, every cell ran to relu5_1 and the batch took 60.2 s.
     Returns batched_s, sequential_s, speedup (sequential / batched), cells, shape, size (the output's), steps;
     `save_to` also writes the batched run's labelled grid there.
     """

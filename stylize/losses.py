@@ -67,7 +67,7 @@ def _product(x: torch.Tensor) -> torch.Tensor:
 
 
 class _Gram(torch.autograd.Function):
-    """F Fᵀ computed as XᵀX on the (H·W, N) view of channels-last maps: no copy, batched matmuls each way.
+    """XᵀX for (B, M, N) rows of features: batched matmuls each way.
 
     Forward: the exact product in fp32, even for bf16 features (see `_product`). Backward:
     dL/dX = X (g + gᵀ), one matmul in the features' dtype (the gradient flows on into bf16 convolutions
@@ -75,24 +75,30 @@ class _Gram(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, features: torch.Tensor) -> torch.Tensor:
-        b, n, h, w = features.shape
-        x = features.permute(0, 2, 3, 1).reshape(b, h * w, n)  # a view when channels-last
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
         ctx.save_for_backward(x)
-        ctx.shape = features.shape
         return _product(x)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
         (x,) = ctx.saved_tensors
-        b, n, h, w = ctx.shape
-        sym = (grad + grad.transpose(1, 2)).to(x.dtype)
-        return torch.bmm(x, sym).view(b, h, w, n).permute(0, 3, 1, 2)
+        return torch.bmm(x, (grad + grad.transpose(1, 2)).to(x.dtype))
+
+
+def positions(features: torch.Tensor) -> torch.Tensor:
+    """(B, N, H, W) maps as (B, H·W, N) rows, one per position: a view of channels-last maps, no copy."""
+    b, n, h, w = features.shape
+    return features.permute(0, 2, 3, 1).reshape(b, h * w, n)
+
+
+def gram_rows(x: torch.Tensor) -> torch.Tensor:
+    """G = XᵀX for (B, M, N) rows (see `positions`): shape (B, N, N), in fp32 (or fp64 for fp64 input)."""
+    return _Gram.apply(x)
 
 
 def gram(features: torch.Tensor) -> torch.Tensor:
     """G = F Fᵀ for (B, N, H, W) feature maps: shape (B, N, N), in fp32 (or fp64 for fp64 input)."""
-    return _Gram.apply(features)
+    return gram_rows(positions(features))
 
 
 def content_loss(features: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -19,7 +19,7 @@ from PIL import Image, ImageOps
 from . import images
 from .errors import StylizeError
 from .images import ImageSource
-from .losses import gram
+from .losses import gram_rows, positions
 from .vgg import FEATURE_LAYERS
 
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # BT.601, as images.rgb_to_yiq; sums to 1
@@ -188,7 +188,8 @@ def _weighted_gram(features: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Te
         raise ValueError(f"mask {tuple(mask.shape)} does not match features {tuple(features.shape)}: "
                          "expected (B, 1, H, W) at the layer's resolution (see layer_masks)")
     root = mask.clamp_min(0).sqrt().to(features.dtype)  # √m on both sides of the product: weight m
-    g = gram(features * root)  # √1 = 1 exactly, so an all-ones mask gives gram(features) bit for bit
+    # Weighted row by row, in the positions' layout: (B, M, N) straight into the matmul, no re-layout copy.
+    g = gram_rows(positions(features) * positions(root))  # √1 = 1 exactly: an all-ones mask gives gram(features)
     area = mask.to(g.dtype).sum((1, 2, 3)).view(-1, 1, 1)
     return g, area
 

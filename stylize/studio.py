@@ -844,9 +844,9 @@ class Studio:
             preset_id = ""
         try:
             grid = Grid(kind, tuple(rows) or self.explore_rows(kind), tuple(columns) or None, settings)
-        except StylizeError as exc:  # e.g. a size × style scale the cells refuse: the default grid instead
+        except StylizeError as exc:  # e.g. too many pixels for one batch: the default grid instead
             notices.append(f"{exc}; using the default grid")
-            grid = Grid(kind, self.explore_rows(kind), None, settings)
+            grid = Grid(kind, self.explore_rows(kind), None, self.explore_defaults().replace(seed=settings.seed))
         return ExploreLink(grid, columns_text(grid), preset_id, notices)
 
     @staticmethod

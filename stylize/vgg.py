@@ -7,6 +7,7 @@ weights and is shared by every run; pooling (average, as in the paper, or max) i
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -89,8 +90,14 @@ class VGGFeatures(torch.nn.Module):
         x = torch.addcmul(self.input_offset.to(x.dtype), x, self.input_gain.to(x.dtype))
         return x.to(self.dtype).contiguous(memory_format=torch.channels_last)
 
-    def forward(self, rgb01: torch.Tensor, wanted: set[str], pooling: str = "avg") -> dict[str, torch.Tensor]:
-        """Feature maps (N, C, H, W) for every layer in `wanted`; layers past the deepest are never computed."""
+    def forward(self, rgb01: torch.Tensor, wanted: set[str], pooling: str = "avg",
+                depths: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
+        """Feature maps (N, C, H, W) for every layer in `wanted`; layers past the deepest are never computed.
+
+        `depths` (one layer per batch item) lets each item leave the batch after its own deepest layer: the
+        map of a layer then holds only the items `carried(depths, layer)` names, in order. A batch whose items
+        need different depths (Explore's rows) does not run every item as deep as the deepest one.
+        """
         unknown = wanted - set(FEATURE_LAYERS)
         if unknown:
             raise KeyError(f"unknown layers {sorted(unknown)}")
@@ -101,6 +108,7 @@ class VGGFeatures(torch.nn.Module):
         x = self.prepare(rgb01)
         out: dict[str, torch.Tensor] = {}
         block = 1
+        alive = list(range(x.shape[0]))
         for name in self.layers:
             b = int(name[4])
             if b != block:
@@ -114,7 +122,19 @@ class VGGFeatures(torch.nn.Module):
                 out[relu] = x
             if relu == last or name == last:
                 break
+            if depths is not None:
+                kept = [k for k, item in enumerate(alive) if FEATURE_LAYERS.index(depths[item]) > FEATURE_LAYERS.index(relu)]
+                if len(kept) < len(alive):
+                    x = x.index_select(0, torch.tensor(kept, device=x.device)).contiguous(memory_format=torch.channels_last)
+                    alive = [alive[k] for k in kept]
         return out
+
+
+def carried(depths: Sequence[str] | None, layer: str, batch: int) -> list[int]:
+    """The batch items whose features `VGGFeatures.forward(..., depths=depths)` returns at `layer`."""
+    if depths is None:
+        return list(range(batch))
+    return [i for i, d in enumerate(depths) if FEATURE_LAYERS.index(d) >= FEATURE_LAYERS.index(layer)]
 
 
 def calibration_image(size: int = 128, seed: int = 1234) -> torch.Tensor:

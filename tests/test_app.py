@@ -418,6 +418,11 @@ def test_an_explore_link_opens_the_explore_tab_validated_and_clamped(app_module)
     for notice in ("unknown experiment 'collage'", "unknown style layer set 'zz'", "column 'x' is not a number",
                    "using 10000", "unknown preset '../../etc/passwd'", "ignored 'colour'", "above this machine"):
         assert notice in status, (notice, status)
+    out = app_module.prefill_explore(gr.Request(query_params={  # 30 cells of 512 px: more than one batch may hold
+        "tab": "explore", "rows": "a;b;c;d;e", "columns": "1;2;3;4;5;6", "size": "512", "seed": "5"}))
+    kind, rows, columns, _, _, _, size, steps, seed, status, opened = out
+    assert "too large for one batch" in status and "using the default grid" in status
+    assert (size, seed) == (app_module.EX.size, 5) and len(rows["value"]) * len(columns["value"].split(",")) <= 30
     out = app_module.prefill_explore(gr.Request(query_params={"preset": "the_scream"}))  # not a grid link:
     assert out[-1] is False and out[1]["value"] == ["a", "c", "e"] and out[2]["value"] == "2, 20, 200, 2000"
 

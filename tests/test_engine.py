@@ -4,6 +4,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from stylize import Settings, StylizeError
@@ -144,6 +145,41 @@ def test_a_batch_optimizes_each_item_for_its_own_objective(stylizer, photo, pain
         alone = list(stylizer.run(job.content, job.styles, job.settings.replace(steps=1)))[-1]
         assert history[0][1]["total"] == pytest.approx(alone.losses["total"], rel=1e-3, abs=1e-6)
     assert len({img.tobytes() for img in final.images}) == 3
+
+
+def test_a_batch_of_mixed_depths_scores_each_item_as_if_alone(stylizer, photo, painting):
+    # The network drops each item after its own deepest layer (relu1_1, relu2_1, relu4_1, relu5_1 here): masked
+    # Gram, patch (MRF) and plain terms must still find their item's features among those carried.
+    from stylize.engine import Job
+
+    left = Image.new("L", photo.size, 0)
+    left.paste(255, (0, 0, photo.width // 2, photo.height))
+    right = Image.eval(left, lambda v: 255 - v)
+    other = stripes_painting(seed=5)
+    jobs = [Job(photo, [], Settings(size=64, steps=3, content_layer="relu1_1", init="noise")),
+            Job(photo, [painting, other], Settings(size=64, steps=3, style_layers="a", content_layer="relu2_1"),
+                masks=[left, right]),
+            Job(photo, [painting], Settings(size=64, steps=3)),
+            Job(photo, [painting], Settings(size=64, steps=3, style_model="mrf", content_layer="relu3_1"))]
+    final = list(stylizer.run_batch(jobs, report_every=100))[-1]
+    for job, history in zip(jobs, final.histories):
+        alone = list(stylizer.run_batch([job], report_every=100))[-1]
+        for k in range(3):  # the same evaluations, step by step
+            assert history[k][1]["total"] == pytest.approx(alone.histories[0][k][1]["total"], rel=1e-3, abs=1e-6)
+
+
+def test_the_network_carries_an_item_only_as_deep_as_it_needs(stylizer):
+    from stylize.vgg import carried
+
+    x = torch.rand(3, 3, 32, 48)
+    depths = ["relu1_1", "relu5_1", "relu3_1"]
+    wanted = {"relu1_1", "relu3_1", "relu5_1"}
+    full = stylizer.net(x, wanted)
+    parts = stylizer.net(x, wanted, depths=depths)
+    assert [parts[layer].shape[0] for layer in ("relu1_1", "relu3_1", "relu5_1")] == [3, 2, 1]
+    for layer in wanted:
+        items = carried(depths, layer, 3)
+        assert torch.allclose(parts[layer].float(), full[layer][items].float(), rtol=1e-2, atol=1e-2)
 
 
 def test_a_batch_must_share_the_shape_of_the_work(stylizer, photo, painting):

@@ -101,6 +101,7 @@ def test_defaults_and_labels():
     ({"rows": ()}, "a grid needs at least one row"),
     ({"kind": "collage"}, "the kind of grid must be one of style, texture, reconstruction"),
     ({"settings": Settings(style_model="mrf")}, "choose style_model 'gram'"),
+    ({"settings": Settings(size=512)}, "20 cells of 512 px are too large for one batch: at most 7 at that size"),
 ])
 def test_bad_grids_are_refused_with_a_clear_message(kwargs, message):
     with pytest.raises(StylizeError, match=message):
