@@ -33,7 +33,7 @@ PAIRS = [
     ("grace_hopper", "the_scream"),
     ("nyc_storm_skyline", "composition_vii"),
     ("macaque", "woman_with_hat"),
-    ("sagarmatha", "impression_sunrise"),
+    ("sagarmatha", "the_kiss"),
 ]
 
 
