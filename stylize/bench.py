@@ -165,11 +165,12 @@ def timed_run(stylizer: Stylizer, jobs: list[Job], judge: Stylizer, seconds: flo
             "worst_jump": worst_jump([h["total"] for _, h in history_rows])}
 
 
-def worst_jump(losses: list[float]) -> float:
-    """The largest ratio of a loss to the best one before it: how far one step landed above the best so far."""
+def worst_jump(losses: list[float], after: int = 0) -> float:
+    """The largest ratio of a loss to the best one before it (counting steps from `after` on): how far one step
+    landed above the best so far."""
     best, worst = math.inf, 1.0
-    for loss in losses:
-        if best < math.inf:
+    for k, loss in enumerate(losses):
+        if best < math.inf and k >= after:
             worst = max(worst, loss / best)
         best = min(best, loss)
     return worst
@@ -300,8 +301,10 @@ def markdown(report: dict) -> str:
         rows = report["guard"]
         lines += ["", f"Every preset at {rows[0]['size']} px × {rows[0]['steps']} steps (tuned settings): worst step "
                       f"(its loss over the best before it) {max(r['worst_jump'] for r in rows):.3f}×, guard resets "
-                      f"{sum(r['resets'] for r in rows)} in all.", "", "| preset | worst step | resets |", "|---|---|---|"]
-        lines += [f"| {r['preset']} | {r['worst_jump']:.3f}× | {r['resets']} |" for r in rows]
+                      f"{sum(r['resets'] for r in rows)} in all.", "",
+                  "| preset | worst step | worst after step 50 | resets | best loss |", "|---|---|---|---|---|"]
+        lines += [f"| {r['preset']} | {r['worst_jump']:.3f}× | {r['late_jump']:.3f}× | {r['resets']} | {r['final']:.4g} |"
+                  for r in rows]
     if "default_run" in report:
         e = report["default_run"]
         lines += ["", f"Default run ({e['size']}, {e['steps']} steps, {e['scales']} level(s), "
@@ -352,6 +355,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS), help="sections to run")
     parser.add_argument("--sizes", type=int, nargs="+", default=None, help="sizes for floor vs step (default 256 512)")
     parser.add_argument("--repeats", type=int, default=None, help="repeats per median (default 7)")
+    parser.add_argument("--guard-size", type=int, default=None,
+                        help="size of the every-preset guard study (default 512 on a GPU, 256 on a CPU)")
     parser.add_argument("--device", default=None)
     parser.add_argument("--out", default="bench-results", help="folder for bench.json, bench.md and bench.png")
     args = parser.parse_args(argv)
@@ -477,12 +482,13 @@ def main(argv: list[str] | None = None) -> int:
                 log(f"{model} {row['size']}: {row['step_s'] * 1000:.0f} ms")
     if "guard" in only:
         # Every preset at its tuned settings, as one batch per shared shape of work: the worst step seen (loss over
-        # the best before it) and the guard's resets. 512 px × 300 steps on a GPU; on 2 CPU cores 256 px × 300.
+        # the best before it) and the guard's resets. 512 px × 300 steps on a GPU; on 2 CPU cores 256 px × 300
+        # (512 px there: `--guard-size 512`, ~25 min).
         from .presets import PresetImages, load_manifest
 
         presets = load_manifest()
         paths = PresetImages(presets)
-        size = 64 if quick else (512 if device.type == "cuda" else 256)
+        size = args.guard_size or (64 if quick else (512 if device.type == "cuda" else 256))
         steps = 10 if quick else 300
         groups: dict[tuple, list[tuple[str, Job]]] = {}
         for pid, preset in presets.items():
@@ -494,9 +500,12 @@ def main(argv: list[str] | None = None) -> int:
                 batch = group[start:start + 4]
                 final = list(engine.run_batch([job for _, job in batch], report_every=10**9))[-1]
                 for (pid, _), history, resets in zip(batch, final.histories, final.resets):
+                    losses = [h["total"] for _, h in history]
                     report["guard"].append({"preset": pid, "size": size, "steps": steps, "resets": resets,
-                                            "worst_jump": worst_jump([h["total"] for _, h in history])})
-        log("guard:", [(r["preset"], round(r["worst_jump"], 3), r["resets"]) for r in report["guard"]])
+                                            "worst_jump": worst_jump(losses), "late_jump": worst_jump(losses, 50),
+                                            "final": min(losses)})
+        log("guard:", [(r["preset"], round(r["worst_jump"], 3), round(r["late_jump"], 3), r["resets"])
+                       for r in report["guard"]])
     if "default" in only:
         settings = defaults.replace(size=64, steps=5) if quick else defaults
         report["default_run"] = default_run(engine, content, style, settings)
