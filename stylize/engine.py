@@ -139,6 +139,7 @@ class _MrfTerm:
     weight: float
     target: mrf.MrfTarget | None = None
     row: int = 0  # the item among those the network carried to this layer
+    index: torch.Tensor | None = None  # [item] on the device, made once (not a host-to-device copy per step)
 
 
 @dataclass
@@ -310,6 +311,7 @@ class Stylizer:
         depths_or_none = depths if len(set(depths)) > 1 else None
         for term in mrf_terms:
             term.row = carried(depths_or_none, term.layer, b).index(term.item)
+            term.index = torch.tensor([term.item], device=self.device)
         return _Objective(content={k: self._stack(*v, carried(depths_or_none, k, b)) for k, v in content.items()},
                           style={k: self._style_layer(v, carried(depths_or_none, k, b), b) for k, v in grams.items()},
                           mrf=mrf_terms,
@@ -381,7 +383,7 @@ class Stylizer:
             if rematch or term.target is None:
                 matches = mrf.nearest_patches(f.detach(), term.bank, layer=term.layer)
                 term.target = mrf.mrf_target(term.bank, matches, f.detach(), term.layer)
-            style = style.index_add(0, torch.tensor([term.item], device=x.device),
+            style = style.index_add(0, term.index,
                                     (term.weight * mrf.target_loss(f, term.target)).view(1).float())
         objective.evaluations += 1
         tv = objective.tv * tv_loss(x) if objective.tv_on else zero

@@ -74,6 +74,7 @@ class VGGFeatures(torch.nn.Module):
             self.register_buffer(f"{name}_weight", weight.to(dtype).contiguous(memory_format=torch.channels_last))
             self.register_buffer(f"{name}_bias", bias.to(dtype).contiguous())
         self.deepest_available = f"relu{self.layers[-1][4:]}"
+        self._indices: dict[tuple, torch.Tensor] = {}  # see _index
 
     def _apply(self, fn, recurse=True):  # .double()/.to(dtype) keep `dtype` in step with the buffers
         module = super()._apply(fn, recurse)
@@ -125,9 +126,19 @@ class VGGFeatures(torch.nn.Module):
             if depths is not None:
                 kept = [k for k, item in enumerate(alive) if FEATURE_LAYERS.index(depths[item]) > FEATURE_LAYERS.index(relu)]
                 if len(kept) < len(alive):
-                    x = x.index_select(0, torch.tensor(kept, device=x.device)).contiguous(memory_format=torch.channels_last)
+                    x = x.index_select(0, self._index(kept, x.device)).contiguous(memory_format=torch.channels_last)
                     alive = [alive[k] for k in kept]
         return out
+
+    def _index(self, positions: list[int], device: torch.device) -> torch.Tensor:
+        """`positions` as an index tensor on `device`, made once: a tensor built from a list every step would
+        be a blocking host-to-device copy on a GPU."""
+        key = (tuple(positions), device)
+        if key not in self._indices:
+            if len(self._indices) > 256:
+                self._indices.clear()
+            self._indices[key] = torch.tensor(positions, device=device)
+        return self._indices[key]
 
 
 def carried(depths: Sequence[str] | None, layer: str, batch: int) -> list[int]:
