@@ -290,6 +290,9 @@ def markdown(report: dict) -> str:
                   "|---|---|---|---|"]
         for r in report["models"]:
             lines.append(f"| {r['model']} | {r['size']} | {r['step_s'] * 1000:.0f} ms | {r['vs_gram']:.2f}× |")
+    if any("peak_cuda_mb" in r for r in report.get("iterations", [])):
+        lines += ["", "Peak GPU memory of a run (measured):", "", "| precision | size | peak |", "|---|---|---|"]
+        lines += [f"| {r['precision']} | {r['size']} | {r['peak_cuda_mb']:.0f} MB |" for r in report["iterations"]]
     if "memory_table" in report:
         lines += ["", "Memory per image, computed from the activation sizes (not measured: no GPU here): VGG "
                   "activations to relu5_1 in bf16 plus the fp32 L-BFGS history "
@@ -309,6 +312,9 @@ def markdown(report: dict) -> str:
         e = report["default_run"]
         lines += ["", f"Default run ({e['size']}, {e['steps']} steps, {e['scales']} level(s), "
                       f"{report['default_precision']}): first image {e['first_image_s']:.1f} s, total {e['total_s']:.1f} s."]
+    if "run_512x500" in report:
+        e = report["run_512x500"]
+        lines += [f"512 px × 500 steps, single scale: first image {e['first_image_s']:.1f} s, total {e['total_s']:.1f} s."]
     if "cold_start" in report:
         c = report["cold_start"]
         lines += ["", f"Cold start: embedded {c['embedded_s']:.2f} s, local file {c['file_s']:.2f} s, Hub cache "
@@ -361,9 +367,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="bench-results", help="folder for bench.json, bench.md and bench.png")
     args = parser.parse_args(argv)
     quick, only = args.quick, set(args.only)
-    sizes = args.sizes or ([64, 96] if quick else [256, 512])
     repeats = args.repeats or (3 if quick else 7)
     device = torch.device(args.device) if args.device else default_device()
+    gpu = device.type == "cuda" and not quick
+    sizes = args.sizes or ([64, 96] if quick else [256, 512] + ([1024] if gpu else []))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -385,7 +392,11 @@ def main(argv: list[str] | None = None) -> int:
         report["iterations"] = []
         for size in sizes:
             for precision, stylizer in stylizers.items():
+                if device.type == "cuda":
+                    torch.cuda.reset_peak_memory_stats()
                 row = {"precision": precision, **floor_and_step(stylizer, content, style, Settings(size=size), repeats)}
+                if device.type == "cuda":  # measured peak of a run at this size (the CPU table is computed)
+                    row["peak_cuda_mb"] = torch.cuda.max_memory_allocated() / 2**20
                 report["iterations"].append(row)
                 log(f"{precision} {row['size']}: floor {row['floor_s'] * 1000:.0f} ms, step {row['step_s'] * 1000:.0f} ms, "
                     f"ratio {row['ratio']:.2f}")
@@ -422,7 +433,9 @@ def main(argv: list[str] | None = None) -> int:
         report["schedule"] = []
         plans = [(96, [("single", 1, 20), ("3 levels", 3, 20)])] if quick else [
             (256, [("single", 1, 200), ("2 levels", 2, 200)]),
-            (512, [("single", 1, 300), ("3 levels", 3, 90), ("3 levels", 3, 150), ("3 levels", 3, 300)])]
+            (512, [("single", 1, 300), ("3 levels", 3, 90), ("3 levels", 3, 150), ("3 levels", 3, 300)])] + ([
+            (1024, [("single", 1, 500), ("3 levels", 3, 150), ("3 levels", 3, 250), ("3 levels", 3, 500)])]
+            if gpu else [])  # 1024 px on 2 CPU cores: ~1.5 s a step, too slow for one run of the bench
         step_cost: dict[tuple[int, int], float] = {}
         for size, runs in plans:
             target = None
@@ -510,6 +523,9 @@ def main(argv: list[str] | None = None) -> int:
         settings = defaults.replace(size=64, steps=5) if quick else defaults
         report["default_run"] = default_run(engine, content, style, settings)
         log("default run:", {k: round(v, 3) if isinstance(v, float) else v for k, v in report["default_run"].items()})
+        if gpu:  # the figure the README quotes for a GPU: 512 px × 500 steps, single scale
+            report["run_512x500"] = default_run(engine, content, style, defaults.replace(size=512, steps=500, scales=1))
+            log("512 px × 500 steps:", report["run_512x500"])
     if "cold" in only:
         report["cold_start"] = cold_start()
     report["memory"] = peak_memory_mb(device)
