@@ -33,19 +33,20 @@ def _bf16_products():
 
 
 _scratch = threading.local()  # per thread: fp32 buffers by shape, reused step after step
+SCRATCH_BYTES = 256 * 2**20  # what the buffers may keep per thread between runs (one 512 px run needs ~95 MB)
 
 
 def _widened(x: torch.Tensor) -> torch.Tensor:
     """x in fp32, written into a buffer kept per shape: a fresh 50 MB tensor every step (relu1_1 at 512 px)
-    costs ~10 ms of page faults, 9× the copy itself. Only the latest few shapes are kept."""
+    costs ~10 ms of page faults, 9× the copy itself. The most recent shapes are kept, up to SCRATCH_BYTES."""
     buffers: dict = _scratch.__dict__.setdefault("buffers", {})
     key = (tuple(x.shape), x.device)
     buf = buffers.pop(key, None)
     if buf is None:
         buf = torch.empty(x.shape, dtype=torch.float32, device=x.device)
     buffers[key] = buf  # most recent last
-    while len(buffers) > 8:
-        buffers.pop(next(iter(buffers)))
+    while sum(b.numel() * 4 for b in buffers.values()) > SCRATCH_BYTES:
+        buffers.pop(next(iter(buffers)))  # oldest first (the new one too, if it alone is larger)
     return buf.copy_(x)
 
 
