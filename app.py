@@ -25,12 +25,11 @@ from gradio import processing_utils  # noqa: E402
 
 from stylize import Settings, StylizeError  # noqa: E402
 from stylize.params import CHOICES, RANGES  # noqa: E402
-from stylize.studio import (WEIGHT_CHOICES, Studio, closing_in_background, gpu_seconds,  # noqa: E402
-                            settings_from_values, share_url, space_base_url)
+from stylize.studio import (RUNNING, STYLE_MODEL_NAMES, WEIGHT_CHOICES, Studio, cell_caption,  # noqa: E402
+                            closing_in_background, gpu_seconds, row_choices, settings_from_values, share_url,
+                            space_base_url)
 from stylize.explore import DEFAULT_STRENGTHS, MAX_CELLS, Grid  # noqa: E402
-from stylize.studio import cell_caption, row_choices  # noqa: E402
 from stylize.regions import KEEP, MAX_REGIONS, UPLOAD  # noqa: E402
-from stylize.studio import RUNNING, STYLE_MODEL_NAMES  # noqa: E402
 from stylize.vgg import FEATURE_LAYERS  # noqa: E402
 
 log = logging.getLogger("stylize.app")

@@ -77,11 +77,17 @@ class Update:
     final: bool = False
 
 
-def status_line(frame: Frame, stopped: bool = False) -> str:
-    terms = " · ".join(f"{k} {v:.3g}" for k, v in frame.losses.items() if k != "total")
+def _progress(frame: Frame, stopped: bool) -> tuple[str, str]:
+    """The start of a status line ("Step 3/150", "Done 150/150", "Stopped at step 7/150") and its ETA part."""
     eta = "" if math.isnan(frame.eta) or frame.done or stopped else f" · ETA {frame.eta:.0f} s"
     head = "Stopped at step" if stopped else "Done" if frame.done else "Step"
-    return (f"{head} {frame.step}/{frame.total_steps} · loss {frame.losses['total']:.4g} ({terms}) · "
+    return f"{head} {frame.step}/{frame.total_steps}", eta
+
+
+def status_line(frame: Frame, stopped: bool = False) -> str:
+    terms = " · ".join(f"{k} {v:.3g}" for k, v in frame.losses.items() if k != "total")
+    head, eta = _progress(frame, stopped)
+    return (f"{head} · loss {frame.losses['total']:.4g} ({terms}) · "
             f"{frame.size[0]}×{frame.size[1]} · {frame.elapsed:.1f} s{eta}")
 
 
@@ -262,9 +268,8 @@ class CompareCell:
 
 def batch_status(frame: Frame, count: int, stopped: bool = False) -> str:
     """A compare batch's status: step, how many images, their size, time and ETA (losses are per image)."""
-    eta = "" if math.isnan(frame.eta) or frame.done or stopped else f" · ETA {frame.eta:.0f} s"
-    head = "Stopped at step" if stopped else "Done" if frame.done else "Step"
-    return (f"{head} {frame.step}/{frame.total_steps} · {count} images of {frame.size[0]}×{frame.size[1]} in one "
+    head, eta = _progress(frame, stopped)
+    return (f"{head} · {count} images of {frame.size[0]}×{frame.size[1]} in one "
             f"batch · {frame.elapsed:.1f} s{eta}")
 
 
@@ -587,9 +592,6 @@ class Studio:
             raise StylizeError(f"compare at most {self.limits.max_compare} presets at a time (got {len(ids)})")
         return ids
 
-    def compare_settings(self, preset_ids: Sequence[str], base: Settings) -> list[Settings]:
-        return [self.presets[preset_id].apply(base) for preset_id in preset_ids]
-
     def compare_cells(self, preset_ids: Sequence[str], base: Settings, both_models: bool = False) -> list[CompareCell]:
         """The results a comparison makes, in the order shown: each preset with its tuned settings over `base`,
         and with `both_models` once with each style model (Gram, then patches). A caption names the model when
@@ -606,7 +608,10 @@ class Studio:
     def compare_seconds(self, preset_ids: Sequence[str], base: Settings, both_models: bool = False) -> int:
         """The GPU time for a comparison: one start-up, plus every result's own run (a batch does the same work
         per step as its items one after another, and on a GPU does it faster)."""
-        cells = self.compare_cells(preset_ids, base, both_models)
+        return self._cells_seconds(self.compare_cells(preset_ids, base, both_models))
+
+    @staticmethod
+    def _cells_seconds(cells: Sequence[CompareCell]) -> int:
         return GPU_START_S + sum(gpu_seconds(cell.settings) - GPU_START_S for cell in cells)
 
     def check_compare(self, cells: Sequence[CompareCell]) -> None:
@@ -615,7 +620,7 @@ class Studio:
         for cell in cells:
             self.check(cell.settings)
         if self.zero_gpu:
-            need = GPU_START_S + sum(gpu_seconds(cell.settings) - GPU_START_S for cell in cells)
+            need = self._cells_seconds(cells)
             if need > MAX_GPU_SECONDS:
                 raise StylizeError(f"this comparison would need about {need} s of GPU time, more than the "
                                    f"{MAX_GPU_SECONDS} s a ZeroGPU task may take: use fewer presets, fewer steps "
@@ -967,10 +972,9 @@ def cell_caption(grid: Grid, index: int, losses: Mapping[str, float] | None = No
 
 
 def grid_status(grid: Grid, frame: Frame, stopped: bool = False) -> str:
-    eta = "" if math.isnan(frame.eta) or frame.done or stopped else f" · ETA {frame.eta:.0f} s"
-    head = "Stopped at step" if stopped else "Done" if frame.done else "Step"
+    head, eta = _progress(frame, stopped)
     rows, columns = grid.shape
-    return (f"{head} {frame.step}/{frame.total_steps} · {rows} × {columns} grid: {grid.cells} "
+    return (f"{head} · {rows} × {columns} grid: {grid.cells} "
             f"cell{'s' if grid.cells > 1 else ''} of {frame.size[0]}×{frame.size[1]} in one batch · "
             f"{frame.elapsed:.1f} s{eta}")
 
