@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from . import images, mrf
+from .allocator import keep_freed_memory
 from .errors import StylizeError
 from .lbfgs import HISTORY, LBFGS
 from .losses import content_loss, gram, style_layer_loss, tv_loss
@@ -31,6 +32,8 @@ from .masks import guided_gram, guided_style_loss, layer_masks, load_masks, norm
 from .params import Settings
 from .vgg import FEATURE_LAYERS, VGGFeatures, carried, deepest, layer_scales
 from .weights import Weights, load_weights
+
+keep_freed_memory()  # before any worker thread allocates: see allocator.py
 
 TARGET_CACHE_SIZE = 32
 MAX_RECOVERIES = 3  # non-finite losses survived (each undone by going back to the best image) before giving up
