@@ -350,6 +350,7 @@ class Stylizer:
         """One content layer's targets and weights for the items the network carries to it (weight 0: unused)."""
         like = next(t for t in targets if t is not None)
         stacked = torch.stack([targets[i] if targets[i] is not None else torch.zeros_like(like) for i in carried_items])
+        stacked = stacked.contiguous(memory_format=torch.channels_last)  # as the features: F − P reads both in order
         rows = None if len(carried_items) == len(targets) else torch.tensor(carried_items, device=self.device)
         return stacked, torch.tensor([weights[i] for i in carried_items], device=self.device), rows
 

@@ -103,8 +103,12 @@ def gram(features: torch.Tensor) -> torch.Tensor:
 
 
 def content_loss(features: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """½ Σ (F − P)² per batch item, eq. 1 of the paper: shape (B,)."""
-    return 0.5 * (_at_least_fp32(features) - target).pow(2).flatten(1).sum(1)
+    """½ Σ (F − P)² per batch item, eq. 1 of the paper: shape (B,).
+
+    Summed over dimensions, not flattened: flattening channels-last maps would copy them, and so would the
+    gradient on its way back."""
+    diff = _at_least_fp32(features) - target
+    return 0.5 * diff.pow(2).sum(tuple(range(1, diff.dim())))
 
 
 def style_layer_loss(gram_matrix: torch.Tensor, target_gram: torch.Tensor, n: int, m: int) -> torch.Tensor:
