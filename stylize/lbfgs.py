@@ -7,9 +7,9 @@ batches. Here the direction comes from the compact representation of Byrd, Noced
     H g = γ g + S p₁ + γ Y p₂,   p₂ = −R⁻¹ Sᵀg,   p₁ = R⁻ᵀ((D + γ YᵀY) R⁻¹ Sᵀg − γ Yᵀg)
 
 with R the upper triangle of SᵀY (chronological order) and D its diagonal. The history sits in one
-preallocated (B, 2, m, n) buffer on the image's device; per step it is read twice, by two batched matrix
-products: [S; Y]ᵀ[g, s, y] (which also keeps the small m×m matrices SᵀY and YᵀY up to date) and the
-combination above. Everything else is m×m work. Nothing is read back to the host inside a step.
+preallocated (B, m + 1, 2, n) buffer of (s_i, y_i) pairs on the image's device; per step it is read twice, by
+two batched matrix products: [s, y, g]ᵀ[S; Y] (which also keeps the small m×m matrices SᵀY and YᵀY up to date)
+and the combination above. Everything else is m×m work. Nothing is read back to the host inside a step.
 
 Iterates equal `torch.optim.LBFGS(lr=1, max_iter=1, line_search_fn=None)` on an unconstrained problem (tested in
 float64): the first step is −g scaled by min(1, 1/‖g‖₁), later steps are −H g with unit length, and a pair is
@@ -48,14 +48,17 @@ class LBFGS:
         self.x, self.m, self.max_rise = x, m, max_rise
         self.lower, self.upper = lower, upper
         kw = dict(dtype=x.dtype, device=x.device)
-        self.hist = torch.zeros(b, 2, m, n, **kw)  # [S; Y], in ring-buffer slot order
+        # (s_i, y_i) by ring slot, and one spare slot (m) where a step's pair goes when it is not kept: the
+        # store is then one unconditional write, not a read, a select and a write of the slot.
+        self.hist = torch.zeros(b, m + 1, 2, n, **kw)
         self.sy = torch.zeros(b, m, m, **kw)  # s_i·y_j by slot
         self.yy = torch.zeros(b, m, m, **kw)  # y_i·y_j by slot
         self.valid = torch.zeros(b, m, **kw)  # 1 where a slot holds a kept pair
         self.gamma = torch.ones(b, **kw)  # H₀ = γI, γ = sᵀy / yᵀy of the newest kept pair
         self.fresh = torch.ones(b, dtype=torch.bool, device=x.device)  # no step taken since start or reset
         self.prev_x = torch.zeros(b, n, **kw)
-        self.prev_g = torch.zeros(b, n, **kw)
+        self.vectors = torch.zeros(b, 3, n, **kw)  # this step's s, y and g: the rows of one product with [S; Y]
+        self._zero = torch.zeros((), **kw)
         self.best = x.detach().clone()
         self.best_loss = torch.full((b,), torch.inf, **kw)
         self.resets = torch.zeros(b, dtype=torch.long, device=x.device)
@@ -68,33 +71,42 @@ class LBFGS:
 
     @torch.no_grad()
     def step(self, loss: torch.Tensor, grad: torch.Tensor) -> None:
-        """Take one step from `self.x`, given its per-item losses (B,) and gradient (like x)."""
+        """Take one step from `self.x`, given its per-item losses (B,) and gradient (like x).
+
+        Vector work goes into preallocated buffers, and no pass over the image's size is made twice: with the
+        spare slot and the chunked product, the optimizer's own step at 512 px went from 17.8 to 8.3 ms (Intel
+        Xeon with AMX, m = 20), two thirds of it the two reads of the history."""
         x = self.x.detach()
         b = x.shape[0]
-        flat_x, g = x.reshape(b, -1), grad.detach().reshape(b, -1).to(x.dtype)
-        finite = torch.isfinite(loss) & torch.isfinite(g).all(1)
+        flat_x, raw = x.reshape(b, -1), grad.detach().reshape(b, -1).to(x.dtype)
+        finite = torch.isfinite(loss) & torch.isfinite(raw.sum(1))  # a NaN or ±inf anywhere makes the sum so
         rise = finite & (loss - self.best_loss > (self.max_rise - 1) * self.best_loss.abs())
         self.improved = finite & (loss < self.best_loss)
         self.best_loss = torch.where(self.improved, loss.to(self.best_loss.dtype), self.best_loss)
-        self.best.copy_(torch.where(_expand(self.improved, x), x, self.best))
-        g = torch.where(finite[:, None], g, 0)  # keep NaN out of the shared products
+        torch.where(_expand(self.improved, x), x, self.best, out=self.best)
+        s, y, g = self.vectors.unbind(1)
+        if self.steps:  # g still holds the last gradient; a non-finite item's pair is never kept
+            torch.sub(flat_x, self.prev_x, out=s)
+            torch.sub(raw, g, out=y)
+        torch.where(finite[:, None], raw, self._zero, out=g)  # keep NaN out of the shared products
 
         if self.steps:  # a pair from a step that rose is still a true secant pair: kept
-            history_g = self._remember(flat_x - self.prev_x, g - self.prev_g, ~self.fresh & finite, g)
+            history_g = self._remember(~self.fresh & finite)
         else:
-            history_g = torch.bmm(self.hist.view(b, 2 * self.m, -1), g.unsqueeze(2)).squeeze(2)
-        direction, scale = self._direction(g, history_g)
+            history_g = _times_history(g.unsqueeze(1), self.hist[:, :self.m]).squeeze(1)
+        new, scale = self._direction(g, history_g)  # H g, in a fresh tensor
         self.prev_x.copy_(flat_x)
-        self.prev_g.copy_(g)
+        torch.addcmul(flat_x, new, -scale[:, None], out=new)  # x − scale · H g
 
+        # After a rise, back halfway to the best image (inside the bounds: both are); after NaN, to the best image.
+        back = rise | ~finite
         best = self.best.reshape(b, -1)
-        moved = flat_x + scale[:, None] * direction
-        halfway = best + 0.5 * (flat_x - best)  # backtrack towards the best image (inside the bounds: both are)
-        new = torch.where(rise[:, None], halfway, torch.where(finite[:, None], moved, best)).view_as(x)
+        fallback = torch.where(finite[:, None], torch.lerp(best, flat_x, 0.5), best)  # exact: x may hold NaN
+        new = torch.where(back[:, None], fallback, new, out=new).view_as(x)
         if self.lower is not None or self.upper is not None:
-            new = new.clamp(self.lower, self.upper)
+            new.clamp_(self.lower, self.upper)
         x.copy_(new)
-        self.resets += (rise | ~finite).long()
+        self.resets += back.long()
         self._reset(~finite)
         self.fresh &= ~finite
         self.steps += 1
@@ -103,39 +115,39 @@ class LBFGS:
         """The objective of `items` changed (e.g. new patch matches): the next evaluation starts a new best."""
         self.best_loss[items] = torch.inf
 
-    def _remember(self, s: torch.Tensor, y: torch.Tensor, usable: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-        """Store (s, y) in each item's next ring slot where it is usable and sᵀy > ε (else change nothing).
+    def _remember(self, usable: torch.Tensor) -> torch.Tensor:
+        """Store this step's (s, y) in each item's next ring slot where it is usable and sᵀy > ε (else change
+        nothing).
 
-        Returns [S; Y]ᵀg (B, 2m) of the updated history: computed in the same pass over it as the new pair's
+        Returns [S; Y]ᵀg (B, m, 2) of the updated history: computed in the same pass over it as the new pair's
         products, so a step reads the history twice, not three times."""
-        b, m = s.shape[0], self.m
+        b, m = self.vectors.shape[0], self.m
+        s, y, _ = self.vectors.unbind(1)
         items, slot = torch.arange(b, device=s.device), self.slot
-        ys = (s * y).sum(1)
+        ys = _dot(s, y)
         keep = usable & (ys > CURVATURE_EPS)
-        new = torch.stack([s, y], dim=1)  # (B, 2, n)
-        self.hist[items, :, slot] = torch.where(keep[:, None, None], new, self.hist[items, :, slot])
-        # One pass over the whole history: [S; Y]ᵀ [s, y, g] gives every new entry of SᵀY and YᵀY, and Sᵀg, Yᵀg.
-        products = torch.bmm(self.hist.view(b, 2 * m, -1), torch.stack([s, y, g], dim=1).transpose(1, 2))  # (B, 2m, 3)
+        self.hist[items, torch.where(keep, slot, m)] = self.vectors[:, :2]
+        # One pass over the whole history: [s, y, g]ᵀ[S; Y] gives every new entry of SᵀY and YᵀY, and Sᵀg, Yᵀg.
+        products = _times_history(self.vectors, self.hist[:, :m])  # (B, 3, m, 2): by slot, (s_i, y_i)
         k = keep[:, None]
-        self.sy[items, :, slot] = torch.where(k, products[:, :m, 1], self.sy[items, :, slot])  # s_i · y
-        self.sy[items, slot, :] = torch.where(k, products[:, m:, 0], self.sy[items, slot, :])  # s · y_j
-        self.yy[items, :, slot] = torch.where(k, products[:, m:, 1], self.yy[items, :, slot])
+        self.sy[items, :, slot] = torch.where(k, products[:, 1, :, 0], self.sy[items, :, slot])  # s_i · y
+        self.sy[items, slot, :] = torch.where(k, products[:, 0, :, 1], self.sy[items, slot, :])  # s · y_j
+        self.yy[items, :, slot] = torch.where(k, products[:, 1, :, 1], self.yy[items, :, slot])
         self.yy[items, slot, :] = self.yy[items, :, slot]
         self.valid[items, slot] = torch.where(keep, 1.0, self.valid[items, slot])
-        self.gamma = torch.where(keep, ys / (y * y).sum(1).clamp_min(torch.finfo(ys.dtype).tiny), self.gamma)
+        self.gamma = torch.where(keep, ys / _dot(y, y).clamp_min(torch.finfo(ys.dtype).tiny), self.gamma)
         self.slot = (slot + keep.long()) % m
-        return products[:, :, 2]
+        return products[:, 2]
 
     def _direction(self, g: torch.Tensor, history_g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """−H g per item, and the step length: min(1, 1/‖g‖₁) for an item's first step, else 1.
+        """H g per item (the step is its opposite), and the step length: min(1, 1/‖g‖₁) for an item's first step, else 1.
 
-        `history_g` is [S; Y]ᵀg (B, 2m) by slot."""
+        `history_g` is [S; Y]ᵀg (B, m, 2): by slot, (s_i·g, y_i·g)."""
         b, m = g.shape[0], self.m
         order = self._orders[(self.slot - 1) % m]  # (B, m): each item's slots, oldest first
         v = self.valid.gather(1, order)
-        products = history_g.view(b, 2, m)
-        a = (products[:, 0].gather(1, order) * v).unsqueeze(2)  # Sᵀg, chronological, unused slots 0
-        c = (products[:, 1].gather(1, order) * v).unsqueeze(2)  # Yᵀg
+        a = (history_g[..., 0].gather(1, order) * v).unsqueeze(2)  # Sᵀg, chronological, unused slots 0
+        c = (history_g[..., 1].gather(1, order) * v).unsqueeze(2)  # Yᵀg
         rows, cols = order[:, :, None].expand(-1, -1, m), order[:, None, :].expand(-1, m, -1)
         mask2 = v[:, :, None] * v[:, None, :]
         sy = self.sy.gather(1, rows).gather(2, cols) * mask2
@@ -146,19 +158,47 @@ class LBFGS:
         u = torch.linalg.solve_triangular(r, a, upper=True)
         p1 = torch.linalg.solve_triangular(r.transpose(1, 2), diag.unsqueeze(2) * u + gamma * (yy @ u) - gamma * c,
                                            upper=False)
-        coef = torch.zeros(b, 2, m, dtype=g.dtype, device=g.device)
-        coef[:, 0].scatter_(1, order, p1.squeeze(2))
-        coef[:, 1].scatter_(1, order, (-gamma * u).squeeze(2))
-        hvec = self.gamma[:, None] * g + torch.bmm(coef.view(b, 1, 2 * m), self.hist.view(b, 2 * m, -1)).squeeze(1)
-        first = torch.clamp(1.0 / g.abs().sum(1).clamp_min(torch.finfo(g.dtype).tiny), max=1.0)
+        coef = torch.zeros(b, m, 2, dtype=g.dtype, device=g.device)  # by slot, like the history
+        coef[..., 0].scatter_(1, order, p1.squeeze(2))
+        coef[..., 1].scatter_(1, order, (-gamma * u).squeeze(2))
+        pairs = self.hist[:, :m].reshape(b, 2 * m, -1)
+        hvec = torch.bmm(coef.view(b, 1, 2 * m), pairs).squeeze(1).addcmul_(g, self.gamma[:, None])
+        first = torch.clamp(1.0 / torch.linalg.vector_norm(g, 1, dim=1).clamp_min(torch.finfo(g.dtype).tiny), max=1.0)
         scale = torch.where(self.fresh, first, torch.ones_like(first))
-        return -hvec, scale
+        return hvec, scale
 
     def _reset(self, items: torch.Tensor) -> None:
         """Forget the history of `items` (a bool mask): they start again from their best image."""
         self.valid *= (~items).to(self.valid.dtype)[:, None]
         self.gamma = torch.where(items, torch.ones_like(self.gamma), self.gamma)
         self.fresh |= items
+
+
+def _times_history(vectors: torch.Tensor, hist: torch.Tensor, chunks: int = 16) -> torch.Tensor:
+    """(B, k, n) vectors times every stored vector of (B, m, 2, n) pairs: (B, k, m, 2).
+
+    A product this flat (k = 3 rows against 2m = 40, over n = 590k pixels at 512 px) runs at half the memory's
+    speed as one matmul (4.1 ms, Intel Xeon); split into `chunks` slices of the pixels, done as one batched
+    matmul and summed, it streams the history at 2.1 ms, near a bare read of it (1.8 ms). Per item: on a GPU a
+    handful of launches, no synchronisation."""
+    b, k, n = vectors.shape
+    m = hist.shape[1]
+    rows = hist.reshape(b, 2 * m, n)
+    length = n // chunks
+    cut = length * chunks
+    out = []
+    for i in range(b):
+        whole = torch.bmm(vectors[i, :, :cut].view(k, chunks, length).transpose(0, 1),
+                          rows[i, :, :cut].view(2 * m, chunks, length).permute(1, 2, 0)).sum(0)
+        if cut < n:
+            whole = whole + vectors[i, :, cut:] @ rows[i, :, cut:].T
+        out.append(whole)
+    return torch.stack(out).view(b, k, m, 2)
+
+
+def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Row-wise a · b for (B, n) rows, with no (B, n) temporary."""
+    return torch.bmm(a.unsqueeze(1), b.unsqueeze(2)).view(-1)
 
 
 def _expand(mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from stylize.lbfgs import LBFGS
+from stylize.lbfgs import LBFGS, _times_history
 
 
 def problem(n: int = 40, seed: int = 0):
@@ -75,7 +75,7 @@ def test_the_projection_keeps_bounds_and_stores_the_step_actually_taken():
         assert 0 <= x.min() and x.max() <= 1
         if len(evaluated) > 1 and int(opt.valid.sum()) > kept_before:  # a pair was stored at this step
             newest = int((opt.slot[0] - 1) % opt.m)
-            assert torch.allclose(opt.hist[0, 0, newest], (evaluated[-1] - evaluated[-2])[0], atol=1e-15)
+            assert torch.allclose(opt.hist[0, newest, 0], (evaluated[-1] - evaluated[-2])[0], atol=1e-15)
     grid = torch.linspace(0, 1, 100001, dtype=torch.float64)[:, None]  # the box optimum, coordinate by coordinate
     optimum = ((grid - target) ** 2 + grid**4).argmin(0).double() / 100000
     assert torch.allclose(x.detach()[0], optimum, atol=1e-4)
@@ -131,3 +131,13 @@ def test_a_step_never_reads_a_value_back_to_the_host(monkeypatch):
             for name in ("item", "tolist", "__bool__", "__float__", "__int__", "numpy"):
                 m.setattr(torch.Tensor, name, forbidden)
             opt.step(losses.detach(), grad)
+
+
+@pytest.mark.parametrize("n", [7, 16 * 500, 16 * 500 + 13])  # fewer pixels than slices; a whole number of them; a tail
+def test_the_sliced_history_product_equals_the_plain_one(n):
+    gen = torch.Generator().manual_seed(n)
+    hist = torch.randn(2, 5, 2, n, dtype=torch.float64, generator=gen)  # 2 items, 5 (s, y) pairs
+    vectors = torch.randn(2, 3, n, dtype=torch.float64, generator=gen)
+    expected = torch.einsum("bkn,bmjn->bkmj", vectors, hist)
+    assert torch.allclose(_times_history(vectors, hist), expected, rtol=1e-12, atol=1e-12)
+    assert torch.allclose(_times_history(vectors, hist[:, :4]), expected[:, :, :4], rtol=1e-12, atol=1e-12)  # a view
