@@ -39,6 +39,10 @@ TARGET_CACHE_SIZE = 32
 MAX_RECOVERIES = 3  # non-finite losses survived (each undone by going back to the best image) before giving up
 TERMS = ("content", "style", "tv")
 SCALE_RATIO = math.sqrt(2)  # coarse-to-fine levels are a factor √2 apart
+# The longest L-BFGS step, as the RMS change of a pixel (0–1). Healthy steps measured ≤ 0.026 (the first steps
+# from the photo, 512 px); the steps that blew a run up after a level change, 0.12–0.65, slamming pixels into
+# their bounds (Intel Xeon, bf16, Tübingen × The Starry Night; README, Performance).
+MAX_STEP = 0.05
 MRF_REMATCH_EVERY = 5  # steps between nearest-patch searches (the MRF model's cost; see README, Performance)
 MRF_MAX_PATCHES = 4096  # style patches per layer and level: bounds the search's time and memory
 # The patch loss pulls far harder per unit than the Gram loss: at the Gram model's default strength (20) the photo
@@ -197,6 +201,7 @@ class Stylizer:
         dtype = torch.bfloat16 if self.precision == "bf16" else torch.float32
         self.net = VGGFeatures(self.weights.convs, self.weights.preprocess, dtype).to(self.device).eval()
         self.history = HISTORY  # L-BFGS pairs kept (README, Performance: the history study)
+        self.max_step: float | None = MAX_STEP  # L-BFGS trust region (see MAX_STEP)
         self._scales: dict[str, dict[str, float]] = {}
         self._targets: OrderedDict[tuple, dict[str, torch.Tensor]] = OrderedDict()
         self._lock = threading.Lock()  # runs may share this engine from several threads
@@ -492,7 +497,7 @@ class Stylizer:
             lower, upper = self._bounds(contents, plan)
             x = self._initial(x, size, jobs, contents, plan).clamp(lower, upper).requires_grad_(True)
             optimizer = None  # the last level's history goes before this level's is allocated
-            optimizer = LBFGS(x, history=self.history, lower=lower, upper=upper)
+            optimizer = LBFGS(x, history=self.history, lower=lower, upper=upper, max_step=self.max_step)
             best_terms = torch.zeros(b, len(TERMS) + 1, device=self.device)
             for _ in range(steps):
                 with torch.enable_grad():

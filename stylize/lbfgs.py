@@ -22,6 +22,10 @@ kept only when sᵀy > 1e-10. Differences, for the image problem:
   history kept — the pair that rose is still a true secant pair. A non-finite loss or gradient sends that item
   back to its best image with a fresh history. Both are counted in `resets`. The best image and its loss are
   kept per item (`best`, `best_loss`): that, not merely the last iterate, is the result.
+- **A trust region** (`max_step`, off by default): a step whose RMS change per element exceeds it is
+  shortened along its direction. Unit-length L-BFGS steps can be wildly long where the curvature pairs are
+  poor (after a coarse-to-fine level change they slammed pixels into their bounds step after step, each
+  undone by the guard); the stored pair is still the step taken, a true secant pair.
 - **Batches**: each item has its own history, γ and guard; items are independent (the objective's gradient
   with respect to item b depends only on item b), so one VGG pass serves all of them.
 """
@@ -43,9 +47,11 @@ class LBFGS:
     """Minimizes B independent objectives over `x` (B, ...) in place, within bounds [lower, upper]."""
 
     def __init__(self, x: torch.Tensor, history: int = HISTORY, lower: torch.Tensor | float | None = 0.0,
-                 upper: torch.Tensor | float | None = 1.0, max_rise: float = MAX_RISE) -> None:
+                 upper: torch.Tensor | float | None = 1.0, max_rise: float = MAX_RISE,
+                 max_step: float | None = None) -> None:
+        """`max_step`: the largest root-mean-square change of one step, per element (None: no limit)."""
         b, n, m = x.shape[0], x[0].numel(), history
-        self.x, self.m, self.max_rise = x, m, max_rise
+        self.x, self.m, self.max_rise, self.max_step = x, m, max_rise, max_step
         self.lower, self.upper = lower, upper
         kw = dict(dtype=x.dtype, device=x.device)
         # (s_i, y_i) by ring slot, and one spare slot (m) where a step's pair goes when it is not kept: the
@@ -95,6 +101,9 @@ class LBFGS:
         else:
             history_g = _times_history(g.unsqueeze(1), self.hist[:, :self.m]).squeeze(1)
         new, scale = self._direction(g, history_g)  # H g, in a fresh tensor
+        if self.max_step is not None:  # a trust region: shorten a step longer than max_step (RMS per element)
+            rms = scale * torch.linalg.vector_norm(new, dim=1) / new.shape[1] ** 0.5
+            scale = scale * torch.clamp(self.max_step / rms.clamp_min(torch.finfo(rms.dtype).tiny), max=1.0)
         self.prev_x.copy_(flat_x)
         torch.addcmul(flat_x, new, -scale[:, None], out=new)  # x − scale · H g
 

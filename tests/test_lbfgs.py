@@ -141,3 +141,23 @@ def test_the_sliced_history_product_equals_the_plain_one(n):
     expected = torch.einsum("bkn,bmjn->bkmj", vectors, hist)
     assert torch.allclose(_times_history(vectors, hist), expected, rtol=1e-12, atol=1e-12)
     assert torch.allclose(_times_history(vectors, hist[:, :4]), expected[:, :, :4], rtol=1e-12, atol=1e-12)  # a view
+
+
+def test_a_step_longer_than_max_step_is_shortened_along_its_direction():
+    target = torch.full((2, 50), 100.0, dtype=torch.float64)  # far away: the quasi-Newton step jumps ~100 per element
+    target[1] = 0.01  # near: item 1's steps stay short, untouched
+    x = torch.zeros(2, 50, dtype=torch.float64, requires_grad=True)
+    free = x.detach().clone().requires_grad_(True)
+    capped, uncapped = LBFGS(x, lower=None, upper=None, max_step=0.05), LBFGS(free, lower=None, upper=None)
+    for _ in range(4):
+        for opt, xs in ((capped, x), (uncapped, free)):
+            loss = 0.5 * ((xs - target) ** 2).sum(1)
+            (grad,) = torch.autograd.grad(loss.sum(), xs)
+            before = xs.detach().clone()
+            opt.step(loss.detach(), grad)
+            if opt is capped:
+                moved = xs.detach() - before
+                assert moved[0].pow(2).mean().sqrt() <= 0.05 + 1e-12  # RMS per element
+                assert torch.allclose(moved[0] / moved[0].norm(), -grad[0] / grad[0].norm())  # the same direction
+    assert torch.allclose(x.detach()[1], free.detach()[1])  # short steps are left alone
+    assert x.detach()[0].mean() > 0.1  # and long ones still make progress
