@@ -7,6 +7,7 @@ weights and is shared by every run; pooling (average, as in the paper, or max) i
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -39,6 +40,28 @@ def conv_of(layer: str) -> str:
 def deepest(layers: set[str] | list[str] | tuple[str, ...]) -> str:
     """The deepest of some feature layers, in network order."""
     return max(layers, key=FEATURE_LAYERS.index)
+
+
+class _AvgPool2x2(torch.autograd.Function):
+    """2×2 average pooling whose backward is a nearest-neighbour upsampling of grad / 4.
+
+    The same numbers as `F.avg_pool2d`'s backward (bit for bit: a quarter is exact), 6–9× faster on channels-last
+    bf16 maps (9.9 → 1.1 ms at 64 × 384 × 512, Intel Xeon): ~14 ms of a 512 px step, floor and engine alike."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        return F.avg_pool2d(x, 2)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        return F.interpolate(grad * 0.25, scale_factor=2, mode="nearest")
+
+
+def avg_pool(x: torch.Tensor) -> torch.Tensor:
+    """2×2 average pooling, as `F.avg_pool2d(x, 2)` (odd sizes, whose last row or column it drops, go there)."""
+    if x.shape[-2] % 2 or x.shape[-1] % 2:
+        return F.avg_pool2d(x, 2)
+    return _AvgPool2x2.apply(x)
 
 
 @dataclass(frozen=True)
@@ -105,7 +128,7 @@ class VGGFeatures(torch.nn.Module):
         last = deepest(wanted)
         if FEATURE_LAYERS.index(last) > FEATURE_LAYERS.index(self.deepest_available):
             raise KeyError(f"layer {last} is deeper than the loaded weights (up to {self.deepest_available})")
-        pool = F.avg_pool2d if pooling == "avg" else F.max_pool2d
+        pool = avg_pool if pooling == "avg" else functools.partial(F.max_pool2d, kernel_size=2)
         x = self.prepare(rgb01)
         out: dict[str, torch.Tensor] = {}
         block = 1
@@ -113,7 +136,7 @@ class VGGFeatures(torch.nn.Module):
         for name in self.layers:
             b = int(name[4])
             if b != block:
-                x, block = pool(x, 2), b
+                x, block = pool(x), b
             x = F.conv2d(x, getattr(self, f"{name}_weight"), getattr(self, f"{name}_bias"), padding=1)
             if name in wanted:
                 out[name] = x

@@ -1,9 +1,11 @@
 """The paper's loss terms against hand-computed values, and gradients through the real network layout."""
 
+import pytest
 import torch
+import torch.nn.functional as F
 
 from stylize.losses import content_loss, gram, style_layer_loss, tv_loss
-from stylize.vgg import CONV_LAYERS, VGGFeatures, conv_shapes, deepest
+from stylize.vgg import CONV_LAYERS, VGGFeatures, avg_pool, conv_shapes, deepest
 from stylize.weights import IMAGENET
 
 
@@ -120,3 +122,18 @@ def test_gram_of_bf16_features_is_exact_in_fp32_and_leaves_matmul_precision_as_i
     x = torch.rand(1, 300, 70, generator=gen) + 1 / 3
     assert torch.allclose(torch.bmm(x.transpose(1, 2), x).double(), torch.bmm(x.double().transpose(1, 2), x.double()),
                           rtol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("shape", [(2, 8, 12, 10), (1, 8, 7, 9)])  # even sizes (our backward), odd (torch's)
+def test_average_pooling_passes_back_exactly_what_torchs_does(dtype, shape):
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(shape, generator=gen).to(dtype).contiguous(memory_format=torch.channels_last)
+    upstream = torch.randn(shape[0], shape[1], shape[2] // 2, shape[3] // 2, generator=gen).to(dtype)
+    ours, theirs = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    out = avg_pool(ours)
+    assert torch.equal(out, F.avg_pool2d(theirs, 2))
+    (out * upstream).sum().backward()
+    (F.avg_pool2d(theirs, 2) * upstream).sum().backward()
+    assert torch.equal(ours.grad, theirs.grad)
+    assert ours.grad.is_contiguous(memory_format=torch.channels_last)  # the convolution's layout, no reorder
