@@ -8,13 +8,15 @@ Gradio's worker threads happened not to fault (their arenas keep memory), but on
 mmap and no trimming make both the same.
 
 The cost is that resident memory stays at its peak after a run (the way PyTorch's CUDA allocator keeps GPU
-memory): ~1.5 GB after a 512 px run.
+memory): ~1.5 GB after a 512 px run. A program that embeds stylize and would rather not have its malloc tuned
+sets STYLIZE_KEEP_FREED_MEMORY=0.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
 import sys
 
 # mallopt(3) parameters (glibc's malloc.h).
@@ -29,7 +31,7 @@ def keep_freed_memory() -> bool:
 
     Must run before other threads allocate (an arena, once a thread has one, is kept): `stylize.engine`
     calls it on import."""
-    if not sys.platform.startswith("linux"):
+    if not sys.platform.startswith("linux") or os.environ.get("STYLIZE_KEEP_FREED_MEMORY") == "0":
         return False
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")

@@ -44,3 +44,8 @@ def test_repeated_large_tensors_stop_faulting_pages(in_a_worker_thread):
         measure()
     # Without the settings each repetition faults ~18,000 pages (≈ 75 MB) back in; with them, none.
     assert min(counts) < 500, counts
+
+
+def test_it_can_be_left_alone(monkeypatch):
+    monkeypatch.setenv("STYLIZE_KEEP_FREED_MEMORY", "0")
+    assert not keep_freed_memory()
