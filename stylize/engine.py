@@ -39,9 +39,10 @@ TARGET_CACHE_SIZE = 32
 MAX_RECOVERIES = 3  # non-finite losses survived (each undone by going back to the best image) before giving up
 TERMS = ("content", "style", "tv")
 SCALE_RATIO = math.sqrt(2)  # coarse-to-fine levels are a factor √2 apart
-# The longest L-BFGS step, as the RMS change of a pixel (0–1). Healthy steps measured ≤ 0.026 (the first steps
-# from the photo, 512 px); the steps that blew a run up after a level change, 0.12–0.65, slamming pixels into
-# their bounds (Intel Xeon, bf16, Tübingen × The Starry Night; README, Performance).
+# The longest L-BFGS step, as the RMS change of a pixel (0–1). Healthy steps measured ≤ 0.026 from the photo and
+# ≤ 0.082 in the first steps from noise (shortened, those cost 0.4 % of loss after 100 steps); the steps that blew
+# a run up after a level change, 0.12–0.65, slamming pixels into their bounds (Intel Xeon, bf16, 512 px, Tübingen ×
+# The Starry Night; README, Performance).
 MAX_STEP = 0.05
 MRF_REMATCH_EVERY = 5  # steps between nearest-patch searches (the MRF model's cost; see README, Performance)
 MRF_MAX_PATCHES = 4096  # style patches per layer and level: bounds the search's time and memory
