@@ -97,8 +97,8 @@ class LBFGS:
 
         if self.steps:  # a pair from a step that rose is still a true secant pair: kept
             history_g = self._remember(~self.fresh & finite)
-        else:
-            history_g = _times_history(g.unsqueeze(1), self.hist[:, :self.m]).squeeze(1)
+        else:  # no pair stored yet: nothing to read
+            history_g = torch.zeros(b, self.m, 2, dtype=x.dtype, device=x.device)
         new, scale = self._direction(g, history_g)  # H g, in a fresh tensor
         if self.max_step is not None:  # a trust region: shorten a step longer than max_step (RMS per element)
             rms = scale * torch.linalg.vector_norm(new, dim=1) / new.shape[1] ** 0.5

@@ -56,7 +56,7 @@ def _product(x: torch.Tensor) -> torch.Tensor:
     bf16 features are exact bf16 numbers, but a bf16 matmul *returns* bf16: 0.13–0.33 % max error against
     fp64 on real features, and splitting the positions into chunks summed in fp32 does not bring sparse
     features (a photo's) reliably under 0.05 %. So the features are widened to fp32 (exact) and, on a CPU,
-    multiplied by oneDNN in bf16 with fp32 accumulation and an fp32 result: the exact product (≤ 0.0002 %)
+    multiplied by oneDNN in bf16 with fp32 accumulation and an fp32 result: the exact product (≤ 0.0004 %)
     at ~2.3× the speed of an fp32 matmul. `python -m stylize.bench --only gram` measures it per layer.
     """
     if x.dtype != torch.bfloat16 or x.device.type != "cpu":
