@@ -30,7 +30,7 @@ from .lbfgs import HISTORY, LBFGS
 from .losses import content_loss, gram, style_layer_loss, tv_loss
 from .masks import guided_gram, guided_style_loss, layer_masks, load_masks, normalize_masks
 from .params import Settings
-from .vgg import FEATURE_LAYERS, VGGFeatures, carried, deepest, layer_scales
+from .vgg import FEATURE_LAYERS, VGGFeatures, carried, deepest, gram_of, layer_scales
 from .weights import Weights, load_weights
 
 keep_freed_memory()  # before any worker thread allocates: see allocator.py
@@ -172,7 +172,13 @@ class _Objective:
 
     @property
     def wanted(self) -> set[str]:
+        """The layers whose maps the losses read (a Gram layer's only for its size, or for masked terms)."""
         return set(self.content) | set(self.style) | {term.layer for term in self.mrf}
+
+    @property
+    def grams(self) -> set[str]:
+        """The style layers whose Gram matrices the network computes on its way (all but masked ones)."""
+        return {layer for layer, term in self.style.items() if term.masks is None}
 
 
 @dataclass
@@ -368,7 +374,8 @@ class Stylizer:
 
     def losses(self, x: torch.Tensor, objective: _Objective, pooling: str) -> torch.Tensor:
         """The weighted terms per item, (B, 4): content, style, tv and their sum, which L-BFGS minimizes."""
-        feats = self.net(x, objective.wanted, pooling, objective.depths)  # convs in bf16 or fp32; Grams, losses fp32
+        # Convolutions in bf16 or fp32; Grams and losses in fp32.
+        feats = self.net(x, objective.wanted, pooling, objective.depths, grams=objective.grams)
         zero = torch.zeros(x.shape[0], device=x.device)
         content, style = zero, zero
         for layer, (target, weight, rows) in objective.content.items():
@@ -377,13 +384,15 @@ class Stylizer:
         for layer, term in objective.style.items():
             f = feats[layer]
             n, m = f.shape[1], f[0, 0].numel()
-            if term.items is None:
-                style = style + term.weights * style_layer_loss(gram(f), term.targets * m, n, m)
-                continue
-            f = f if f.shape[0] == 1 else f.index_select(0, term.rows)  # one image: its regions broadcast
             if term.masks is None:
-                per_term = style_layer_loss(gram(f), term.targets * m, n, m)
+                g = feats[gram_of(layer)]
+                if term.items is None:
+                    style = style + term.weights * style_layer_loss(g, term.targets * m, n, m)
+                    continue
+                g = g if g.shape[0] == 1 else g.index_select(0, term.rows)
+                per_term = style_layer_loss(g, term.targets * m, n, m)
             else:
+                f = f if f.shape[0] == 1 else f.index_select(0, term.rows)  # one image: its regions broadcast
                 per_term = guided_style_loss(f, term.masks, term.targets, n)
             style = style.index_add(0, term.items, term.weights * per_term)
         rematch = objective.evaluations % MRF_REMATCH_EVERY == 0
@@ -401,13 +410,13 @@ class Stylizer:
 
     @torch.no_grad()
     def evaluate(self, image: Image.Image, content: Image.Image | None, styles: Sequence[Image.Image],
-                 settings: Settings) -> dict[str, float]:
+                 settings: Settings, masks: Sequence[images.ImageSource] | None = None) -> dict[str, float]:
         """The objective's terms for a finished (8-bit) image, as a user receives it: how results are judged.
 
         With luminance-only transfer the delivered image is the optimized luma plus the photo's chroma, so its
-        luma is what is scored.
+        luma is what is scored. `masks` as for `run`.
         """
-        job = Job(content, list(styles), settings.replace(size=max(image.size)))
+        job = Job(content, list(styles), settings.replace(size=max(image.size)), masks)
         plan = self._plan([job])
         photo = images.to_tensor(images.resize(content, image.size), self.device) if content is not None else None
         x = images.to_tensor(image, self.device)

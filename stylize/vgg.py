@@ -8,11 +8,13 @@ weights and is shared by every run; pooling (average, as in the paper, or max) i
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+
+from .losses import gram_tap
 
 # Convolutions per block of VGG-19 ("configuration E") and their output channels.
 BLOCKS: tuple[tuple[int, int], ...] = ((2, 64), (2, 128), (4, 256), (4, 512), (4, 512))
@@ -30,6 +32,11 @@ def conv_shapes() -> dict[str, tuple[int, int]]:
             shapes[f"conv{b}_{c}"] = (out_ch, in_ch)
             in_ch = out_ch
     return shapes
+
+
+def gram_of(layer: str) -> str:
+    """The key under which `VGGFeatures.forward(..., grams=)` returns a layer's Gram matrix."""
+    return f"{layer}.gram"
 
 
 def conv_of(layer: str) -> str:
@@ -115,35 +122,44 @@ class VGGFeatures(torch.nn.Module):
         return x.to(self.dtype).contiguous(memory_format=torch.channels_last)
 
     def forward(self, rgb01: torch.Tensor, wanted: set[str], pooling: str = "avg",
-                depths: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
+                depths: Sequence[str] | None = None, grams: Collection[str] = ()) -> dict[str, torch.Tensor]:
         """Feature maps (N, C, H, W) for every layer in `wanted`; layers past the deepest are never computed.
+
+        `grams`: layers whose Gram matrix (N, C, C), as `losses.gram` gives it, is returned too, under
+        `gram_of(layer)`; the network computes it on its way, so that its gradient joins the network's in one
+        matmul (`losses.gram_tap`).
 
         `depths` (one layer per batch item) lets each item leave the batch after its own deepest layer: the
         map of a layer then holds only the items `carried(depths, layer)` names, in order. A batch whose items
         need different depths (Explore's rows) does not run every item as deep as the deepest one.
         """
-        unknown = wanted - set(FEATURE_LAYERS)
+        grams = set(grams)
+        unknown = (wanted | grams) - set(FEATURE_LAYERS)
         if unknown:
             raise KeyError(f"unknown layers {sorted(unknown)}")
-        last = deepest(wanted)
+        last = deepest(wanted | grams)
         if FEATURE_LAYERS.index(last) > FEATURE_LAYERS.index(self.deepest_available):
             raise KeyError(f"layer {last} is deeper than the loaded weights (up to {self.deepest_available})")
         pool = avg_pool if pooling == "avg" else functools.partial(F.max_pool2d, kernel_size=2)
         x = self.prepare(rgb01)
         out: dict[str, torch.Tensor] = {}
+
+        def emit(layer: str, maps: torch.Tensor) -> torch.Tensor:
+            if layer in grams:
+                maps, out[gram_of(layer)] = gram_tap(maps)
+            if layer in wanted:
+                out[layer] = maps
+            return maps
+
         block = 1
         alive = list(range(x.shape[0]))
         for name in self.layers:
             b = int(name[4])
             if b != block:
                 x, block = pool(x), b
-            x = F.conv2d(x, getattr(self, f"{name}_weight"), getattr(self, f"{name}_bias"), padding=1)
-            if name in wanted:
-                out[name] = x
+            x = emit(name, F.conv2d(x, getattr(self, f"{name}_weight"), getattr(self, f"{name}_bias"), padding=1))
             relu = name.replace("conv", "relu")
-            x = F.relu(x)
-            if relu in wanted:
-                out[relu] = x
+            x = emit(relu, F.relu(x))
             if relu == last or name == last:
                 break
             if depths is not None:

@@ -313,9 +313,20 @@ def halves(width: int = 96, height: int = 64) -> tuple[Image.Image, Image.Image]
 
 def test_an_all_white_mask_gives_the_same_result_as_no_mask(stylizer, photo, painting):
     settings = Settings(size=64, steps=6, seed=1)
+    white = [Image.new("L", photo.size, 255)]
     plain = list(stylizer.run(photo, [painting], settings))[-1]
-    masked = list(stylizer.run(photo, [painting], settings, masks=[Image.new("L", photo.size, 255)]))[-1]
-    assert masked.image.tobytes() == plain.image.tobytes() and masked.losses == plain.losses
+    masked = list(stylizer.run(photo, [painting], settings, masks=white))[-1]
+    # The same objective: one image scores the same bit for bit with and without the mask.
+    assert stylizer.evaluate(plain.image, photo, [painting], settings, masks=white) == \
+        stylizer.evaluate(plain.image, photo, [painting], settings)
+    # The same picture to rounding: unmasked Grams' gradients join the network's in one fused matmul, masked
+    # ones are added after (bf16: a few levels after 6 steps; the trajectories drift apart later, as any two
+    # roundings of L-BFGS do).
+    difference = np.abs(pixels(masked.image).astype(int) - pixels(plain.image).astype(int))
+    assert difference.max() <= 8 and difference.mean() < 1
+    total = plain.losses["total"]
+    assert masked.losses == pytest.approx(plain.losses, abs=0.01 * total) and masked.losses["total"] == \
+        pytest.approx(total, rel=0.005)  # measured: 0.1 % (a small content term moves 1 % of itself)
 
 
 def test_each_half_takes_the_style_of_its_own_painting(stylizer, photo):

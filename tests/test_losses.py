@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from stylize.losses import content_loss, gram, style_layer_loss, tv_loss
-from stylize.vgg import CONV_LAYERS, VGGFeatures, avg_pool, conv_shapes, deepest
+from stylize.vgg import CONV_LAYERS, VGGFeatures, avg_pool, conv_shapes, deepest, gram_of
 from stylize.weights import IMAGENET
 
 
@@ -80,6 +80,33 @@ def test_gradients_of_the_full_objective_match_finite_differences():
     x = torch.rand(1, 3, 6, 6, dtype=torch.float64, generator=gen, requires_grad=True)
     for pooling in ("avg", "max"):
         assert torch.autograd.gradcheck(lambda t: objective(t, pooling), (x,), eps=1e-6, atol=1e-5)
+
+
+def test_grams_the_network_computes_on_its_way_equal_gram_of_its_maps_with_the_same_gradient():
+    net = tiny_network("conv3_1").double()
+    gen = torch.Generator().manual_seed(2)
+    x = torch.rand(2, 3, 8, 10, dtype=torch.float64, generator=gen, requires_grad=True)
+    a, b = (torch.randn(2, 128, 128, dtype=torch.float64, generator=gen) for _ in range(2))
+    content = torch.randn(2, 128, 4, 5, dtype=torch.float64, generator=gen)
+
+    def loss(feats, grams):  # relu2_1 feeds its Gram, a content term and conv3_1; conv1_2's Gram goes unused
+        return ((grams["relu1_1"] * a[:, :64, :64]).sum() + (grams["relu2_1"] * b).sum()
+                + content_loss(feats["relu2_1"], content).sum() + feats["relu3_1"].pow(2).sum())
+
+    wanted = {"relu2_1", "relu3_1"}
+    plain = net(x, wanted | {"relu1_1"})
+    expected_grad, = torch.autograd.grad(loss(plain, {k: gram(plain[k]) for k in ("relu1_1", "relu2_1")}), x)
+    tapped = net(x, wanted, grams={"relu1_1", "conv1_2", "relu2_1"})
+    for layer in ("relu1_1", "relu2_1"):
+        assert torch.allclose(tapped[gram_of(layer)], gram(plain[layer]), rtol=1e-12)
+    assert gram_of("conv1_2") in tapped and "relu1_1" not in tapped
+    grad, = torch.autograd.grad(loss(tapped, {k: tapped[gram_of(k)] for k in ("relu1_1", "relu2_1")}), x)
+    assert torch.allclose(grad, expected_grad, rtol=1e-10)
+    # The deepest layer's Gram alone: nothing comes back through the network there.
+    deepest_only = net(x, set(), grams={"relu3_1"})[gram_of("relu3_1")]
+    grad, = torch.autograd.grad(deepest_only.sum(), x)
+    reference, = torch.autograd.grad(gram(net(x, {"relu3_1"})["relu3_1"]).sum(), x)
+    assert torch.allclose(grad, reference, rtol=1e-10)
 
 
 def test_network_stops_at_the_deepest_wanted_layer():
