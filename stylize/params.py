@@ -222,7 +222,7 @@ def _format(value: Any) -> str:
 
 # Starting points per device, from `python -m stylize.bench` (README, Performance). On 2 CPU cores a run must end
 # within a minute with a first image within 3 s: 512 px (a picture worth keeping) in 3 levels √2 apart
-# (256 → 362 → 512 px, 50 steps each) took 33 s on AMD EPYC and 20 s on Intel Xeon (AMX), first image 0.1 s.
+# (256 → 362 → 512 px, 50 steps each) took 33 s on AMD EPYC and 19 s on Intel Xeon (AMX), first image 0.1 s.
 # Single scale in that time ends at a lower loss but paints smaller, busier texture; the coarse levels give the
 # large coherent strokes. A GPU affords
 # 1024 px, coarse-to-fine (not measured on a GPU here: no device was lent to this project; 500 steps are the
