@@ -19,7 +19,7 @@ from PIL import Image, ImageOps
 from . import images
 from .errors import StylizeError
 from .images import ImageSource
-from .losses import gram_rows, positions
+from .losses import _product, positions
 from .vgg import FEATURE_LAYERS
 
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # BT.601, as images.rgb_to_yiq; sums to 1
@@ -182,14 +182,53 @@ def layer_masks(masks: torch.Tensor, layers: Iterable[str], pooling: str = "avg"
 
 # ---- guided Gram matrices ----------------------------------------------------------------------
 
+class _WeightedGram(torch.autograd.Function):
+    """G_r = Σ_p w_rp f_p f_pᵀ = (w_r ⊙ F)ᵀ F for R weight maps over (B, M, N) rows of features, B = 1 or R.
+
+    The weight goes on one side only, so the gradient is dF = Σ_r (w_r ⊙ F)(g_r + g_rᵀ): the weighted rows the
+    forward made, times a small matrix. With one image (B = 1) the R weighted copies are laid out side by side,
+    (M, R·N), and each way is one matmul over all regions. Weighting √w on both sides instead (a symmetric
+    product) left autograd to scale R gradient maps by √w and sum them, most of it a slow reduction over the
+    region axis: a 512 px step with two regions took 299 ms, now 260 ms, against 212 ms without masks (Intel
+    Xeon, back to back). Soft weights are rounded to the features' dtype (bf16: 2⁻⁹), as √w was.
+    """
+
+    @staticmethod
+    def forward(ctx, rows: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """rows (B, M, N), weights (R, M) in the rows' dtype: returns (R, N, N) in fp32 (fp64 for fp64)."""
+        r, (b, m, n) = weights.shape[0], rows.shape
+        if b == 1:  # (M, R, N): region r's weighted rows are columns r·N … r·N + N − 1
+            weighted = torch.empty(m, r, n, dtype=rows.dtype, device=rows.device)
+            torch.mul(rows[0].unsqueeze(1), weights.t().unsqueeze(2), out=weighted)
+            weighted = weighted.view(m, r * n)
+            gram = _product(weighted, rows[0]).view(r, n, n)
+        else:
+            weighted = rows * weights.unsqueeze(2)
+            gram = _product(weighted, rows)
+        ctx.save_for_backward(weighted)
+        ctx.shape = rows.shape
+        return gram
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        (weighted,) = ctx.saved_tensors
+        b, m, n = ctx.shape
+        sym = (grad + grad.transpose(1, 2)).to(weighted.dtype)
+        if b == 1:
+            return torch.mm(weighted, sym.reshape(-1, n)).view(1, m, n), None
+        return torch.bmm(weighted, sym), None
+
+
 def _weighted_gram(features: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Σ_p m_p f_p f_pᵀ (B, N, N) and the area Σ_p m_p (B, 1, 1), both fp32 (fp64 for fp64 features)."""
     if mask.dim() != 4 or mask.shape[1] != 1 or mask.shape[-2:] != features.shape[-2:]:
         raise ValueError(f"mask {tuple(mask.shape)} does not match features {tuple(features.shape)}: "
                          "expected (B, 1, H, W) at the layer's resolution (see layer_masks)")
-    root = mask.clamp_min(0).sqrt().to(features.dtype)  # √m on both sides of the product: weight m
-    # Weighted row by row, in the positions' layout: (B, M, N) straight into the matmul, no re-layout copy.
-    g = gram_rows(positions(features) * positions(root))  # √1 = 1 exactly: an all-ones mask gives gram(features)
+    rows = positions(features)
+    weights = mask.clamp_min(0).to(features.dtype).expand(max(mask.shape[0], features.shape[0]), -1, -1, -1)
+    if rows.shape[0] not in (1, weights.shape[0]):
+        raise ValueError(f"{features.shape[0]} feature maps for {weights.shape[0]} masks")
+    g = _WeightedGram.apply(rows, positions(weights).squeeze(2))  # weight 1 exactly: an all-ones mask gives gram(F)
     area = mask.to(g.dtype).sum((1, 2, 3)).view(-1, 1, 1)
     return g, area
 
@@ -200,8 +239,8 @@ def guided_gram(features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     features (B, N, H, W), any dtype and layout (bf16 channels-last stays so); mask (B, 1, H, W) at that
     resolution, either batch may be 1 and broadcast. Returns (B, N, N) in fp32 (fp64 for fp64 features).
     An all-ones mask gives gram(F) / M, the engine's size-independent style target, so masked and unmasked
-    Grams compare directly. The features are weighted by √m, i.e. the Gram by m, where Gatys et al. weight
-    F by m (the Gram by m²): for binary masks the two agree, but only weight m makes G a weighted *mean* of
+    Grams compare directly. The Gram is weighted by m (on one side of the product: the same number as √m on
+    both), where Gatys et al. weight F by m (the Gram by m²): for binary masks the two agree, but only weight m makes G a weighted *mean* of
     f fᵀ, so a uniformly grey mask gives the same statistics as a white one and a feathered edge pixel
     shared 50/50 by two styles counts half to each, as `normalize_masks` intends (m² would count it ¼).
     An empty mask gives zeros, not NaN.

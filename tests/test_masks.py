@@ -95,6 +95,9 @@ def test_low_precision_features_give_fp32_and_batches_broadcast():
     g = guided_gram(f, masks)
     assert g.dtype == torch.float32 and g.shape == (3, 4, 4)
     assert guided_style_loss(f, masks, torch.zeros(3, 4, 4), 4).shape == (3,)
+    binary = (masks > 0.5).float()  # exact weights: the bf16 result is the exact Gram of the region
+    exact = guided_gram(f.double(), binary.double())
+    assert ((guided_gram(f, binary).double() - exact).abs().max() / exact.abs().max()) < 1e-5
 
 
 def test_all_ones_mask_gives_the_engines_unmasked_style_term():
