@@ -13,7 +13,7 @@ def _at_least_fp32(t: torch.Tensor) -> torch.Tensor:
     return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
 
 
-def _product(a: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
+def transposed_product(a: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
     """AᵀB for (B, M, N) and (B, M, K) rows, or (M, N) and (M, K) (AᵀA without B), in fp32 (fp64 for fp64 input).
 
     bf16 features are exact bf16 numbers, but a bf16 matmul *returns* bf16: 0.13–0.36 % max error against
@@ -44,12 +44,12 @@ def _gram_backward(rows: torch.Tensor, grad: torch.Tensor, through: torch.Tensor
 
 
 class _Gram(torch.autograd.Function):
-    """XᵀX for (B, M, N) rows of features: the exact product in fp32 (see `_product`) forward, one matmul back."""
+    """XᵀX for (B, M, N) rows of features: exact in fp32 (`transposed_product`) forward, one matmul back."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor) -> torch.Tensor:
         ctx.save_for_backward(x)
-        return _product(x)
+        return transposed_product(x)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
@@ -70,7 +70,7 @@ class _GramTap(torch.autograd.Function):
     def forward(ctx, maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         ctx.set_materialize_grads(False)  # None, not zeros, where an output is unused
         ctx.save_for_backward(maps)
-        return maps.view_as(maps), _product(positions(maps))
+        return maps.view_as(maps), transposed_product(positions(maps))
 
     @staticmethod
     def backward(ctx, through: torch.Tensor | None, grad: torch.Tensor | None) -> torch.Tensor | None:
@@ -94,14 +94,9 @@ def positions(features: torch.Tensor) -> torch.Tensor:
     return features.permute(0, 2, 3, 1).reshape(b, h * w, n)
 
 
-def gram_rows(x: torch.Tensor) -> torch.Tensor:
-    """G = XᵀX for (B, M, N) rows (see `positions`): shape (B, N, N), in fp32 (or fp64 for fp64 input)."""
-    return _Gram.apply(x)
-
-
 def gram(features: torch.Tensor) -> torch.Tensor:
     """G = F Fᵀ for (B, N, H, W) feature maps: shape (B, N, N), in fp32 (or fp64 for fp64 input)."""
-    return gram_rows(positions(features))
+    return _Gram.apply(positions(features))
 
 
 def content_loss(features: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

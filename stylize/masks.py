@@ -19,7 +19,7 @@ from PIL import Image, ImageOps
 from . import images
 from .errors import StylizeError
 from .images import ImageSource
-from .losses import _product, positions
+from .losses import positions, transposed_product
 from .vgg import FEATURE_LAYERS
 
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # BT.601, as images.rgb_to_yiq; sums to 1
@@ -201,10 +201,10 @@ class _WeightedGram(torch.autograd.Function):
             weighted = torch.empty(m, r, n, dtype=rows.dtype, device=rows.device)
             torch.mul(rows[0].unsqueeze(1), weights.t().unsqueeze(2), out=weighted)
             weighted = weighted.view(m, r * n)
-            gram = _product(weighted, rows[0]).view(r, n, n)
+            gram = transposed_product(weighted, rows[0]).view(r, n, n)
         else:
             weighted = rows * weights.unsqueeze(2)
-            gram = _product(weighted, rows)
+            gram = transposed_product(weighted, rows)
         ctx.save_for_backward(weighted)
         ctx.shape = rows.shape
         return gram
