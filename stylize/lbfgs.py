@@ -148,7 +148,8 @@ class LBFGS:
         return products[:, 2]
 
     def _direction(self, g: torch.Tensor, history_g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """H g per item (the step is its opposite), and the step length: min(1, 1/‖g‖₁) for an item's first step, else 1.
+        """H g per item (the step is its opposite), and the step length: min(1, 1/‖g‖₁) for an item's first
+        step, else 1.
 
         `history_g` is [S; Y]ᵀg (B, m, 2): by slot, (s_i·g, y_i·g)."""
         b, m = g.shape[0], self.m

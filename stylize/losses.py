@@ -35,7 +35,7 @@ def transposed_product(a: torch.Tensor, b: torch.Tensor | None = None) -> torch.
     return lo.float().add_(hi)
 
 
-def _gram_backward(rows: torch.Tensor, grad: torch.Tensor, through: torch.Tensor | None = None) -> torch.Tensor:
+def gram_backward(rows: torch.Tensor, grad: torch.Tensor, through: torch.Tensor | None = None) -> torch.Tensor:
     """dL/dX = X (g + gᵀ) for G = XᵀX, in the features' dtype (the gradient flows on into bf16 convolutions
     anyway): one matmul, where autograd's generic rule needs two and an add. `through` (rows like X), if
     given, is added in the same matmul."""
@@ -54,7 +54,7 @@ class _Gram(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
         (x,) = ctx.saved_tensors
-        return _gram_backward(x, grad)
+        return gram_backward(x, grad)
 
 
 class _GramTap(torch.autograd.Function):
@@ -78,7 +78,7 @@ class _GramTap(torch.autograd.Function):
         if grad is None:
             return through
         b, n, h, w = maps.shape
-        rows = _gram_backward(positions(maps), grad, None if through is None else positions(through))
+        rows = gram_backward(positions(maps), grad, None if through is None else positions(through))
         return rows.view(b, h, w, n).permute(0, 3, 1, 2)  # channels-last, like the maps
 
 

@@ -19,7 +19,7 @@ from PIL import Image, ImageOps
 from . import images
 from .errors import StylizeError
 from .images import ImageSource
-from .losses import positions, transposed_product
+from .losses import gram_backward, positions, transposed_product
 from .vgg import FEATURE_LAYERS
 
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # BT.601, as images.rgb_to_yiq; sums to 1
@@ -213,10 +213,10 @@ class _WeightedGram(torch.autograd.Function):
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
         (weighted,) = ctx.saved_tensors
         b, m, n = ctx.shape
-        sym = (grad + grad.transpose(1, 2)).to(weighted.dtype)
-        if b == 1:
+        if b == 1:  # all regions in one matmul: (M, R·N) × (R·N, N), each region's g + gᵀ stacked
+            sym = (grad + grad.transpose(1, 2)).to(weighted.dtype)
             return torch.mm(weighted, sym.reshape(-1, n)).view(1, m, n), None
-        return torch.bmm(weighted, sym), None
+        return gram_backward(weighted, grad), None
 
 
 def _weighted_gram(features: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -224,10 +224,10 @@ def _weighted_gram(features: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Te
     if mask.dim() != 4 or mask.shape[1] != 1 or mask.shape[-2:] != features.shape[-2:]:
         raise ValueError(f"mask {tuple(mask.shape)} does not match features {tuple(features.shape)}: "
                          "expected (B, 1, H, W) at the layer's resolution (see layer_masks)")
+    if 1 not in (features.shape[0], mask.shape[0]) and features.shape[0] != mask.shape[0]:
+        raise ValueError(f"{features.shape[0]} feature maps for {mask.shape[0]} masks")
     rows = positions(features)
     weights = mask.clamp_min(0).to(features.dtype).expand(max(mask.shape[0], features.shape[0]), -1, -1, -1)
-    if rows.shape[0] not in (1, weights.shape[0]):
-        raise ValueError(f"{features.shape[0]} feature maps for {weights.shape[0]} masks")
     g = _WeightedGram.apply(rows, positions(weights).squeeze(2))  # weight 1 exactly: an all-ones mask gives gram(F)
     area = mask.to(g.dtype).sum((1, 2, 3)).view(-1, 1, 1)
     return g, area
@@ -240,9 +240,10 @@ def guided_gram(features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     resolution, either batch may be 1 and broadcast. Returns (B, N, N) in fp32 (fp64 for fp64 features).
     An all-ones mask gives gram(F) / M, the engine's size-independent style target, so masked and unmasked
     Grams compare directly. The Gram is weighted by m (on one side of the product: the same number as √m on
-    both), where Gatys et al. weight F by m (the Gram by m²): for binary masks the two agree, but only weight m makes G a weighted *mean* of
-    f fᵀ, so a uniformly grey mask gives the same statistics as a white one and a feathered edge pixel
-    shared 50/50 by two styles counts half to each, as `normalize_masks` intends (m² would count it ¼).
+    both), where Gatys et al. weight F by m (the Gram by m²): for binary masks the two agree, but only weight m
+    makes G a weighted *mean* of f fᵀ, so a uniformly grey mask gives the same statistics as a white one and a
+    feathered edge pixel shared 50/50 by two styles counts half to each, as `normalize_masks` intends (m² would
+    count it ¼).
     An empty mask gives zeros, not NaN.
     """
     g, area = _weighted_gram(features, mask)
