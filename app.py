@@ -25,16 +25,19 @@ from gradio import processing_utils  # noqa: E402
 
 from stylize import Settings, StylizeError  # noqa: E402
 from stylize.params import CHOICES, RANGES  # noqa: E402
+from stylize.streaming import closing_in_background, preview  # noqa: E402
 from stylize.studio import (RUNNING, STYLE_MODEL_NAMES, WEIGHT_CHOICES, Studio, cell_caption,  # noqa: E402
-                            closing_in_background, gpu_seconds, row_choices, settings_from_values, share_url,
-                            space_base_url)
+                            row_choices, settings_from_values, share_url, space_base_url)
 from stylize.explore import DEFAULT_STRENGTHS, MAX_CELLS, Grid  # noqa: E402
 from stylize.regions import KEEP, MAX_REGIONS, UPLOAD  # noqa: E402
 from stylize.vgg import FEATURE_LAYERS  # noqa: E402
 
 log = logging.getLogger("stylize.app")
-studio = Studio()  # loads the weights now, on the importing thread (ZeroGPU needs that)
-D, LIMITS = studio.defaults, studio.limits
+try:
+    studio = Studio()  # loads the weights now, on the importing thread (ZeroGPU needs that)
+except StylizeError as exc:  # a bad setting in the environment ($STYLIZE_PRECISION): one line, no traceback
+    raise SystemExit(f"stylize: {exc}") from None
+D, LIMITS, CD = studio.defaults, studio.limits, studio.compare_defaults
 PRESET_GALLERY = studio.thumbnails()  # (thumbnail, title) of every preset whose image is present
 PRESETS_SHOWN = studio.available_presets()  # their ids, in the same order
 EXAMPLES = studio.examples()
@@ -157,7 +160,7 @@ def user_errors(title: str):
 # ---- the GPU part (on ZeroGPU: a forked worker process) ----------------------------------------------------
 
 def _run_seconds(photo, styles, settings, source, stop, masks=None) -> int:
-    return gpu_seconds(settings, len(styles))
+    return studio.budget.request(settings, styles=len(styles))
 
 
 @spaces.GPU(duration=_run_seconds)
@@ -269,14 +272,15 @@ def run_stylize(values: dict, request: gr.Request | None, regions: tuple[list, l
         with studio.stop_flag(session(request)) as stop:
             for update in closing_in_background(run_on_gpu(photo, styles, settings, values["weights"], stop, masks)):
                 if not update.final:
-                    yield update.frame.image, update.status + note, gr.skip(), gr.skip(), gr.skip(), gr.skip()
+                    yield preview(update.frame.image), update.status + note, *[gr.skip()] * 4
         if update is None or not update.final:
             raise StylizeError("the run ended without a result; try again")
+        studio.observe(settings, update.frame, styles=len(styles))  # the estimates learn this machine's speed
         pair, png = studio.finish(photo, update.frame.image)
-        yield update.frame.image, update.status + note, pair, png, loss_table(update.history), link
+        yield png, update.status + note, pair, png, loss_table(update.history), link
 
 
-def compare(content: str, preset_ids: list[str], size: int = D.size, steps: int = D.steps, seed: int = D.seed,
+def compare(content: str, preset_ids: list[str], size: int = CD.size, steps: int = CD.steps, seed: int = CD.seed,
             weights: str = "auto", both_models: bool = False, request: gr.Request = None):
     """Stylize one photo with several preset paintings, each with its own tuned settings, and return them as a
     captioned gallery (each result shown as it forms) with a status line.
@@ -295,7 +299,7 @@ def compare(content: str, preset_ids: list[str], size: int = D.size, steps: int 
     """
     with user_errors("Can't compare"):
         ids = studio.compare_ids(preset_ids)
-        settings = D.replace(size=int(size), steps=int(steps), seed=int(seed))
+        settings = CD.replace(size=int(size), steps=int(steps), seed=int(seed))
         studio.check_compare(studio.compare_cells(ids, settings, bool(both_models)))
         photo = studio.load_upload(content, "the photo") if content else None
         if photo is None:
@@ -309,7 +313,7 @@ def compare(content: str, preset_ids: list[str], size: int = D.size, steps: int 
                 for image, caption in gallery:
                     if not caption.endswith(RUNNING) and caption not in saved:
                         saved[caption] = studio.save_result(image)
-                yield [(saved.get(caption, image), caption) for image, caption in gallery], status
+                yield [(saved.get(caption) or preview(image), caption) for image, caption in gallery], status
 
 
 def stop_run(request: gr.Request):
@@ -379,6 +383,36 @@ def gallery_columns(grid: Grid) -> int:
 
 
 # ---- internal events ------------------------------------------------------------------------------------------
+
+def estimate_note(text: str) -> str:
+    return f"<small>{text}</small>" if text else ""
+
+
+def run_estimate(size, steps, scales, style_scale, style_model, extra_styles):
+    """What the Stylize button will take here, before the click ('' while a value is out of range)."""
+    try:
+        settings = D.replace(size=int(size), steps=int(steps), scales=int(scales), style_scale=float(style_scale),
+                             style_model=style_model)
+    except (StylizeError, TypeError, ValueError):
+        return ""
+    return estimate_note(studio.budget.estimate(settings, styles=1 + len(extra_styles or [])))
+
+
+def compare_estimate(preset_ids, size, steps, both_models):
+    try:
+        return estimate_note(studio.compare_estimate(list(dict.fromkeys(preset_ids or [])),
+                                                     CD.replace(size=int(size), steps=int(steps)), bool(both_models)))
+    except (StylizeError, TypeError, ValueError):
+        return ""
+
+
+def explore_estimate(kind, rows, columns, size, steps):
+    try:
+        grid = studio.explore_grid(kind, rows or None, columns, EX.replace(size=int(size), steps=int(steps)))
+    except (StylizeError, TypeError, ValueError) as exc:
+        return estimate_note(str(exc)[:200]) if isinstance(exc, StylizeError) else ""
+    return estimate_note(f"{grid.cells} cells, {studio.budget.estimate(grid.settings, batch=grid.cells)}")
+
 
 def settings_values(settings: Settings, keep: tuple[str, ...] = ()) -> list:
     """Values for [*SETTINGS components, the strength slider]; fields in `keep` stay as they are."""
@@ -600,11 +634,12 @@ with gr.Blocks(title="stylize — neural style transfer", delete_cache=(600, 360
                 with gr.Row():
                     SETTINGS["size"] = number_slider("size", 64, LIMITS.max_size, 32, "Size (longest side, px)")
                     SETTINGS["steps"] = number_slider("steps", 1, LIMITS.max_steps, 1, "Steps")
-                with gr.Row():
-                    run_btn = gr.Button("3 · Stylize", variant="primary", elem_id="run")
-                    stop_btn = gr.Button("Stop", variant="stop", elem_id="stop")
+                with gr.Row(equal_height=True):
+                    run_btn = gr.Button("3 · Stylize", variant="primary", elem_id="run", scale=2)
+                    run_estimate_md = gr.Markdown(estimate_note(studio.budget.estimate(D)), elem_id="run-estimate")
+                    stop_btn = gr.Button("Stop", variant="stop", elem_id="stop", scale=1)
                 status = gr.Markdown("Pick a painting, add a photo, press **Stylize**.", elem_id="status")
-                result = gr.Image(label="Result", format="png", interactive=False, buttons=["download", "fullscreen"],
+                result = gr.Image(label="Result", format="jpeg", interactive=False, buttons=["download", "fullscreen"],
                                   elem_id="result", height=520)
                 before_after = gr.ImageSlider(label="Before / after", type="pil", format="png", interactive=False,
                                               elem_id="slider", height=440, max_height=440, visible=False)
@@ -654,13 +689,20 @@ with gr.Blocks(title="stylize — neural style transfer", delete_cache=(600, 360
                 compare_both = gr.Checkbox(False, label=f"Also with the patch model: each preset twice, "
                                            f"{STYLE_MODEL_NAMES['gram']} and {STYLE_MODEL_NAMES['mrf']}",
                                            elem_id="compare-both")
-                compare_btn = gr.Button("Compare", variant="primary")
+                with gr.Row():
+                    compare_size = gr.Slider(64, LIMITS.max_size, value=CD.size, step=32, label="Size (px)",
+                                             elem_id="compare-size")
+                    compare_steps = gr.Slider(1, LIMITS.max_steps, value=CD.steps, step=1, label="Steps",
+                                              elem_id="compare-steps")
+                compare_btn = gr.Button("Compare", variant="primary", elem_id="compare-run")
+                compare_estimate_md = gr.Markdown(compare_estimate(list(studio.presets)[:3], CD.size, CD.steps, False),
+                                                  elem_id="compare-estimate")
                 compare_stop = gr.Button("Stop", variant="stop")
             with gr.Column(scale=2):
-                gr.Markdown("Each preset runs with its tuned settings, at the size, steps and seed set on the "
-                            "*Stylize* tab.")
+                gr.Markdown("Each preset runs with its tuned settings, at the size and steps set here and the seed "
+                            "set on the *Stylize* tab.")
                 compare_status = gr.Markdown("", elem_id="compare-status")
-                compare_gallery = gr.Gallery(label="Results", columns=3, height="auto", format="png",
+                compare_gallery = gr.Gallery(label="Results", columns=3, height="auto", format="jpeg",
                                              elem_id="compare-results", elem_classes="captions-below")
     with gr.Tab("Explore", elem_id="tab-explore"):
         gr.Markdown("The paper's experiments as grids: what the layers and the strength do. Every cell is optimized "
@@ -694,9 +736,10 @@ with gr.Blocks(title="stylize — neural style transfer", delete_cache=(600, 360
                                          info="of the noise that texture and reconstruction cells start from",
                                          elem_id="explore-seed")
                 gr.Markdown(f"<small>At most {MAX_CELLS} cells (rows × columns), all computed together.</small>")
-                with gr.Row():
-                    explore_btn = gr.Button("Run the grid", variant="primary", elem_id="explore-run")
-                    explore_stop = gr.Button("Stop", variant="stop", elem_id="explore-stop")
+                with gr.Row(equal_height=True):
+                    explore_btn = gr.Button("Run the grid", variant="primary", elem_id="explore-run", scale=2)
+                    explore_estimate_md = gr.Markdown("", elem_id="explore-estimate")
+                    explore_stop = gr.Button("Stop", variant="stop", elem_id="explore-stop", scale=1)
             with gr.Column(scale=6, min_width=320):
                 explore_status = gr.Markdown("Choose an experiment and its images, then press **Run the grid**.",
                                              elem_id="explore-status")
@@ -769,9 +812,19 @@ with gr.Blocks(title="stylize — neural style transfer", delete_cache=(600, 360
     if EXAMPLES:
         examples.select(choose_example, None, [content, preset_state, style_upload, style_md, result, status,
                                                *settings_outputs], **private)
-    compare_btn.click(compare, [compare_content, compare_presets, SETTINGS["size"], SETTINGS["steps"], SETTINGS["seed"],
+    compare_btn.click(compare, [compare_content, compare_presets, compare_size, compare_steps, SETTINGS["seed"],
                                 weights, compare_both], [compare_gallery, compare_status], api_name="compare",
                       concurrency_id="gpu")
+    # The estimate beside each button follows the settings it depends on (examples and links included).
+    estimate_inputs = [SETTINGS[n] for n in ("size", "steps", "scales", "style_scale", "style_model")] + [extra_styles]
+    for component in estimate_inputs:
+        component.change(run_estimate, estimate_inputs, run_estimate_md, **private)
+    compare_inputs = [compare_presets, compare_size, compare_steps, compare_both]
+    for component in compare_inputs:
+        component.change(compare_estimate, compare_inputs, compare_estimate_md, **private)
+    explore_inputs = [explore_kind, explore_rows, explore_columns, explore_size, explore_steps]
+    for component in explore_inputs:
+        component.change(explore_estimate, explore_inputs, explore_estimate_md, **private)
     # The region editor shows the photo to paint on; a new photo starts with fresh layers.
     content.change(region_photo, content, region_editor, **private)
     compare_stop.click(stop_run, None, None, **private)

@@ -11,6 +11,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from .errors import StylizeError
+from .machine import PRECISION_ENV, PRECISIONS, requested_precision
 from .params import CHOICES, RANGES, STYLE_LAYER_SETS, Settings
 
 HELP = {
@@ -62,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="hub, embedded, or a .safetensors path (default: $STYLIZE_WEIGHTS, else the Hub, else embedded)")
     parser.add_argument("--save-every", type=int, default=0, help="also save OUT-<step>.png every N steps (0: never)")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    parser.add_argument("--precision", default=None, choices=PRECISIONS,
+                        help="the convolutions' precision; auto: the faster here, measured (default: "
+                             f"${PRECISION_ENV}, else auto)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
@@ -102,6 +106,9 @@ def build_explore_parser() -> argparse.ArgumentParser:
     parser.add_argument("--weights", default=None,
                         help="hub, embedded, or a .safetensors path (default: $STYLIZE_WEIGHTS, else the Hub, else embedded)")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    parser.add_argument("--precision", default=None, choices=PRECISIONS,
+                        help="the convolutions' precision; auto: the faster here, measured (default: "
+                             f"${PRECISION_ENV}, else auto)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
@@ -112,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_explore_parser().parse_args(argv[1:]) if explore else build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     try:
+        args.precision = requested_precision(args.precision)  # a bad $STYLIZE_PRECISION: before any work
         return _explore(args) if explore else _run(args)
     except StylizeError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -146,7 +154,8 @@ def _run(args: argparse.Namespace) -> int:
             print(f"note: {notice}", file=sys.stderr)
     weights = load_weights(args.weights, upto=deepest(settings.layers_in_use))
     print(f"weights: {weights.summary}", file=sys.stderr)
-    stylizer = Stylizer(weights, args.device)
+    stylizer = Stylizer(weights, args.device, precision=args.precision)
+    print(f"precision: {stylizer.chosen.reason}", file=sys.stderr)
     started = time.perf_counter()
     frame = None
     last_report = [0.0]
@@ -217,7 +226,8 @@ def _explore(args: argparse.Namespace) -> int:
     style = images.load_image(args.painting, max_side=4 * args.size) if args.painting and "painting" in needs else None
     weights = load_weights(args.weights, upto=deepest(grid.layers_in_use))
     print(f"weights: {weights.summary}", file=sys.stderr)
-    stylizer = Stylizer(weights, args.device)
+    stylizer = Stylizer(weights, args.device, precision=args.precision)
+    print(f"precision: {stylizer.chosen.reason}", file=sys.stderr)
     started = time.perf_counter()
     frame = None
     with tqdm(total=settings.steps, disable=args.quiet, unit="step", file=sys.stderr) as bar:

@@ -14,7 +14,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -29,7 +28,9 @@ import torch
 from PIL import Image
 
 from . import images
-from .engine import Job, Stylizer, _schedule, default_device, native_precision
+from .engine import Job, Stylizer
+from .machine import cpu_name, default_device
+from .plan import schedule
 from .lbfgs import LBFGS
 from .losses import gram
 from .params import Settings, defaults_for
@@ -39,17 +40,6 @@ from .weights import hub_cache_file, load_embedded, load_file, save_safetensors
 ROOT = Path(__file__).resolve().parent.parent
 PAINTINGS = ROOT.parent / "shared" / "paintings"
 SECTIONS = ("steps", "optimizer", "gram", "history", "schedule", "batch", "models", "guard", "default", "cold")
-
-
-def cpu_name() -> str:
-    """The processor's model name (the figures only compare within one machine)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def reference_images() -> tuple[Image.Image, Image.Image, str]:
@@ -376,13 +366,15 @@ def main(argv: list[str] | None = None) -> int:
 
     content, style, source = reference_images()
     weights = load_embedded()
-    native = native_precision(device)
-    precisions = ["fp32"] + (["bf16"] if native == "bf16" else [])
+    auto = Stylizer(weights, device, precision="auto")  # what this machine is given, and why (machine.py)
+    native = auto.precision
+    precisions = ["fp32", "bf16"] if device.type == "cpu" or native == "bf16" else ["fp32"]
     stylizers = {p: Stylizer(weights, device, precision=p) for p in precisions}
     engine, judge = stylizers[native], stylizers["fp32"]
     name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU: {cpu_name()}"
     report: dict = {"device": name, "torch": torch.__version__, "threads": torch.get_num_threads(), "images": source,
-                    "default_precision": native, "history_pairs": engine.history, "command": "python -m stylize.bench " + " ".join(argv or sys.argv[1:])}
+                    "default_precision": native, "precision_reason": auto.chosen.reason,
+                    "probe_floors_s": dict(auto.chosen.floors), "history_pairs": engine.history, "command": "python -m stylize.bench " + " ".join(argv or sys.argv[1:])}
 
     def log(*parts) -> None:
         print(*parts, flush=True)
@@ -440,7 +432,7 @@ def main(argv: list[str] | None = None) -> int:
         for size, runs in plans:
             target = None
             for label, scales, steps in runs:
-                levels, level_steps = _schedule(images.fit_size(content.size, size), scales, steps)
+                levels, level_steps = schedule(images.fit_size(content.size, size), scales, steps)
                 for level in levels:
                     if level not in step_cost:
                         step_cost[level] = floor_and_step(engine, content.resize(level), style,

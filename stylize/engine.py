@@ -27,9 +27,11 @@ from . import images, mrf
 from .allocator import keep_freed_memory
 from .errors import StylizeError
 from .lbfgs import HISTORY, LBFGS
+from .machine import Precision, default_device, precision_for, requested_precision
 from .losses import content_loss, gram, style_layer_loss, tv_loss
 from .masks import guided_gram, guided_style_loss, layer_masks, load_masks, normalize_masks
 from .params import Settings
+from .plan import schedule
 from .vgg import FEATURE_LAYERS, VGGFeatures, carried, deepest, gram_of, layer_scales
 from .weights import Weights, load_weights
 
@@ -38,7 +40,6 @@ keep_freed_memory()  # before any worker thread allocates: see allocator.py
 TARGET_CACHE_SIZE = 32
 MAX_RECOVERIES = 3  # non-finite losses survived (each undone by going back to the best image) before giving up
 TERMS = ("content", "style", "tv")
-SCALE_RATIO = math.sqrt(2)  # coarse-to-fine levels are a factor √2 apart
 # The longest L-BFGS step, as the RMS change of a pixel (0–1). Healthy steps measured ≤ 0.026 from the photo and
 # ≤ 0.082 in the first steps from noise (shortened, those cost 0.4 % of loss after 100 steps); the steps that blew
 # a run up after a level change, 0.12–0.65, slamming pixels into their bounds (Intel Xeon, bf16, 512 px, Tübingen ×
@@ -93,31 +94,6 @@ class Frame:
     def eta(self) -> float:
         """Seconds left, assuming the remaining steps cost what the finished ones did on average."""
         return self.elapsed / self.step * (self.total_steps - self.step) if self.step else math.nan
-
-
-PRECISIONS = ("auto", "fp32", "bf16")
-
-
-def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def gpu_precision(capability: tuple[int, int]) -> str:
-    """bf16 on GPUs that compute it natively (compute capability ≥ 8.0: Ampere, Ada, Hopper, …), else fp32.
-
-    `torch.cuda.is_bf16_supported()` also says True on a T4 (7.5), where bf16 is emulated and slower than fp32.
-    """
-    return "bf16" if capability[0] >= 8 else "fp32"
-
-
-def native_precision(device: torch.device) -> str:
-    """bf16 where the hardware computes it natively (AVX512-BF16/AMX CPUs, Ampere+ GPUs), else fp32."""
-    if device.type == "cuda":
-        return gpu_precision(torch.cuda.get_device_capability(device))
-    try:
-        return "bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "fp32"
-    except (AttributeError, RuntimeError):
-        return "fp32"
 
 
 def fingerprint(img: Image.Image) -> str:
@@ -195,23 +171,26 @@ class Stylizer:
     """A loaded VGG-19 on one device, shared by every run, with a cache of style and content targets."""
 
     def __init__(self, weights: Weights | None = None, device: torch.device | str | None = None,
-                 precision: str = "auto") -> None:
+                 precision: str | None = None) -> None:
+        """`precision`: 'fp32', 'bf16', or 'auto' (the faster here, measured once per process: machine.py);
+        None reads $STYLIZE_PRECISION, else 'auto'."""
         self.weights = weights or load_weights()
         self.device = torch.device(device) if device else default_device()
-        if precision not in PRECISIONS:
-            raise StylizeError(f"precision must be one of {', '.join(PRECISIONS)} (got {precision!r})")
-        self.precision = native_precision(self.device) if precision == "auto" else precision
         if self.device.type == "cuda":
             torch.backends.cudnn.allow_tf32 = True
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.benchmark = True  # sizes repeat for hundreds of steps
-        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float32
-        self.net = VGGFeatures(self.weights.convs, self.weights.preprocess, dtype).to(self.device).eval()
+        self.chosen: Precision = precision_for(self.device, self._network, requested_precision(precision))
+        self.precision = self.chosen.name
+        self.net = self._network(self.chosen.dtype)
         self.history = HISTORY  # L-BFGS pairs kept (README, Performance: the history study)
         self.max_step: float | None = MAX_STEP  # L-BFGS trust region (see MAX_STEP)
         self._scales: dict[str, dict[str, float]] = {}
         self._targets: OrderedDict[tuple, dict[str, torch.Tensor]] = OrderedDict()
         self._lock = threading.Lock()  # runs may share this engine from several threads
+
+    def _network(self, dtype: torch.dtype) -> VGGFeatures:
+        return VGGFeatures(self.weights.convs, self.weights.preprocess, dtype).to(self.device).eval()
 
     def __repr__(self) -> str:
         return f"Stylizer({self.weights.source} weights on {self.device}, {self.precision})"
@@ -487,7 +466,7 @@ class Stylizer:
         if len(finals) > 1 or len(shared) > 1:
             raise StylizeError("a batch's images must share output size, steps, levels, pooling and colour mode")
         final = finals.pop()
-        sizes, level_steps = _schedule(final, first.scales, first.steps)
+        sizes, level_steps = schedule(final, first.scales, first.steps)
         return _Plan(sizes, level_steps, first.pooling, self._luminance(jobs[0]))
 
     @staticmethod
@@ -588,19 +567,3 @@ class Stylizer:
             return out
 
 
-def _schedule(final: tuple[int, int], levels: int, steps: int) -> tuple[list[tuple[int, int]], list[int]]:
-    """Coarse-to-fine sizes a factor √2 apart ending at `final`, and the steps of each level.
-
-    Levels too small for the network (shorter side < 32 px) are skipped; each level gets an equal share of the
-    steps, and a level left with no step is dropped, so a run never takes more steps than asked for.
-    """
-    sizes = []
-    for k in range(levels - 1, -1, -1):
-        w, h = round(final[0] / SCALE_RATIO**k), round(final[1] / SCALE_RATIO**k)
-        if min(w, h) >= images.MIN_SIDE and (w, h) not in sizes:
-            sizes.append((w, h))
-    sizes = sizes or [final]
-    counts = [steps // len(sizes)] * len(sizes)
-    counts[-1] += steps - sum(counts)
-    kept = [(s, c) for s, c in zip(sizes, counts) if c > 0]
-    return [s for s, _ in kept], [c for _, c in kept]

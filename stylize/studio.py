@@ -28,19 +28,23 @@ from urllib.parse import urlencode
 from PIL import Image
 
 from . import images
-from .engine import Frame, Job, Stylizer, default_device
+from .budget import (COMPARE_BUDGET_S, COMPARE_PRESETS, MIN_COMPARE_SIZE, RUN_BUDGET_S, Budget, ZeroGpu, bytes_per_pixel,
+                     plan_batches)
+from .engine import Frame, Job, Stylizer
+from .machine import GPU_PROBE_SIZE, StepCost, cpu_name, default_device, requested_precision, time_floor
 from .errors import StylizeError
 from .explore import KINDS, MAX_CELLS, Grid, run_grid, style_set_label
 from .params import RANGES, STYLE_LAYER_SETS, Settings, defaults_for
+from .plan import batch_key
 from .masks import BLACK, read_mask
 from .presets import PresetImages, example_photos, load_manifest
 from .regions import KEEP, MAIN, MAX_REGIONS, UPLOAD, grey_image, read_regions, region_masks
+from .streaming import Reporter, Update, batch_status, on_thread, out_of_memory_as_message, progress, throttle
 from .vgg import FEATURE_LAYERS
 from .weights import load_weights
 
 log = logging.getLogger(__name__)
 
-UPDATE_INTERVAL_S = 0.5  # about two streamed images a second
 MAX_INPUT_SIDE = 2048  # uploads are decoded at most this large (JPEG draft mode makes big photos cheap)
 WEIGHT_CHOICES = ("auto", "hub", "embedded")
 THUMBNAIL_SIDE = 256
@@ -48,7 +52,6 @@ RESULT_MAX_AGE_S = 600  # saved PNGs are handed to the UI at once; older ones ar
 MAX_UPLOAD_BYTES = 10 * 2**20  # also the web server's upload cap (app.MAX_UPLOAD)
 MAX_STYLES = 4  # style images per run: the painting plus up to three more
 MAX_COMPARE = 6  # presets per comparison
-MAX_GPU_SECONDS = 300  # the longest ZeroGPU task this app asks for
 EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "presets" / "examples"
 RUNNING = " (running)"  # ends the caption of a compare result still forming
 STYLE_MODEL_NAMES = {"gram": "Gram (Gatys 2015)", "mrf": "Patches (Li & Wand 2016)"}  # UI labels and captions
@@ -65,101 +68,6 @@ EXAMPLES_MANIFEST = EXAMPLES_DIR / "examples.json"
 def zero_gpu_enabled() -> bool:
     """True on a ZeroGPU Space (the `spaces` package reads the same variable the same way)."""
     return os.environ.get("SPACES_ZERO_GPU", "").lower() in ("1", "t", "true")
-
-
-@dataclass
-class Update:
-    """One streamed state of a run, ready to show; `final` marks the last one (finished or stopped)."""
-
-    frame: Frame
-    status: str
-    history: list[tuple[int, str, float]] = field(default_factory=list)  # (step, term, value)
-    final: bool = False
-
-
-def _progress(frame: Frame, stopped: bool) -> tuple[str, str]:
-    """The start of a status line ("Step 3/150", "Done 150/150", "Stopped at step 7/150") and its ETA part."""
-    eta = "" if math.isnan(frame.eta) or frame.done or stopped else f" · ETA {frame.eta:.0f} s"
-    head = "Stopped at step" if stopped else "Done" if frame.done else "Step"
-    return f"{head} {frame.step}/{frame.total_steps}", eta
-
-
-def status_line(frame: Frame, stopped: bool = False) -> str:
-    terms = " · ".join(f"{k} {v:.3g}" for k, v in frame.losses.items() if k != "total")
-    head, eta = _progress(frame, stopped)
-    return (f"{head} · loss {frame.losses['total']:.4g} ({terms}) · "
-            f"{frame.size[0]}×{frame.size[1]} · {frame.elapsed:.1f} s{eta}")
-
-
-class Reporter:
-    """The engine's report predicate for a streamed run: a step is reported (image rendered, losses read
-    back) at most every `interval` seconds, and at once when `stop` is set so that Stop gets its image."""
-
-    def __init__(self, stop: threading.Event | None = None, interval: float = UPDATE_INTERVAL_S) -> None:
-        self.stop, self.interval, self.last = stop, interval, -math.inf
-
-    def __call__(self, step: int) -> bool:
-        now = time.perf_counter()
-        if (self.stop is not None and self.stop.is_set()) or now - self.last >= self.interval:
-            self.last = now
-            return True
-        return False
-
-
-def throttle(frames: Iterator[Frame], stop: threading.Event | None = None) -> Iterator[Update]:
-    """One update per reported frame (the engine reports on `Reporter`'s schedule), the last one final.
-
-    When `stop` is set, the run ends after the current step and its image becomes the final update.
-    """
-    for frame in frames:
-        if frame.images is None:
-            continue
-        stopped = stop is not None and stop.is_set() and not frame.done
-        history = [(step, term, value) for step, losses in frame.history for term, value in losses.items()]
-        yield Update(frame, status_line(frame, stopped), history, final=frame.done or stopped)
-        if stopped:
-            frames.close()
-            return
-
-
-def on_thread(items: Iterator, executor: ThreadPoolExecutor) -> Iterator:
-    """Advance `items` on the executor's thread; closing this generator closes `items` there too."""
-    try:
-        while True:
-            try:
-                item = executor.submit(next, items).result()
-            except StopIteration:
-                return
-            yield item
-    finally:
-        # Never wait here: a cancel closes this generator on the web server's event-loop thread, and the compute
-        # thread may be busy with a step for seconds. The close is queued behind that step (FIFO), so it still
-        # runs on the compute thread and before the next job's first step.
-        try:
-            executor.submit(items.close).add_done_callback(_log_failure)
-        except RuntimeError:  # the executor was shut down (interpreter exit): nothing left to free
-            pass
-
-
-def _log_failure(future) -> None:
-    if future.exception() is not None:
-        log.warning("closing a run failed: %r", future.exception())
-
-
-GPU_STEP_S = 0.006  # one step (VGG-19 forward + backward) at 512×512 px on the GPU; cost grows with the pixels
-GPU_START_S = 15  # a ZeroGPU task's fixed cost: the worker process, the weights onto the GPU, the targets
-
-
-def gpu_seconds(settings: Settings, styles: int = 1, presets: int = 1) -> int:
-    """The GPU time to ask ZeroGPU for: `presets` runs of `settings` with `styles` style images, twice the
-    estimate plus the start-up. A step costs in proportion to the output's pixels; each style image costs a
-    forward pass per scale level at the style scale's size; with the MRF model every step also matches the
-    output's patches against every style image's (in proportion to both areas)."""
-    area = (settings.size / 512) ** 2
-    style_area = (settings.size * settings.style_scale / 512) ** 2
-    per_step = area * (1 + (styles * style_area if settings.style_model == "mrf" else 0))
-    per_run = GPU_STEP_S * (settings.steps * per_step + styles * settings.scales * style_area)
-    return math.ceil(GPU_START_S + 2 * presets * per_run)
 
 
 def share_url(base: str, settings: Settings, preset_ids: Sequence[str] = (), run: bool = False) -> str:
@@ -193,20 +101,6 @@ def settings_from_values(values: Mapping[str, Any], base: Settings | None = None
             value = float(value)
         changes[f.name] = value
     return base.replace(**changes)
-
-
-def closing_in_background(items: Iterator) -> Iterator:
-    """Yield from `items`; if the consumer stops early (a cancel, a client gone), close `items` on a short-lived
-    thread instead of waiting for it. Closing ZeroGPU's wrapper waits for the worker process to finish its step,
-    and a cancel arrives on the web server's event-loop thread, which must never wait."""
-    finished = False
-    try:
-        for item in items:
-            yield item
-        finished = True
-    finally:
-        if not finished:
-            threading.Thread(target=items.close, daemon=True, name="stylize-close").start()
 
 
 class StopFlag:
@@ -266,13 +160,6 @@ class CompareCell:
     title: str
 
 
-def batch_status(frame: Frame, count: int, stopped: bool = False) -> str:
-    """A compare batch's status: step, how many images, their size, time and ETA (losses are per image)."""
-    head, eta = _progress(frame, stopped)
-    return (f"{head} · {count} images of {frame.size[0]}×{frame.size[1]} in one "
-            f"batch · {frame.elapsed:.1f} s{eta}")
-
-
 @dataclass
 class Link:
     """What a shared link asks for, made valid: clamped settings, a known preset, and a notice per change."""
@@ -298,13 +185,12 @@ class Studio:
     """Presets, examples and engines, loaded once per process on the importing thread, shared by every request."""
 
     def __init__(self, presets_dir: str | Path | None = None, zero_gpu: bool | None = None) -> None:
+        requested_precision()  # a bad $STYLIZE_PRECISION is refused now, with the choices, not as missing weights
         self.presets = load_manifest()
         self.preset_images = PresetImages(self.presets, extra_dir=presets_dir)
         self.photos = {photo.id: photo for photo in example_photos()}
         self.zero_gpu = zero_gpu_enabled() if zero_gpu is None else zero_gpu
         self.device = default_device()
-        self.defaults = defaults_for(self.device.type)
-        self.limits = limits_for(self.device.type, self.defaults)
         self._pid = os.getpid()
         self._engines: dict[str, Stylizer] = {}
         self._errors: dict[str, str] = {}
@@ -318,6 +204,13 @@ class Studio:
             except StylizeError as exc:
                 log.warning("weights %r unavailable: %s", source, exc)
                 self._errors[source] = str(exc)
+        # Defaults sized to this machine's measured speed (budget.py); the limits stay the device type's.
+        self.budget = self._budget()
+        base = defaults_for(self.device.type)
+        self.limits = limits_for(self.device.type, base)
+        self.defaults = self.budget.fit(base, RUN_BUDGET_S, base.size)
+        self.compare_defaults = self.budget.fit(self.defaults, COMPARE_BUDGET_S, self.defaults.size,
+                                                batch=COMPARE_PRESETS, min_size=MIN_COMPARE_SIZE)
         self.warmed = threading.Event()
         # Off ZeroGPU, engine work runs on one dedicated thread, however the web server's workers hop between
         # calls (measured faster on CPU: torch's OpenMP team belongs to the calling thread). On ZeroGPU there is
@@ -329,6 +222,21 @@ class Studio:
             self._compute = ThreadPoolExecutor(max_workers=int(os.environ.get("STYLIZE_CONCURRENCY", 1)),
                                                thread_name_prefix="stylize-compute")
             self._compute.submit(self._warm_up)
+
+    def _budget(self) -> Budget:
+        """The time model: the engine's precision probe on a CPU, a bare pass timed now on a dedicated GPU, and on
+        ZeroGPU (no GPU in this process) a computed default that the runs' reports refine."""
+        engine = self._engines.get("auto")
+        if self.zero_gpu or engine is None:
+            return Budget(self.device.type, StepCost.from_floor(None), ZeroGpu.here() if self.zero_gpu else None)
+        if self.device.type == "cuda":
+            return Budget("cuda", StepCost.from_floor(time_floor(engine.net, self.device, GPU_PROBE_SIZE),
+                                                      GPU_PROBE_SIZE))
+        return Budget("cpu", StepCost.from_floor(engine.chosen.floors.get(engine.precision)))
+
+    def observe(self, settings: Settings, frame: Frame, styles: int = 1, batch: int = 1) -> None:
+        """Learn this machine's speed from a finished or stopped run (its frame came back from wherever it ran)."""
+        self.budget.cost.observe(settings, frame.elapsed, frame.size, batch, styles, steps_done=frame.step)
 
     def _warm_up(self) -> None:
         """Two steps at the default size on the compute thread, so the first user's first preview is not also
@@ -376,12 +284,17 @@ class Studio:
 
             where = f"GPU ({torch.cuda.get_device_name(engine.device)})"
         else:
-            where = "CPU"
+            import torch
+
+            where = f"CPU ({cpu_name()}, {torch.get_num_threads()} threads)"
+        where += f" in {engine.chosen.reason}" if not self.zero_gpu else ""
         what = {"embedded": "the original VGG-19, offline copy",
                 "hub": "VGG-19 (torchvision's ImageNet weights) from the Hugging Face Hub",
                 "file": "VGG-19 from a local weights file"}.get(engine.weights.source, engine.weights.description)
         fallback = " (the Hugging Face Hub's copy could not be loaded)" if engine.weights.reason else ""
-        return f"Running on {where} with {what}{fallback}."
+        d = self.defaults
+        return (f"Running on {where}, with {what}{fallback}. Default run: {d.size} px, {d.steps} steps, "
+                f"{self.budget.estimate(d)} (speed {self.budget.cost.source}).")
 
     # ---- images the app shows and serves ----------------------------------------------------------------
 
@@ -575,11 +488,9 @@ class Studio:
             problems.append(f"size {settings.size} is above this machine's {self.limits.max_size} px")
         if settings.steps > self.limits.max_steps:
             problems.append(f"steps {settings.steps} is above this machine's {self.limits.max_steps}")
-        if self.zero_gpu and not problems and (need := gpu_seconds(settings, styles, presets)) > MAX_GPU_SECONDS:
-            problems.append(f"this would need about {need} s of GPU time, more than the {MAX_GPU_SECONDS} s a "
-                            "ZeroGPU task may take: use fewer steps, a smaller size or fewer images")
         if problems:
             raise StylizeError("; ".join(problems))
+        self.budget.check(settings, batch=presets, styles=styles)
 
     def compare_ids(self, preset_ids: Sequence[str] | None) -> list[str]:
         """The presets to compare: known ids, duplicates dropped, at most `limits.max_compare`."""
@@ -606,25 +517,25 @@ class Studio:
         return cells
 
     def compare_seconds(self, preset_ids: Sequence[str], base: Settings, both_models: bool = False) -> int:
-        """The GPU time for a comparison: one start-up, plus every result's own run (a batch does the same work
-        per step as its items one after another, and on a GPU does it faster)."""
-        return self._cells_seconds(self.compare_cells(preset_ids, base, both_models))
+        """The ZeroGPU duration a comparison asks for: every result's own run (a batch does the same work per step
+        as its items one after another, and on a GPU does it faster), with the request's margin."""
+        return ZeroGpu.request(self._cells_seconds(self.compare_cells(preset_ids, base, both_models)))
 
-    @staticmethod
-    def _cells_seconds(cells: Sequence[CompareCell]) -> int:
-        return GPU_START_S + sum(gpu_seconds(cell.settings) - GPU_START_S for cell in cells)
+    def _cells_seconds(self, cells: Sequence[CompareCell]) -> float:
+        return sum(self.budget.seconds(cell.settings) for cell in cells)
+
+    def compare_estimate(self, preset_ids: Sequence[str], base: Settings, both_models: bool = False) -> str:
+        """What a comparison will take here, before the click."""
+        cells = self.compare_cells(preset_ids, base, both_models) if preset_ids else []
+        return self.budget.estimate(base, batch=max(len(cells), 1)) if cells else ""
 
     def check_compare(self, cells: Sequence[CompareCell]) -> None:
-        """Refuse a comparison beyond this machine's limits (each result's size and steps; on ZeroGPU the total
-        GPU time), with what to change."""
+        """Refuse a comparison beyond this machine's limits (each result's size and steps; on ZeroGPU the duration
+        it would ask for), with what to change."""
         for cell in cells:
             self.check(cell.settings)
-        if self.zero_gpu:
-            need = self._cells_seconds(cells)
-            if need > MAX_GPU_SECONDS:
-                raise StylizeError(f"this comparison would need about {need} s of GPU time, more than the "
-                                   f"{MAX_GPU_SECONDS} s a ZeroGPU task may take: use fewer presets, fewer steps "
-                                   "or a smaller size")
+        if self.budget.zerogpu is not None:
+            self.budget.zerogpu.check(ZeroGpu.request(self._cells_seconds(cells)), "this comparison")
 
     @property
     def batch_compare(self) -> bool:
@@ -685,9 +596,9 @@ class Studio:
     def _on_compute_thread(self, items: Iterator) -> Iterator:
         """`items` advanced on the compute thread, or in place where there is none: on ZeroGPU, and in any forked
         child (the thread does not exist there; waiting for it would hang)."""
-        if self._compute is None or os.getpid() != self._pid:
-            return items
-        return on_thread(items, self._compute)
+        if self._compute is not None and os.getpid() == self._pid:
+            items = on_thread(items, self._compute)
+        return out_of_memory_as_message(items)
 
     def run(self, photo: Image.Image | None, styles: Sequence[Image.Image], settings: Settings,
             source: str = "auto", stop: StopFlag | threading.Event | None = None,
@@ -719,7 +630,8 @@ class Studio:
         runnable = [k for k, cell in enumerate(cells) if cell.preset_id in styles]
         if not runnable:
             raise StylizeError("none of the chosen presets is available: " + "; ".join(skipped))
-        groups = self.compare_batches(cells, runnable) if self.batch_compare else [[k] for k in runnable]
+        groups = (self.compare_batches(cells, runnable, photo.size) if self.batch_compare
+                  else [[k] for k in runnable])
         results: dict[int, Image.Image] = {}
         notes = "".join(f" · skipped {s}" for s in skipped)
 
@@ -748,16 +660,27 @@ class Studio:
             stopped = "" if update.frame.done else f" · stopped at step {update.frame.step}/{update.frame.total_steps}"
             yield gallery(), f"{len(results)}/{len(cells)} done{stopped}" + notes
 
-    @staticmethod
-    def compare_batches(cells: Sequence[CompareCell], indices: Sequence[int]) -> list[list[int]]:
-        """`indices` of `cells` grouped into batches, in order of first appearance: results whose settings agree on
-        what a batch must share (size, steps, levels, pooling, luminance-only or not; the engine's `_plan`)
-        run together, at most MAX_COMPARE at a time; strength, layers, style scale, model etc. may differ."""
+    def compare_batches(self, cells: Sequence[CompareCell], indices: Sequence[int],
+                        photo_size: tuple[int, int] = (4, 3)) -> list[list[int]]:
+        """`indices` of `cells` grouped into batches, in order of first appearance: results that agree on what a
+        batch must share (`plan.batch_key`) run together, at most MAX_COMPARE at a time, and on a GPU no more than
+        its free memory holds (`budget.plan_batches`)."""
         groups: dict[tuple, list[int]] = {}
         for k in indices:
-            s = cells[k].settings
-            groups.setdefault((s.size, s.steps, s.scales, s.pooling, s.preserve_color == "luminance"), []).append(k)
-        return [group[i:i + MAX_COMPARE] for group in groups.values() for i in range(0, len(group), MAX_COMPARE)]
+            groups.setdefault(batch_key(cells[k].settings), []).append(k)
+        batches = [group[i:i + MAX_COMPARE] for group in groups.values() for i in range(0, len(group), MAX_COMPARE)]
+        if self.device.type != "cuda":
+            return batches
+        import torch
+
+        free, _ = torch.cuda.mem_get_info(self.device)
+        per_pixel = bytes_per_pixel(self.engine().precision == "bf16")
+        planned = []
+        for batch in batches:
+            width, height = images.fit_size(photo_size, cells[batch[0]].settings.size)
+            planned += [[batch[j] for j in part]
+                        for part in plan_batches([width * height] * len(batch), free, per_pixel, MAX_COMPARE)]
+        return planned
 
     # ---- explore: the paper's experiments as grids (stylize/explore.py), all cells as one batch -------------
 
@@ -787,8 +710,8 @@ class Studio:
         return grid
 
     def explore_seconds(self, grid: Grid) -> int:
-        """The GPU time to ask ZeroGPU for: every cell counted as a run of the grid's size and steps."""
-        return gpu_seconds(grid.settings, 1, grid.cells)
+        """The duration to ask ZeroGPU for: every cell counted as a run of the grid's size and steps."""
+        return self.budget.request(grid.settings, batch=grid.cells)
 
     def explore(self, grid: Grid, content: Image.Image | None, style: Image.Image | None, source: str = "auto",
                 stop: StopFlag | threading.Event | None = None) -> Iterator[GridUpdate]:
@@ -972,7 +895,7 @@ def cell_caption(grid: Grid, index: int, losses: Mapping[str, float] | None = No
 
 
 def grid_status(grid: Grid, frame: Frame, stopped: bool = False) -> str:
-    head, eta = _progress(frame, stopped)
+    head, eta = progress(frame, stopped)
     rows, columns = grid.shape
     return (f"{head} · {rows} × {columns} grid: {grid.cells} "
             f"cell{'s' if grid.cells > 1 else ''} of {frame.size[0]}×{frame.size[1]} in one batch · "

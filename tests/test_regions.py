@@ -159,8 +159,8 @@ def test_compare_cells_show_both_models_with_captions_and_batch_what_can_share_a
     cells = cells + studio.compare_cells(["shipwreck"], base.replace(pooling="max", style_scale=2.0))
     assert studio.compare_batches(cells, range(len(cells))) == [[0, 1, 2, 3], [4]]
     assert studio.compare_batches(cells, [0, 4, 2]) == [[0, 2], [4]]
-    # The GPU time asked for is one start-up plus each result's own run.
-    from stylize.studio import GPU_START_S, gpu_seconds
+    # The GPU time asked for covers each result's own run, with one request's start-up and margin.
+    from stylize.budget import ZeroGpu
 
-    assert studio.compare_seconds(["starry_night"], base, both_models=True) == (
-        GPU_START_S + gpu_seconds(base) - GPU_START_S + gpu_seconds(base.replace(style_model="mrf")) - GPU_START_S)
+    both = studio.budget.seconds(base) + studio.budget.seconds(base.replace(style_model="mrf"))
+    assert studio.compare_seconds(["starry_night"], base, both_models=True) == ZeroGpu.request(both)

@@ -2,9 +2,12 @@
 
 import threading
 
+import pytest
+
 from stylize import Settings
 from stylize.engine import Frame
-from stylize.studio import Reporter, Studio, status_line, throttle
+from stylize.streaming import Reporter, status_line, throttle
+from stylize.studio import Studio
 
 from PIL import Image
 
@@ -137,26 +140,50 @@ def test_saved_results_are_lossless_and_old_ones_are_swept(tmp_path, monkeypatch
     assert second.exists() and not first.exists()
 
 
-def test_on_thread_advances_on_one_thread_and_closing_reaches_it():
+def test_on_thread_runs_ahead_keeps_the_newest_and_always_delivers_the_last():
+    """The optimization never waits for its reader: a slow reader gets the newest item each time (older ones are
+    dropped), the last item always arrives, and everything runs on the one compute thread."""
+    import time
     from concurrent.futures import ThreadPoolExecutor
 
-    from stylize.studio import on_thread
+    from stylize.streaming import on_thread
 
     seen, closed = [], []
 
     def numbers():
         try:
-            for i in range(10):
+            for i in range(20):
                 seen.append(threading.get_ident())
+                time.sleep(0.01)
                 yield i
         finally:
             closed.append(threading.get_ident())
 
     with ThreadPoolExecutor(1) as executor:
-        items = on_thread(numbers(), executor)
-        assert [next(items) for _ in range(3)] == [0, 1, 2]
-        items.close()
+        got = []
+        for item in on_thread(numbers(), executor):
+            got.append(item)
+            time.sleep(0.06)  # a reader six times slower than the producer
+    assert got[-1] == 19 and got == sorted(got) and len(got) < 10, got
+    assert len(seen) == 20  # the producer never waited for the reader
     assert len(set(seen + closed)) == 1 and seen[0] != threading.get_ident()
+
+
+def test_on_thread_hands_an_error_to_its_reader_after_the_items_before_it():
+    from concurrent.futures import ThreadPoolExecutor
+
+    from stylize.errors import StylizeError
+    from stylize.streaming import on_thread
+
+    def failing():
+        yield "first"
+        raise StylizeError("the optimization diverged")
+
+    with ThreadPoolExecutor(1) as executor:
+        items = on_thread(failing(), executor)
+        assert next(items) == "first"
+        with pytest.raises(StylizeError, match="diverged"):
+            next(items)
 
 
 def test_closing_a_run_never_waits_for_the_compute_thread():
@@ -165,7 +192,7 @@ def test_closing_a_run_never_waits_for_the_compute_thread():
     import time
     from concurrent.futures import ThreadPoolExecutor
 
-    from stylize.studio import on_thread
+    from stylize.streaming import on_thread
 
     closed, step_running = [], threading.Event()
 
@@ -193,7 +220,7 @@ def test_closing_a_run_never_waits_for_the_compute_thread():
 def test_closing_in_background_does_not_wait_for_a_slow_close():
     import time
 
-    from stylize.studio import closing_in_background
+    from stylize.streaming import closing_in_background
 
     closed = threading.Event()
 
@@ -219,10 +246,13 @@ def test_runs_advance_in_place_in_a_forked_child(app_module, monkeypatch):
     import os
 
     studio = app_module.studio
-    items = iter([1])
-    assert studio._on_compute_thread(items) is not items  # here: on the compute thread
+
+    def where():
+        yield threading.current_thread().name
+
+    assert list(studio._on_compute_thread(where()))[0].startswith("stylize-compute")  # here: the compute thread
     monkeypatch.setattr(os, "getpid", lambda: -1)  # as seen from a forked child
-    assert studio._on_compute_thread(items) is items
+    assert list(studio._on_compute_thread(where())) == [threading.current_thread().name]  # in place
 
 
 def test_settings_come_from_values_by_field_name():
@@ -255,11 +285,15 @@ def test_limits_and_bounded_work(app_module, photo_file):
         studio.compare_ids(list(studio.presets)[:7])
     with pytest.raises(StylizeError, match="unknown preset"):
         studio.compare_ids(["starry_night", "../../etc/passwd"])
-    # On ZeroGPU a request is also bounded by the GPU time a task may take.
+    # On ZeroGPU a request is also bounded by the duration a task may ask for (the platform's maximum).
+    from stylize.budget import Budget, ZeroGpu
+    from stylize.machine import StepCost
+
     zero = Studio.__new__(Studio)
-    zero.zero_gpu, zero.limits = True, limits.__class__(4096, 5000)
-    with pytest.raises(StylizeError, match="GPU time"):
-        zero.check(Settings(size=1024, steps=5000), presets=6)
+    zero.limits, zero.budget = limits.__class__(4096, 5000), Budget("cuda", StepCost.from_floor(None), ZeroGpu(1.5))
+    zero.check(Settings(size=1024, steps=500))
+    with pytest.raises(StylizeError, match="more than the 300 s a task may take"):
+        zero.check(Settings(size=2048, steps=5000), presets=6)
 
 
 def test_a_shared_link_is_clamped_to_this_machine(app_module):

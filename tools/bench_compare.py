@@ -27,7 +27,7 @@ from stylize import Stylizer, load_image, load_weights  # noqa: E402
 from stylize.engine import Job  # noqa: E402
 from stylize.params import defaults_for  # noqa: E402
 from stylize.presets import PHOTOS_DIR, PresetImages, load_manifest  # noqa: E402
-from stylize.studio import Reporter  # noqa: E402
+from stylize.streaming import Reporter  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

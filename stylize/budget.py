@@ -1,0 +1,172 @@
+"""What a request may cost on this machine: defaults sized to a time budget, GPU batches that fit the GPU's free
+memory, and ZeroGPU durations the platform accepts.
+
+Every figure here is computed from the time model (machine.StepCost) or from activation sizes; none is tuned to
+one machine.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+from .errors import StylizeError
+from .machine import StepCost
+from .params import Settings
+
+RUN_BUDGET_S = 45  # a default run ends within this on any machine
+COMPARE_BUDGET_S = 60  # and a default comparison of COMPARE_PRESETS presets
+COMPARE_PRESETS = 3
+# Estimates aim this far under a budget: the first comes from a small probe, and a machine's speed drifts.
+SAFETY = 0.8
+SIZE_STEP = 32
+# Below MIN_DEFAULT_SIZE a default run shrinks its steps instead (down to 30 a level over 3 levels: by then a run has
+# most of its look); a comparison is many pictures at once, and may be smaller.
+MIN_DEFAULT_SIZE = 320
+MIN_COMPARE_SIZE = 192
+MIN_DEFAULT_STEPS = 90
+
+# GPU memory per pixel of one batch item, computed (not measured): VGG-19 activations kept for the backward pass
+# to relu5_1 (each conv's output and its ReLU: 580 values a pixel), the L-BFGS history (2·20 fp32 RGB images) and
+# the backward's transient gradients (×1.5): one 1024×768 image in fp32 ≈ 3.3 GB, in bf16 ≈ 2.1 GB.
+ACTIVATION_VALUES_PER_PIXEL = 2 * (2 * 64 + 2 * 128 / 4 + 4 * 256 / 16 + 4 * 512 / 64 + 512 / 256)
+HISTORY_BYTES_PER_PIXEL = 2 * 20 * 3 * 4
+TRANSIENT = 1.5
+GPU_RESERVE_BYTES = 1 << 30  # cuDNN workspaces, the weights' copies, the allocator's slack
+
+# ZeroGPU (Hugging Face's shared GPUs): a task asks for its duration up front; the platform multiplies it by the
+# GPU's duration factor (spaces/zero/client.py) and refuses a request over its maximum ("ZeroGPU illegal
+# duration"), which is 300 s for a logged-in visitor; the quota left to a visitor is often less.
+ZEROGPU_MAX_S = 300
+ZEROGPU_START_S = 10  # the worker's start, the weights onto the GPU, the targets
+ZEROGPU_MARGIN = 1.5  # asked over the estimate: a task that outlives its request is aborted
+ZEROGPU_FLOOR_S = 20
+ZEROGPU_DEFAULT_S = 60  # what the default run may ask for, so a visitor can run several
+
+
+def fit_defaults(cost: StepCost, base: Settings, budget_s: float, max_size: int, batch: int = 1,
+                 seconds: Callable[[Settings], float] | None = None, safety: float = SAFETY,
+                 min_size: int = MIN_DEFAULT_SIZE) -> Settings:
+    """`base` at the largest size (a multiple of 32, at most `max_size`) whose estimate fits `budget_s` × `safety`;
+    below `min_size` the steps shrink instead (not under MIN_DEFAULT_STEPS). `seconds(settings)` overrides the
+    estimate (ZeroGPU budgets the duration asked, not the run)."""
+    seconds = seconds or (lambda s: cost.seconds(s, batch=batch))
+    target = budget_s * safety
+    min_size = min(min_size, max_size)
+    top = max(min_size, max_size // SIZE_STEP * SIZE_STEP)
+    for size in range(top, min_size - 1, -SIZE_STEP):
+        fitted = base.replace(size=size)
+        if seconds(fitted) <= target:
+            return fitted
+    fitted = base.replace(size=min_size)
+    steps = min(base.steps, math.floor(base.steps * target / seconds(fitted)))
+    while steps > MIN_DEFAULT_STEPS and seconds(fitted.replace(steps=steps)) > target:
+        steps -= 1  # the targets' passes do not shrink with the steps
+    return fitted.replace(steps=max(steps, MIN_DEFAULT_STEPS))
+
+
+def bytes_per_pixel(bf16: bool) -> float:
+    """GPU memory one batch item needs per output pixel (computed; see ACTIVATION_VALUES_PER_PIXEL)."""
+    return TRANSIENT * (ACTIVATION_VALUES_PER_PIXEL * (2 if bf16 else 4) + HISTORY_BYTES_PER_PIXEL)
+
+
+def plan_batches(pixels: Sequence[int], free_bytes: float, per_pixel: float, max_items: int,
+                 reserve: float = GPU_RESERVE_BYTES) -> list[list[int]]:
+    """Indices of items (each `pixels[k]` output pixels) grouped, in order, into batches that fit `free_bytes`
+    less `reserve`, at most `max_items` each. An item that fits alone in no batch is refused with what to change."""
+    room = free_bytes - reserve
+    batches: list[list[int]] = []
+    used = 0.0
+    for k, count in enumerate(pixels):
+        need = count * per_pixel
+        if need > room:
+            raise StylizeError(f"one image of {count / 1e6:.1f} MP needs about {need / 2**30:.1f} GB of GPU memory; "
+                               f"{max(room, 0) / 2**30:.1f} GB are free: use a smaller size")
+        if batches and used + need <= room and len(batches[-1]) < max_items:
+            batches[-1].append(k)
+            used += need
+        else:
+            batches.append([k])
+            used = need
+    return batches
+
+
+@dataclass(frozen=True)
+class ZeroGpu:
+    """ZeroGPU's rules for this Space's GPU: its duration factor (spaces' own config for the GPU it runs on)."""
+
+    duration_factor: float = 1.0
+
+    @classmethod
+    def here(cls) -> "ZeroGpu":
+        """The factor `spaces` applies on this machine (1.0 where spaces cannot say)."""
+        try:
+            from spaces.zero.config import get_config
+        except ImportError:
+            return cls()
+        return cls(float(get_config()["duration_factor"]))
+
+    @staticmethod
+    def request(estimate_s: float) -> int:
+        """The duration to ask for, in seconds, for a task estimated at `estimate_s`."""
+        return max(ZEROGPU_FLOOR_S, math.ceil(ZEROGPU_START_S + ZEROGPU_MARGIN * estimate_s))
+
+    def charged(self, request_s: int) -> float:
+        """What the platform makes of a request: scaled by the GPU's duration factor (as spaces computes it)."""
+        return request_s * self.duration_factor
+
+    def check(self, request_s: int, what: str = "this run") -> None:
+        charged = self.charged(request_s)
+        if charged > ZEROGPU_MAX_S:
+            factor = f" ({request_s} s × this GPU's factor {self.duration_factor:g})" if self.duration_factor != 1 else ""
+            raise StylizeError(f"{what} would ask ZeroGPU for {charged:.0f} s{factor}, more than the {ZEROGPU_MAX_S} s "
+                               "a task may take: use fewer steps, a smaller size or fewer images")
+
+
+class Budget:
+    """This machine's time model and what follows from it: defaults that fit a time budget, the estimate shown
+    before a click, and on ZeroGPU the duration each task asks for (checked before asking)."""
+
+    def __init__(self, device_type: str, cost: StepCost, zerogpu: ZeroGpu | None = None) -> None:
+        self.device_type, self.cost, self.zerogpu = device_type, cost, zerogpu
+
+    def seconds(self, settings: Settings, batch: int = 1, styles: int = 1) -> float:
+        """The estimated wall time of a run (or a batch of `batch` runs), in seconds."""
+        return self.cost.seconds(settings, batch=batch, styles=styles)
+
+    def request(self, settings: Settings, batch: int = 1, styles: int = 1) -> int:
+        """The duration a ZeroGPU task for this work asks for (before the platform's duration factor)."""
+        return ZeroGpu.request(self.seconds(settings, batch, styles))
+
+    def fit(self, base: Settings, budget_s: float, max_size: int, batch: int = 1,
+            min_size: int = MIN_DEFAULT_SIZE) -> Settings:
+        """`base` as large as fits the budget (`fit_defaults`); on ZeroGPU, as large as a charged request of at
+        most ZEROGPU_DEFAULT_S allows (the request already has its margin over the estimate)."""
+        if self.zerogpu is None:
+            return fit_defaults(self.cost, base, budget_s, max_size, batch, min_size=min_size)
+        zerogpu = self.zerogpu
+        return fit_defaults(self.cost, base, ZEROGPU_DEFAULT_S, max_size, batch, safety=1.0, min_size=min_size,
+                            seconds=lambda s: zerogpu.charged(self.request(s, batch)))
+
+    def check(self, settings: Settings, batch: int = 1, styles: int = 1, what: str = "this run") -> None:
+        """On ZeroGPU, refuse work whose request the platform would refuse, with what to change."""
+        if self.zerogpu is not None:
+            self.zerogpu.check(self.request(settings, batch, styles), what)
+
+    def estimate(self, settings: Settings, batch: int = 1, styles: int = 1) -> str:
+        """The estimate a visitor sees before the click: "≈ 40 s on this CPU"."""
+        seconds = self.seconds(settings, batch, styles)
+        text = f"≈ {_duration(seconds)}"
+        if self.zerogpu is not None:
+            request = self.request(settings, batch, styles)
+            return f"{text} of GPU time (asks ZeroGPU for {self.zerogpu.charged(request):.0f} s)"
+        return f"{text} on this {'GPU' if self.device_type == 'cuda' else 'CPU'}"
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 1:
+        return "1 s"
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds >= 600 else f"{seconds / 60:.1f} min"

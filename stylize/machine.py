@@ -1,0 +1,221 @@
+"""The machine a run lands on: which precision is fast here, and how long a step takes.
+
+Both are measured, not assumed. Whether bf16 pays on a CPU depends on the chip: Intel's AMX computes bf16
+convolutions about 3× faster than fp32, AMD Zen 4 about 2×, and an AVX-512 Xeon without AMX *slower* than fp32 —
+and `torch.ops.mkldnn._is_mkldnn_bf16_supported()` says True on all of them. So the precision comes from a
+capability torch reports (AMX) or from a short timed probe (a bare VGG forward + backward in each precision),
+once per process; and the same probe starts the time model that sizes defaults and estimates runs, which the
+runs made here then refine.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+import statistics
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Callable, Mapping
+
+import torch
+
+from .errors import StylizeError
+from .images import fit_size
+from .params import Settings
+from .plan import schedule
+
+PRECISIONS = ("auto", "fp32", "bf16")
+PRECISION_ENV = "STYLIZE_PRECISION"
+# bf16 is taken only when the probe finds it clearly faster: within this margin fp32's exact gradients win.
+BF16_MARGIN = 1.2
+PROBE_SIZE = (128, 96)  # small enough for well under a second on a CPU, large enough to be compute-bound there
+GPU_PROBE_SIZE = (512, 384)  # a GPU needs a larger image to be busy
+# An engine step over the bare network pass (losses, Grams, the optimizer): the bench's step / floor ratio is
+# 1.1–1.35 across the machines measured (README, Performance). A prior only: runs replace it.
+ENGINE_FACTOR = 1.25
+# Seconds per megapixel-step on a GPU that was not measured: ZeroGPU's server process has no GPU to probe, and
+# ZeroGPU lends H200 slices (or faster). Computed, not measured: ~1.44 TFLOP per megapixel-step (284 GFLOP at
+# 512×384, README) at ~70 TFLOPS, a tenth of an H200's bf16 peak, so the first request over-asks rather than
+# under-asks; the worker's reported runs replace it.
+GPU_SECONDS_PER_MPX = 0.02
+OBSERVATIONS = 8  # runs the model remembers (a median, so one odd run does not swing it)
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def requested_precision(value: str | None = None) -> str:
+    """`value`, else $STYLIZE_PRECISION, else 'auto'; any other value is refused with the choices named."""
+    chosen = (value or os.environ.get(PRECISION_ENV) or "auto").strip().lower()
+    if chosen not in PRECISIONS:
+        source = "precision" if value else PRECISION_ENV
+        raise StylizeError(f"{source} must be one of {', '.join(PRECISIONS)} (got {chosen!r})")
+    return chosen
+
+
+@dataclass(frozen=True)
+class Precision:
+    """The convolutions' precision on this device, why, and the probe's timings (seconds at PROBE_SIZE)."""
+
+    name: str
+    reason: str
+    floors: Mapping[str, float] = field(default_factory=dict)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return torch.bfloat16 if self.name == "bf16" else torch.float32
+
+
+def gpu_precision(capability: tuple[int, int]) -> Precision:
+    """bf16 on GPUs that compute it natively (compute capability ≥ 8.0: Ampere, Ada, Hopper, …), else fp32.
+
+    `torch.cuda.is_bf16_supported()` also says True on a T4 (7.5), where bf16 is emulated and slower than fp32.
+    """
+    cc = f"{capability[0]}.{capability[1]}"
+    if capability[0] >= 8:
+        return Precision("bf16", f"bf16 — computed natively on this GPU (compute capability {cc})")
+    return Precision("fp32", f"fp32 — this GPU (compute capability {cc}) has no native bf16")
+
+
+def cpu_precision(floors: Mapping[str, float], amx: bool) -> Precision:
+    """The rule for a CPU, from the capability query and the probe's timings (either may be missing)."""
+    if amx:
+        return Precision("bf16", "bf16 — this CPU has AMX (bf16 matrix units)", floors)
+    fp32, bf16 = floors.get("fp32"), floors.get("bf16")
+    if fp32 is None or bf16 is None:
+        return Precision("fp32", "fp32 — bf16 was not measured on this CPU", floors)
+    if bf16 * BF16_MARGIN <= fp32:
+        return Precision("bf16", f"bf16 — measured {fp32 / bf16:.1f}× faster than fp32 on this CPU", floors)
+    if bf16 > fp32:
+        return Precision("fp32", f"fp32 — bf16 measured {bf16 / fp32:.1f}× slower on this CPU", floors)
+    return Precision("fp32", f"fp32 — bf16 measured only {fp32 / bf16:.2f}× faster on this CPU", floors)
+
+
+def has_amx() -> bool:
+    capabilities = getattr(torch.cpu, "get_capabilities", None)  # public since torch 2.14
+    return bool(capabilities and capabilities().get("amx_bf16"))
+
+
+def time_floor(net: torch.nn.Module, device: torch.device, size: tuple[int, int] = PROBE_SIZE,
+               repeats: int = 2, give_up: float = math.inf) -> float:
+    """The fastest of `repeats` bare forward + backward passes through the whole network (to relu5_1 where the
+    weights go that deep), after one untimed warm-up, in seconds; stops after the warm-up if that alone took
+    longer than `give_up`."""
+    width, height = size
+    last = getattr(net, "deepest_available", "relu5_1")
+    x = torch.rand(1, 3, height, width, device=device, requires_grad=True)
+
+    def once() -> float:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        started = time.perf_counter()
+        net(x, {last}, "avg")[last].float().sum().backward()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return time.perf_counter() - started
+
+    first = once()
+    if first > give_up:
+        return first
+    return min(once() for _ in range(repeats))
+
+
+def choose_precision(device: torch.device, make_net: Callable[[torch.dtype], torch.nn.Module],
+                     requested: str = "auto") -> Precision:
+    """The precision for `device`: as requested, or ('auto') the faster one here. On a GPU the compute
+    capability decides (nothing is run: ZeroGPU's server process has no GPU to run on); on a CPU the probe
+    times what it needs (on an AMX CPU only bf16, for the time model)."""
+    if requested != "auto":
+        chosen = Precision(requested, f"{requested} — set by {PRECISION_ENV} or --precision")
+        if device.type == "cuda":
+            return chosen
+        return Precision(requested, chosen.reason, {requested: time_floor(make_net(chosen.dtype), device)})
+    if device.type == "cuda":
+        return gpu_precision(torch.cuda.get_device_capability(device))
+    amx = has_amx()
+    floors: dict[str, float] = {}
+    if not amx:
+        floors["fp32"] = time_floor(make_net(torch.float32), device)
+    # bf16's warm-up alone twice as slow as fp32 settles it (an emulated bf16 costs seconds to time fully).
+    floors["bf16"] = time_floor(make_net(torch.bfloat16), device, give_up=2 * floors.get("fp32", math.inf))
+    return cpu_precision(floors, amx)
+
+
+_chosen: dict[tuple, Precision] = {}
+_chosen_lock = threading.Lock()
+
+
+def precision_for(device: torch.device, make_net: Callable[[torch.dtype], torch.nn.Module],
+                  requested: str = "auto") -> Precision:
+    """`choose_precision`, once per process for each device and request (every engine here shares the answer)."""
+    key = (str(device), requested)
+    with _chosen_lock:
+        if key not in _chosen:
+            _chosen[key] = choose_precision(device, make_net, requested)
+        return _chosen[key]
+
+
+def megapixel_steps(settings: Settings, aspect: tuple[int, int] = (4, 3), batch: int = 1, styles: int = 1) -> float:
+    """The work of a run in megapixel-steps: every level's steps × its pixels × the batch, plus one network pass
+    per style image and level (the targets); the patch model also matches every step against each painting."""
+    sizes, steps = schedule(fit_size(aspect, settings.size), settings.scales, settings.steps)
+    work = sum(n * w * h for (w, h), n in zip(sizes, steps)) / 1e6
+    if settings.style_model == "mrf":
+        work *= 1 + styles * settings.style_scale ** 2
+    targets = styles * sum(w * h for w, h in sizes) * settings.style_scale ** 2 / 1e6
+    return batch * work + targets
+
+
+class StepCost:
+    """Seconds per megapixel-step on this device: the probe's prior (a bare pass × ENGINE_FACTOR) until runs are
+    observed, then the median of the last few runs' own rate. Thread-safe; a run reports with `observe`."""
+
+    def __init__(self, seconds_per_mpx: float, source: str) -> None:
+        self.prior, self.source = seconds_per_mpx, source
+        self._seen: deque[float] = deque(maxlen=OBSERVATIONS)
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_floor(cls, seconds: float | None, size: tuple[int, int] = PROBE_SIZE) -> "StepCost":
+        """From a bare pass's time at `size` (None: not measured, as in ZeroGPU's server process)."""
+        if seconds is None:
+            return cls(GPU_SECONDS_PER_MPX, "a computed default, not yet measured here")
+        return cls(ENGINE_FACTOR * seconds / (size[0] * size[1] / 1e6), "measured by a probe at start-up")
+
+    @property
+    def seconds_per_mpx(self) -> float:
+        with self._lock:
+            return statistics.median(self._seen) if self._seen else self.prior
+
+    def seconds(self, settings: Settings, aspect: tuple[int, int] = (4, 3), batch: int = 1, styles: int = 1) -> float:
+        return self.seconds_per_mpx * megapixel_steps(settings, aspect, batch, styles)
+
+    def observe(self, settings: Settings, seconds: float, aspect: tuple[int, int] = (4, 3), batch: int = 1,
+                styles: int = 1, steps_done: int | None = None) -> None:
+        """Learn from a run: its wall time for `steps_done` of its steps (a stopped run counts what it did)."""
+        done = settings.steps if steps_done is None else steps_done
+        if done < 2 or seconds <= 0:  # too short to say anything (start-up dominates)
+            return
+        work = megapixel_steps(settings, aspect, batch, styles) * done / settings.steps
+        with self._lock:
+            self._seen.append(seconds / work)
+            self.source = f"measured over {len(self._seen)} run{'s' if len(self._seen) > 1 else ''} here"
+
+
+@functools.cache
+def cpu_name() -> str:
+    """The processor's model name, for the page's hardware line and every reported figure."""
+    try:
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or "unknown CPU"

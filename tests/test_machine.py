@@ -1,0 +1,106 @@
+"""The machine's precision and time model: the rule with given timings, the probe on this machine, the overrides."""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from conftest import ROOT
+from stylize.errors import StylizeError
+from stylize.machine import (BF16_MARGIN, StepCost, cpu_precision, gpu_precision, megapixel_steps,
+                             requested_precision, time_floor)
+from stylize.params import Settings
+
+
+def test_the_cpu_rule_takes_bf16_only_where_it_is_faster():
+    assert cpu_precision({}, amx=True).name == "bf16"  # AMX: bf16 by capability, nothing timed
+    amd = cpu_precision({"fp32": 0.59, "bf16": 0.28}, amx=False)  # Zen 4 (GUIDE: 2.1× faster)
+    assert amd.name == "bf16" and "2.1× faster" in amd.reason
+    xeon = cpu_precision({"fp32": 0.350, "bf16": 0.499}, amx=False)  # Xeon without AMX (GUIDE: 1.4× slower)
+    assert xeon.name == "fp32" and xeon.reason == "fp32 — bf16 measured 1.4× slower on this CPU"
+    marginal = cpu_precision({"fp32": 1.0, "bf16": 1.0 / (BF16_MARGIN - 0.05)}, amx=False)
+    assert marginal.name == "fp32" and "only" in marginal.reason
+    assert cpu_precision({"fp32": 1.0}, amx=False).name == "fp32"
+
+
+def test_the_gpu_rule_follows_native_bf16():
+    assert gpu_precision((7, 5)).name == "fp32"  # T4: bf16 emulated
+    assert gpu_precision((8, 0)).name == "bf16" and "8.0" in gpu_precision((8, 0)).reason
+    assert gpu_precision((9, 0)).name == "bf16"
+
+
+def test_a_bad_precision_is_refused_naming_the_choices(monkeypatch):
+    monkeypatch.setenv("STYLIZE_PRECISION", "fp16")
+    with pytest.raises(StylizeError, match="STYLIZE_PRECISION must be one of auto, fp32, bf16"):
+        requested_precision()
+    monkeypatch.setenv("STYLIZE_PRECISION", "BF16")
+    assert requested_precision() == "bf16"
+    assert requested_precision("fp32") == "fp32"  # the argument wins over the environment
+    monkeypatch.delenv("STYLIZE_PRECISION")
+    assert requested_precision() == "auto"
+
+
+def test_the_environment_pins_an_engines_precision(embedded, monkeypatch):
+    from stylize import Stylizer
+
+    monkeypatch.setenv("STYLIZE_PRECISION", "fp32")
+    engine = Stylizer(embedded, "cpu")
+    assert engine.precision == "fp32" and engine.net.dtype == torch.float32
+    assert "set by STYLIZE_PRECISION" in engine.chosen.reason
+
+
+def test_the_probe_on_this_machine_agrees_with_the_floors_at_a_real_size(embedded):
+    """The start-up probe (small image) and the bench's floor (256×192, medians) pick the same precision here,
+    wherever the two precisions are not within the probe's margin of each other."""
+    from stylize import Stylizer
+
+    auto = Stylizer(embedded, "cpu", precision="auto")
+    floors = {}
+    for name in ("fp32", "bf16"):
+        net = Stylizer(embedded, "cpu", precision=name).net
+        floors[name] = statistics.median(time_floor(net, torch.device("cpu"), (256, 192), repeats=1) for _ in range(3))
+    ratio = floors["fp32"] / floors["bf16"]
+    print(f"probe: {auto.chosen.reason}; floors at 256×192: {floors} (fp32/bf16 {ratio:.2f})")
+    if 1 / BF16_MARGIN < ratio < BF16_MARGIN * 1.1:
+        pytest.skip(f"the two precisions are within the margin here ({ratio:.2f}): either choice is right")
+    assert auto.precision == ("bf16" if ratio >= BF16_MARGIN else "fp32")
+
+
+def test_work_is_counted_in_megapixel_steps():
+    one = Settings(size=64, steps=10, scales=1)
+    assert megapixel_steps(one) == pytest.approx((10 * 64 * 48 + 64 * 48) / 1e6)  # steps, plus the style's pass
+    three = Settings(size=64, steps=9, scales=2)  # 45×34 then 64×48, 4 + 5 steps
+    assert megapixel_steps(three) == pytest.approx((4 * 45 * 34 + 5 * 64 * 48 + 45 * 34 + 64 * 48) / 1e6)
+    assert megapixel_steps(one, batch=3) == pytest.approx((3 * 10 * 64 * 48 + 64 * 48) / 1e6)
+    assert megapixel_steps(one.replace(style_model="mrf"), styles=2) > 2.5 * megapixel_steps(one)  # matching
+
+
+def test_the_time_model_learns_from_runs():
+    cost = StepCost(10.0, "prior")
+    settings = Settings(size=256, steps=100, scales=1)
+    predicted = cost.seconds(settings)
+    assert predicted == pytest.approx(10.0 * megapixel_steps(settings))
+    cost.observe(settings, 2 * predicted)  # this machine is twice as slow as the probe said
+    assert cost.seconds(settings) == pytest.approx(2 * predicted) and "1 run" in cost.source
+    cost.observe(settings, predicted / 2, steps_done=25)  # a stopped run counts the steps it made
+    cost.observe(settings, 2 * predicted)
+    assert cost.seconds(settings) == pytest.approx(2 * predicted)  # a median: one odd run does not swing it
+    cost.observe(settings, 1.0, steps_done=1)  # too short to say anything
+    assert "3 runs" in cost.source
+
+
+@pytest.mark.parametrize("command", [["-m", "stylize", "photo.jpg", "painting.jpg"], ["app.py"]])
+def test_a_bad_precision_stops_the_cli_and_the_app_with_one_line(command):
+    env = {**os.environ, "STYLIZE_PRECISION": "half", "STYLIZE_WEIGHTS": "embedded"}
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, *command], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0
+    assert "STYLIZE_PRECISION must be one of auto, fp32, bf16 (got 'half')" in done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    print(f"{command[-1]}: refused in {time.perf_counter() - started:.1f} s")
