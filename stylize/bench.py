@@ -29,7 +29,8 @@ from PIL import Image
 
 from . import images
 from .engine import Job, Stylizer
-from .machine import cpu_name, default_device
+from .budget import RUN_BUDGET_S, Budget
+from .machine import GPU_PROBE_SIZE, StepCost, cpu_name, default_device, time_floor
 from .plan import schedule
 from .lbfgs import LBFGS
 from .losses import gram
@@ -298,10 +299,14 @@ def markdown(report: dict) -> str:
                   "| preset | worst step | worst after step 50 | resets | best loss |", "|---|---|---|---|---|"]
         lines += [f"| {r['preset']} | {r['worst_jump']:.3f}× | {r['late_jump']:.3f}× | {r['resets']} | {r['final']:.4g} |"
                   for r in rows]
+    if "precision_reason" in report:
+        probe = ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in report["probe_floors_s"].items())
+        lines += ["", f"Precision chosen here: {report['precision_reason']} (start-up probe at 128×96: {probe})."]
     if "default_run" in report:
         e = report["default_run"]
         lines += ["", f"Default run ({e['size']}, {e['steps']} steps, {e['scales']} level(s), "
-                      f"{report['default_precision']}): first image {e['first_image_s']:.1f} s, total {e['total_s']:.1f} s."]
+                      f"{report['default_precision']}): first image {e['first_image_s']:.1f} s, total {e['total_s']:.1f} s "
+                      f"(estimated before the run: {report['default_estimate_s']:.1f} s)."]
     if "run_512x500" in report:
         e = report["run_512x500"]
         lines += [f"512 px × 500 steps, single scale: first image {e['first_image_s']:.1f} s, total {e['total_s']:.1f} s."]
@@ -379,7 +384,13 @@ def main(argv: list[str] | None = None) -> int:
     def log(*parts) -> None:
         print(*parts, flush=True)
 
-    defaults = defaults_for(device.type)
+    # The defaults the app would choose here: the probe's time model against the run budget (budget.py).
+    floor = auto.chosen.floors.get(native)
+    cost = (StepCost.from_floor(floor) if floor is not None
+            else StepCost.from_floor(time_floor(auto.net, device, GPU_PROBE_SIZE), GPU_PROBE_SIZE))
+    base = defaults_for(device.type)
+    defaults = Budget(device.type, cost).fit(base, RUN_BUDGET_S, base.size)
+    report["default_estimate_s"] = cost.seconds(defaults)
     if "steps" in only:
         report["iterations"] = []
         for size in sizes:

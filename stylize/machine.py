@@ -42,6 +42,8 @@ ENGINE_FACTOR = 1.25
 # under-asks; the worker's reported runs replace it.
 GPU_SECONDS_PER_MPX = 0.02
 OBSERVATIONS = 8  # runs the model remembers (a median, so one odd run does not swing it)
+# Runs smaller than this say more about fixed costs (targets, start-up) than about a step: not learnt from.
+MIN_OBSERVED_MPX = 1.0
 
 
 def default_device() -> torch.device:
@@ -95,19 +97,28 @@ def cpu_precision(floors: Mapping[str, float], amx: bool) -> Precision:
     return Precision("fp32", f"fp32 — bf16 measured only {fp32 / bf16:.2f}× faster on this CPU", floors)
 
 
-def has_amx() -> bool:
+def cpu_capabilities() -> dict:
     capabilities = getattr(torch.cpu, "get_capabilities", None)  # public since torch 2.14
-    return bool(capabilities and capabilities().get("amx_bf16"))
+    return capabilities() if capabilities else {}
 
 
-def time_floor(net: torch.nn.Module, device: torch.device, size: tuple[int, int] = PROBE_SIZE,
-               repeats: int = 2, give_up: float = math.inf) -> float:
-    """The fastest of `repeats` bare forward + backward passes through the whole network (to relu5_1 where the
-    weights go that deep), after one untimed warm-up, in seconds; stops after the warm-up if that alone took
-    longer than `give_up`."""
+def has_amx(capabilities: Mapping | None = None) -> bool:
+    return bool((cpu_capabilities() if capabilities is None else capabilities).get("amx_bf16"))
+
+
+def lacks_bf16(capabilities: Mapping | None = None) -> bool:
+    """An x86 CPU with neither AVX512-BF16 nor AMX: oneDNN emulates bf16 there, always slower than fp32."""
+    caps = cpu_capabilities() if capabilities is None else capabilities
+    return caps.get("architecture") == "x86_64" and not (caps.get("avx512_bf16") or caps.get("amx_bf16"))
+
+
+def pass_timer(net: torch.nn.Module, device: torch.device, size: tuple[int, int] = PROBE_SIZE
+               ) -> Callable[[], float]:
+    """A function that times one bare forward + backward pass through the whole network (to relu5_1 where the
+    weights go that deep) on a fixed random image of `size`, in seconds."""
     width, height = size
-    last = getattr(net, "deepest_available", "relu5_1")
     x = torch.rand(1, 3, height, width, device=device, requires_grad=True)
+    last = getattr(net, "deepest_available", "relu5_1")
 
     def once() -> float:
         if device.type == "cuda":
@@ -118,9 +129,14 @@ def time_floor(net: torch.nn.Module, device: torch.device, size: tuple[int, int]
             torch.cuda.synchronize(device)
         return time.perf_counter() - started
 
-    first = once()
-    if first > give_up:
-        return first
+    return once
+
+
+def time_floor(net: torch.nn.Module, device: torch.device, size: tuple[int, int] = PROBE_SIZE,
+               repeats: int = 2) -> float:
+    """The fastest of `repeats` bare passes (`pass_timer`) after one untimed warm-up, in seconds."""
+    once = pass_timer(net, device, size)
+    once()
     return min(once() for _ in range(repeats))
 
 
@@ -136,13 +152,29 @@ def choose_precision(device: torch.device, make_net: Callable[[torch.dtype], tor
         return Precision(requested, chosen.reason, {requested: time_floor(make_net(chosen.dtype), device)})
     if device.type == "cuda":
         return gpu_precision(torch.cuda.get_device_capability(device))
-    amx = has_amx()
-    floors: dict[str, float] = {}
-    if not amx:
-        floors["fp32"] = time_floor(make_net(torch.float32), device)
-    # bf16's warm-up alone twice as slow as fp32 settles it (an emulated bf16 costs seconds to time fully).
-    floors["bf16"] = time_floor(make_net(torch.bfloat16), device, give_up=2 * floors.get("fp32", math.inf))
-    return cpu_precision(floors, amx)
+    caps = cpu_capabilities()
+    if lacks_bf16(caps):
+        floors = {"fp32": time_floor(make_net(torch.float32), device)}
+        return Precision("fp32", "fp32 — this CPU has no bf16 instructions (neither AVX512-BF16 nor AMX)", floors)
+    if has_amx(caps):
+        return cpu_precision({"bf16": time_floor(make_net(torch.bfloat16), device)}, amx=True)
+    return cpu_precision(probe_both(make_net, device), amx=False)
+
+
+def probe_both(make_net: Callable[[torch.dtype], torch.nn.Module], device: torch.device,
+               rounds: int = 2) -> dict[str, float]:
+    """Each precision's fastest pass, timed in alternation after a warm-up of each, so that a neighbour's load
+    hits both alike."""
+    timers = {"fp32": pass_timer(make_net(torch.float32), device), "bf16": pass_timer(make_net(torch.bfloat16), device)}
+    for once in timers.values():
+        once()
+    floors = {name: math.inf for name in timers}
+    for _ in range(rounds):
+        for name, once in timers.items():
+            floors[name] = min(floors[name], once())
+        if floors["bf16"] > 2 * floors["fp32"]:  # settled: a slow bf16 costs seconds to time fully
+            break
+    return floors
 
 
 _chosen: dict[tuple, Precision] = {}
@@ -198,9 +230,9 @@ class StepCost:
                 styles: int = 1, steps_done: int | None = None) -> None:
         """Learn from a run: its wall time for `steps_done` of its steps (a stopped run counts what it did)."""
         done = settings.steps if steps_done is None else steps_done
-        if done < 2 or seconds <= 0:  # too short to say anything (start-up dominates)
-            return
         work = megapixel_steps(settings, aspect, batch, styles) * done / settings.steps
+        if work < MIN_OBSERVED_MPX or seconds <= 0:
+            return
         with self._lock:
             self._seen.append(seconds / work)
             self.source = f"measured over {len(self._seen)} run{'s' if len(self._seen) > 1 else ''} here"

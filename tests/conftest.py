@@ -29,7 +29,7 @@ def embedded():
 def stylizer(embedded):
     from stylize import Stylizer
 
-    return Stylizer(embedded, "cpu")
+    return Stylizer(embedded, "cpu", precision="fp32")  # tests do not inherit the machine's choice
 
 
 def gradient_photo(width: int = 96, height: int = 64, seed: int = 0) -> Image.Image:

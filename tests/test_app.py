@@ -222,7 +222,9 @@ def test_python_app_py_serves_the_page_within_15_seconds(tmp_path, preset_dir):
 
 def test_the_weights_line_speaks_plainly_and_is_ready_at_import(app_module):
     assert app_module.studio.ready
-    assert app_module.studio.weights_status() == "Running on CPU with the original VGG-19, offline copy."
+    line = app_module.studio.weights_status()
+    assert line.startswith("Running on CPU (") and (" in fp32 — " in line or " in bf16 — " in line), line
+    assert "with the original VGG-19, offline copy. Default run: " in line and " on this CPU (speed " in line, line
 
 
 # ---- painted regions (masks), both style models, batched compare ---------------------------------------------------

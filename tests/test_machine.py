@@ -104,3 +104,12 @@ def test_a_bad_precision_stops_the_cli_and_the_app_with_one_line(command):
     assert "STYLIZE_PRECISION must be one of auto, fp32, bf16 (got 'half')" in done.stderr
     assert "Traceback" not in done.stderr, done.stderr
     print(f"{command[-1]}: refused in {time.perf_counter() - started:.1f} s")
+
+
+def test_an_x86_cpu_without_bf16_instructions_is_never_given_bf16():
+    from stylize.machine import lacks_bf16
+
+    assert lacks_bf16({"architecture": "x86_64", "avx512_bf16": False, "amx_bf16": False})  # this workplace's Xeon
+    assert not lacks_bf16({"architecture": "x86_64", "avx512_bf16": True, "amx_bf16": False})  # Zen 4: probe it
+    assert not lacks_bf16({"architecture": "x86_64", "avx512_bf16": True, "amx_bf16": True})
+    assert not lacks_bf16({"architecture": "aarch64"})  # elsewhere the probe decides
