@@ -17,14 +17,16 @@ import contextlib  # noqa: E402
 import inspect  # noqa: E402
 import logging  # noqa: E402
 import math  # noqa: E402
-from dataclasses import fields  # noqa: E402
+from dataclasses import asdict, fields  # noqa: E402
 
 import gradio as gr  # noqa: E402
 import pandas as pd  # noqa: E402
+from PIL import Image  # noqa: E402
 from gradio import processing_utils  # noqa: E402
 
 from stylize import Settings, StylizeError  # noqa: E402
 from stylize.params import CHOICES, RANGES  # noqa: E402
+from stylize.comparison import compare_url, comparison_sheet  # noqa: E402
 from stylize.streaming import closing_in_background, preview  # noqa: E402
 from stylize.studio import (RUNNING, STYLE_MODEL_NAMES, WEIGHT_CHOICES, Studio, cell_caption,  # noqa: E402
                             row_choices, settings_from_values, share_url, space_base_url)
@@ -282,11 +284,12 @@ def run_stylize(values: dict, request: gr.Request | None, regions: tuple[list, l
 
 def compare(content: str, preset_ids: list[str], size: int = CD.size, steps: int = CD.steps, seed: int = CD.seed,
             weights: str = "auto", both_models: bool = False, request: gr.Request = None):
-    """Stylize one photo with several preset paintings, each with its own tuned settings, and return them as a
-    captioned gallery (each result shown as it forms) with a status line.
+    """Stylize one photo with several preset paintings, each with its own tuned settings, and return one comparison
+    sheet: the photo first, then each result captioned with its painting's title (and style model when both are
+    asked), as a PNG, with a status line. The status streams while the results form; the sheet comes at the end.
 
     Args:
-        content: the photo (an image file or URL)
+        content: the photo (an image file, URL or data: URL)
         preset_ids: preset painting ids, at most 6, e.g. ["starry_night", "the_scream"]; duplicates are ignored
         size: longest side of each result in pixels
         steps: optimizer steps per painting
@@ -295,16 +298,26 @@ def compare(content: str, preset_ids: list[str], size: int = CD.size, steps: int
         both_models: also run each preset with the other style model: every preset twice, side by side, once with Gram matrices (Gatys 2015) and once with patches (Li & Wand 2016); captions name the model
 
     Returns:
-        the results as (image, caption) pairs, and a status line
+        the comparison sheet (PNG; None until the end), and a status line
     """
+    for _, status, sheet, _, _ in run_compare(content, preset_ids, size, steps, seed, weights, both_models, request):
+        yield sheet, status
+
+
+def run_compare(content, preset_ids, size, steps, seed, weights, both_models, request: gr.Request = None):
+    """The Compare button's run: (gallery, status, sheet PNG or None, link, the shown results' cells)."""
     with user_errors("Can't compare"):
         ids = studio.compare_ids(preset_ids)
         settings = CD.replace(size=int(size), steps=int(steps), seed=int(seed))
-        studio.check_compare(studio.compare_cells(ids, settings, bool(both_models)))
+        cells = studio.compare_cells(ids, settings, bool(both_models))
+        studio.check_compare(cells)
         photo = studio.load_upload(content, "the photo") if content else None
         if photo is None:
-            raise StylizeError("add a photo first (upload, webcam or clipboard)")
+            raise StylizeError("add a photo first (upload, webcam, clipboard or an example photo)")
+        link = compare_url(base_url(request), ids, settings, studio.example_photo_id(content), bool(both_models))
+        by_caption = {**{cell.caption: cell for cell in cells}, **{cell.title + RUNNING: cell for cell in cells}}
         saved: dict[str, str] = {}  # caption -> lossless PNG of a finished result, written once
+        shown, status = [], ""
         with studio.stop_flag(session(request)) as stop:
             for gallery, status in closing_in_background(compare_on_gpu(photo, ids, settings, weights, stop,
                                                                          bool(both_models))):
@@ -313,7 +326,19 @@ def compare(content: str, preset_ids: list[str], size: int = CD.size, steps: int
                 for image, caption in gallery:
                     if not caption.endswith(RUNNING) and caption not in saved:
                         saved[caption] = studio.save_result(image)
-                yield [(saved.get(caption) or preview(image), caption) for image, caption in gallery], status
+                shown = [(saved.get(caption) or preview(image), caption) for image, caption in gallery]
+                state = [cell_state(by_caption[caption]) for _, caption in gallery]
+                yield shown, status, None, link, state
+        finished = [cell for cell in cells if cell.caption in saved]
+        if not finished:
+            raise StylizeError("the comparison ended before any result was finished; try again")
+        sheet = comparison_sheet(photo, [Image.open(saved[c.caption]) for c in finished], [c.title for c in finished])
+        yield shown, status, studio.save_result(sheet), link, [cell_state(c) for c in finished]
+
+
+def cell_state(cell) -> dict:
+    """What a click on a comparison's result needs of it (kept in the page's state)."""
+    return {"preset": cell.preset_id, "caption": cell.caption, "settings": asdict(cell.settings)}
 
 
 def stop_run(request: gr.Request):
@@ -439,8 +464,54 @@ def region_photo(photo: str | None):
 
 
 def choose_photo(evt: gr.SelectData):
-    """Example photo click -> that photo in the photo input."""
+    """Example photo click (on either tab) -> that photo (the photo is the same on both tabs)."""
     return studio.photo_path(PHOTO_IDS[evt.index])
+
+
+def same_photo(photo: str | None):
+    """The photo added on one tab is the photo on the other."""
+    return photo
+
+
+def toggle_compare_preset(chosen: list[str] | None, evt: gr.SelectData):
+    """A click on a painting in Compare adds it to the comparison, or removes it if it was chosen."""
+    chosen = list(chosen or [])
+    preset_id = PRESETS_SHOWN[evt.index]
+    if preset_id in chosen:
+        chosen.remove(preset_id)
+    elif len(chosen) >= LIMITS.max_compare:
+        gr.Warning(f"At most {LIMITS.max_compare} paintings in a comparison: remove one first.")
+    else:
+        chosen.append(preset_id)
+    return chosen
+
+
+def compare_result(state: list[dict] | None, evt: gr.SelectData):
+    """A click on a comparison's result -> its painting and tuned settings in the Stylize tab (size and steps stay
+    the Stylize tab's), as a click on an Explore cell does; the photo is already the same on both tabs."""
+    if not state or not 0 <= evt.index < len(state):
+        raise gr.Error("Run a comparison first, then click one of its results.")
+    cell = state[evt.index]
+    settings = Settings(**cell["settings"])
+    status_text = (f"Settings of the comparison's **{cell['caption']}**. Press **Stylize** to make it at this tab's "
+                   "size and steps.")
+    note = f"**{cell['caption']}**: its painting and settings are in the *Stylize* tab now."
+    return [cell["preset"], None, style_label(cell["preset"]), status_text, *settings_values(settings, KEEP_ON_PRESET),
+            note, gr.update(visible=True)]
+
+
+def prefill_compare(request: gr.Request):
+    """A comparison link (tab=compare): presets, size, steps, seed, both models and an example photo set from it,
+    validated like any input, and the tab opened (and, with run=1, the comparison started)."""
+    link = studio.open_compare_link(dict(request.query_params) if request else {})
+    if link is None:
+        return [gr.skip()] * 7 + [False, False]
+    photo = studio.photo_path(link.photo_id) if link.photo_id else gr.skip()
+    status = "Opened from a link." + ("" if link.photo_id else " Add a photo and press **Compare**.")
+    if link.notices:
+        status = "This link was adjusted: " + "; ".join(link.notices) + ". " + status
+    return [link.preset_ids, link.settings.size, link.settings.steps, link.settings.seed, link.both_models, photo,
+            status, True, link.autorun]
 
 
 def choose_example(evt: gr.SelectData):
@@ -678,14 +749,23 @@ with gr.Blocks(title="stylize — neural style transfer", delete_cache=(600, 360
                         SETTINGS["mrf_patch"] = number_slider("mrf_patch", *RANGES["mrf_patch"], 1,
                                                               "Patch model: patch size")
                     weights = gr.Radio(list(WEIGHT_CHOICES), value="auto", label="Weights")
-    with gr.Tab("Compare presets"):
-        with gr.Row():
-            with gr.Column(scale=1, min_width=300):
+    with gr.Tab("Compare presets", elem_id="tab-compare"):
+        gr.Markdown("One photo, several paintings: each runs with its tuned settings, all at once. The photo is the "
+                    "same as on the *Stylize* tab. Click a result to take its painting and settings there.")
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=4, min_width=300):
                 compare_content = PhotoInput(label="Your photo", type="filepath", sources=["upload", "webcam", "clipboard"],
-                                             height=240, elem_id="compare-content")
-                compare_presets = gr.CheckboxGroup([(p.caption, p.id) for p in studio.presets.values()],
-                                                   value=list(studio.presets)[:3],
-                                                   label=f"Presets (up to {LIMITS.max_compare})")
+                                             height=220, elem_id="compare-content")
+                compare_photos = gr.Gallery(studio.photo_thumbnails(), label="…or an example photo", columns=6,
+                                            height="auto", allow_preview=False, buttons=[], interactive=False,
+                                            elem_id="compare-photos", elem_classes=["thumbs", "captions-below"])
+                compare_picker = gr.Gallery(PRESET_GALLERY, label=f"Paintings: click to add or remove (up to "
+                                            f"{LIMITS.max_compare})", columns=5, height="auto", allow_preview=False,
+                                            buttons=[], interactive=False, elem_id="compare-picker",
+                                            elem_classes=["thumbs", "captions-below"])
+                compare_presets = gr.CheckboxGroup([(studio.presets[i].title, i) for i in PRESETS_SHOWN],
+                                                   value=PRESETS_SHOWN[:3], label="Chosen paintings",
+                                                   elem_id="compare-presets")
                 compare_both = gr.Checkbox(False, label=f"Also with the patch model: each preset twice, "
                                            f"{STYLE_MODEL_NAMES['gram']} and {STYLE_MODEL_NAMES['mrf']}",
                                            elem_id="compare-both")
@@ -694,16 +774,25 @@ with gr.Blocks(title="stylize — neural style transfer", delete_cache=(600, 360
                                              elem_id="compare-size")
                     compare_steps = gr.Slider(1, LIMITS.max_steps, value=CD.steps, step=1, label="Steps",
                                               elem_id="compare-steps")
-                compare_btn = gr.Button("Compare", variant="primary", elem_id="compare-run")
-                compare_estimate_md = gr.Markdown(compare_estimate(list(studio.presets)[:3], CD.size, CD.steps, False),
-                                                  elem_id="compare-estimate")
-                compare_stop = gr.Button("Stop", variant="stop")
-            with gr.Column(scale=2):
-                gr.Markdown("Each preset runs with its tuned settings, at the size and steps set here and the seed "
-                            "set on the *Stylize* tab.")
+                with gr.Row(equal_height=True):
+                    compare_btn = gr.Button("Compare", variant="primary", elem_id="compare-run", scale=2)
+                    compare_estimate_md = gr.Markdown(compare_estimate(PRESETS_SHOWN[:3], CD.size, CD.steps, False),
+                                                      elem_id="compare-estimate")
+                    compare_stop = gr.Button("Stop", variant="stop", elem_id="compare-stop", scale=1)
+            with gr.Column(scale=6, min_width=320):
                 compare_status = gr.Markdown("", elem_id="compare-status")
-                compare_gallery = gr.Gallery(label="Results", columns=3, height="auto", format="jpeg",
-                                             elem_id="compare-results", elem_classes="captions-below")
+                compare_gallery = gr.Gallery(label="Results: click one", columns=3, height="auto", format="jpeg",
+                                             buttons=["download"], elem_id="compare-results",
+                                             elem_classes="captions-below")
+                with gr.Row():
+                    compare_note = gr.Markdown("", elem_id="compare-note")
+                    compare_open = gr.Button("Open it in Stylize →", visible=False, size="sm", elem_id="compare-open")
+                compare_sheet = gr.Image(label="The comparison sheet (PNG)", format="png", interactive=False,
+                                         buttons=["download", "fullscreen"], elem_id="compare-sheet")
+                compare_link = gr.Textbox(label="Link to this comparison", buttons=["copy"], elem_id="compare-link")
+        compare_state = gr.State(None)
+        compare_opened = gr.Checkbox(False, visible=False)  # a comparison link was opened
+        compare_autorun = gr.Checkbox(False, visible=False)
     with gr.Tab("Explore", elem_id="tab-explore"):
         gr.Markdown("The paper's experiments as grids: what the layers and the strength do. Every cell is optimized "
                     "at the same time, in one batch, and the grid fills in as the cells converge. Click a cell to "
@@ -812,9 +901,31 @@ with gr.Blocks(title="stylize — neural style transfer", delete_cache=(600, 360
     if EXAMPLES:
         examples.select(choose_example, None, [content, preset_state, style_upload, style_md, result, status,
                                                *settings_outputs], **private)
-    compare_btn.click(compare, [compare_content, compare_presets, compare_size, compare_steps, SETTINGS["seed"],
-                                weights, compare_both], [compare_gallery, compare_status], api_name="compare",
-                      concurrency_id="gpu")
+    compare_args = [compare_content, compare_presets, compare_size, compare_steps, SETTINGS["seed"], weights,
+                    compare_both]
+    api_compare = gr.Button(visible=False, elem_id="api-compare")  # the trigger of the public /compare endpoint
+    api_compare.click(compare, compare_args, [compare_sheet, compare_status], api_name="compare", concurrency_id="gpu")
+    compare_btn.click(run_compare, compare_args, [compare_gallery, compare_status, compare_sheet, compare_link,
+                                                  compare_state], api_visibility="private", show_progress="minimal",
+                      show_progress_on=compare_status, concurrency_id="gpu")
+    compare_picker.select(toggle_compare_preset, compare_presets, compare_presets, **private)
+    compare_photos.select(choose_photo, None, content, **private)
+    # One photo on both tabs: whatever sets the Stylize tab's photo (upload, example, link) sets Compare's; an
+    # upload on Compare sets Stylize's (a user's input only, so the two never echo each other).
+    content.change(same_photo, content, compare_content, **private)
+    compare_content.input(same_photo, compare_content, content, **private)
+    compare_gallery.select(compare_result, compare_state,
+                           [preset_state, style_upload, style_md, status, *settings_outputs, compare_note, compare_open],
+                           **private)
+    compare_open.click(None, None, None, js="() => { document.querySelector('#tab-stylize-button')?.click(); "
+                                            "window.scrollTo(0, 0); }", api_visibility="private")
+    # A comparison link (tab=compare) fills the Compare tab, opens it, and with run=1 starts it.
+    demo.load(prefill_compare, None, [compare_presets, compare_size, compare_steps, SETTINGS["seed"], compare_both,
+                                      content, compare_status, compare_opened, compare_autorun],
+              **private).then(same_photo, content, compare_content, **private).then(
+        None, [compare_opened, compare_autorun], None,
+        js="(go, run) => { if (go) document.querySelector('#tab-compare-button')?.click(); "
+           "if (run) document.querySelector('#compare-run')?.click(); }", api_visibility="private")
     # The estimate beside each button follows the settings it depends on (examples and links included).
     estimate_inputs = [SETTINGS[n] for n in ("size", "steps", "scales", "style_scale", "style_model")] + [extra_styles]
     for component in estimate_inputs:

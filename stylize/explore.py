@@ -386,14 +386,21 @@ def _text_size(font, text: str) -> tuple[int, int]:
 
 
 def _wrap(font, label: str, width: int) -> str:
-    """A label wider than `width` goes on two lines at its ': ' or ', ' if it has one."""
+    """A label wider than `width` goes on two lines at its ': ' or ', ' if it has one, else on as many lines as
+    its words need."""
     if _text_size(font, label)[0] <= width:
         return label
     for sep in (": ", ", ", " = "):
         if sep in label:
             head, tail = label.split(sep, 1)
             return f"{head}{sep.rstrip()}\n{tail}"
-    return label
+    lines: list[str] = []
+    for word in label.split():
+        if lines and _text_size(font, f"{lines[-1]} {word}")[0] <= width:
+            lines[-1] += f" {word}"
+        else:
+            lines.append(word)
+    return "\n".join(lines)
 
 
 @dataclass(frozen=True)

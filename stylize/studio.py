@@ -30,6 +30,7 @@ from PIL import Image
 from . import images
 from .budget import (COMPARE_BUDGET_S, COMPARE_PRESETS, MIN_COMPARE_SIZE, RUN_BUDGET_S, Budget, ZeroGpu, bytes_per_pixel,
                      plan_batches)
+from .comparison import CompareCell, CompareLink, is_compare_link, open_compare_link
 from .engine import Frame, Job, Stylizer
 from .machine import GPU_PROBE_SIZE, StepCost, cpu_name, default_device, requested_precision, time_floor
 from .errors import StylizeError
@@ -63,6 +64,10 @@ STYLE_MODEL_NAMES = {"gram": "Gram (Gatys 2015)", "mrf": "Patches (Li & Wand 201
 # overrides.
 COMPARE_BATCH = {"cpu": True, "cuda": True}
 EXAMPLES_MANIFEST = EXAMPLES_DIR / "examples.json"
+
+
+def _digest(path: Path) -> str:
+    return hashlib.blake2b(path.read_bytes(), digest_size=16).hexdigest()
 
 
 def zero_gpu_enabled() -> bool:
@@ -148,16 +153,6 @@ def limits_for(device_type: str, defaults: Settings) -> Limits:
     if device_type == "cuda":
         return Limits(max(2048, defaults.size), max(2000, defaults.steps))
     return Limits(max(512, defaults.size), max(1000, defaults.steps))
-
-
-@dataclass(frozen=True)
-class CompareCell:
-    """One result of a comparison: a preset, the settings it runs with, and its caption (short: its title)."""
-
-    preset_id: str
-    settings: Settings
-    caption: str
-    title: str
 
 
 @dataclass
@@ -335,6 +330,21 @@ class Studio:
         if photo_id not in self.photos:
             raise StylizeError(f"unknown example photo {photo_id[:40]!r}")
         return self.served(self.photos[photo_id].path)
+
+    def example_photo_id(self, path: str | None) -> str | None:
+        """Which example photo a file is (a web UI hands back a byte-identical copy of `photo_path`), if any: a
+        comparison's link can then name it."""
+        if not path or not Path(path).is_file():
+            return None
+        if not hasattr(self, "_photo_digests"):
+            self._photo_digests = {_digest(Path(self.photo_path(i))): i for i in self.photos
+                                   if self.photos[i].path is not None}
+        return self._photo_digests.get(_digest(Path(path)))
+
+    def open_compare_link(self, query: Mapping[str, str]) -> CompareLink | None:
+        """A comparison link's choices, validated and clamped to this machine (None if the link is not one)."""
+        return open_compare_link(query, self.available_presets(), list(self.photos), self.compare_defaults,
+                                 self.limits.max_size, self.limits.max_steps, self.limits.max_compare)
 
     def examples(self) -> list[Example]:
         """The finished examples in presets/examples/ whose photo, preset and image are all present."""
@@ -548,7 +558,7 @@ class Studio:
     def open_link(self, query: Mapping[str, str]) -> Link:
         """A shared link's query string, validated like any input and clamped to this machine's limits."""
         params = dict(query)
-        if is_explore_link(params):  # the Explore tab reads it (open_explore_link); the Stylize tab keeps its defaults
+        if is_explore_link(params) or is_compare_link(params):  # another tab reads it; Stylize keeps its defaults
             return Link("", self.defaults, [], autorun=False)
         preset_id = str(params.get("preset", "")).split(",")[0]
         settings, notices = Settings.from_query(params, ignore=("preset", "run", "deep_link", "__theme"),

@@ -115,16 +115,38 @@ def test_custom_style_layers_are_one_text_value(client, photo_file):
     assert "style_layers=relu1_1%2Crelu3_1" in final[5]
 
 
-def test_compare_fills_a_captioned_gallery_without_duplicates(client, photo_file):
+def sheet_cells(sheet_path: str, titles: list[str], size=(64, 43)) -> list:
+    """The photo's and each result's pixels in a comparison sheet, where the sheet's own layout puts them."""
+    import numpy as np
+
+    from stylize.comparison import PHOTO_CAPTION, SHEET_COLUMNS
+    from stylize.explore import grid_layout
+
+    sheet = Image.open(sheet_path).convert("RGB")
+    captions = [PHOTO_CAPTION, *titles]
+    rows = [captions[k:k + SHEET_COLUMNS] for k in range(0, len(captions), SHEET_COLUMNS)]
+    cells, top = [], 0
+    for row in rows:
+        layout = grid_layout(size, [""], row)
+        for column in range(len(row)):
+            x0, y0, x1, y1 = layout.cell_box(0, column, size)
+            cells.append(np.asarray(sheet.crop((x0, top + y0, x1, top + y1)), dtype=float))
+        top += layout.size[1]
+    return cells
+
+
+def test_compare_returns_one_sheet_with_the_photo_first_and_no_duplicates(client, photo_file):
+    import numpy as np
     from gradio_client import handle_file
 
     job = client.submit(content=handle_file(photo_file), preset_ids=["starry_night", "the_scream", "starry_night"],
                         size=64, steps=3, api_name="/compare")
-    gallery, status = job.result()
-    assert [item["caption"] for item in gallery] == ["The Starry Night — Vincent van Gogh, 1889",
-                                                    "The Scream — Edvard Munch, 1893"]
-    assert all(Image.open(item["image"]).size == (64, 43) for item in gallery)
+    sheet, status = job.result()
     assert status == "2/2 done"
+    photo, *results = sheet_cells(sheet, ["The Starry Night", "The Scream"])
+    expected = np.asarray(Image.open(photo_file).convert("RGB").resize((64, 43), Image.Resampling.LANCZOS), float)
+    assert np.abs(photo - expected).mean() < 3  # the photo first, at the results' size
+    assert len(results) == 2 and all(np.abs(r - photo).mean() > 1 for r in results)  # then each (stylized) result
 
 
 def test_compare_is_bounded(client, photo_file, app_module):
@@ -273,22 +295,21 @@ def test_two_masks_paint_each_half_of_the_photo_with_its_own_painting(client, ph
         submit(client, photo_file, masks=[handle_file(str(left))], style_model="mrf", size=64, steps=3).result()
 
 
-def test_compare_with_both_models_shows_every_preset_twice_captioned_by_model(client, photo_file):
+def test_compare_with_both_models_runs_every_preset_twice(client, photo_file, app_module):
     from gradio_client import handle_file
 
     job = client.submit(content=handle_file(photo_file), preset_ids=["starry_night", "the_scream"], size=64, steps=3,
                         both_models=True, api_name="/compare")
-    gallery, status = job.result()
-    assert [item["caption"] for item in gallery] == [
-        "The Starry Night — Vincent van Gogh, 1889 · Gram (Gatys 2015)",
-        "The Starry Night — Vincent van Gogh, 1889 · Patches (Li & Wand 2016)",
-        "The Scream — Edvard Munch, 1893 · Gram (Gatys 2015)",
-        "The Scream — Edvard Munch, 1893 · Patches (Li & Wand 2016)"]
-    assert all(Image.open(item["image"]).size == (64, 43) for item in gallery)
+    sheet, status = job.result()
     assert status == "4/4 done"
+    assert Image.open(sheet).height > 2 * 43  # the photo and four results: two rows
+    cells = app_module.studio.compare_cells(["starry_night", "the_scream"], app_module.CD, both_models=True)
+    assert [c.title for c in cells] == ["The Starry Night · Gram (Gatys 2015)",
+                                        "The Starry Night · Patches (Li & Wand 2016)",
+                                        "The Scream · Gram (Gatys 2015)", "The Scream · Patches (Li & Wand 2016)"]
 
 
-def test_a_batched_compare_streams_every_preset_together_one_image_each(client, photo_file, monkeypatch):
+def test_a_batched_compare_streams_every_preset_together_and_ends_with_a_sheet(client, photo_file, monkeypatch):
     import numpy as np
     from gradio_client import handle_file
 
@@ -298,16 +319,28 @@ def test_a_batched_compare_streams_every_preset_together_one_image_each(client, 
     outputs = list(job)
     statuses = [status for _, status in outputs]
     assert any("3 images of 64×43 in one batch" in s for s in statuses), statuses
-    running = [gallery for gallery, status in outputs if "Step" in status]
-    assert running and all(len(gallery) == 3 for gallery in running)  # every cell updates together
-    gallery, status = outputs[-1]
+    assert all(sheet is None for sheet, _ in outputs[:-1])  # an agent gets the image once, at the end
+    sheet, status = outputs[-1]
     assert status == "3/3 done"
-    assert [item["caption"] for item in gallery] == [f"{t} — {a}" for t, a in (
-        ("The Starry Night", "Vincent van Gogh, 1889"), ("The Scream", "Edvard Munch, 1893"),
-        ("The Shipwreck of the Minotaur", "J. M. W. Turner, c. 1810"))]
-    pixels = [np.asarray(Image.open(item["image"]).convert("RGB"), dtype=float) for item in gallery]
-    assert all(p.shape == (43, 64, 3) for p in pixels)
-    assert min(np.abs(a - b).mean() for i, a in enumerate(pixels) for b in pixels[i + 1:]) > 1.0  # each different
+    photo, *results = sheet_cells(sheet, ["The Starry Night", "The Scream", "The Shipwreck of the Minotaur"])
+    assert len(results) == 3
+    assert min(np.abs(a - b).mean() for i, a in enumerate(results) for b in results[i + 1:]) > 1.0  # each different
+
+
+def test_the_compare_button_streams_a_captioned_gallery_a_sheet_and_a_link(app_module, photo_file):
+    from types import SimpleNamespace
+
+    app = app_module
+    request = SimpleNamespace(session_hash="compare-page", request=None, query_params={}, headers={})
+    outputs = list(app.run_compare(photo_file, ["the_scream", "starry_night"], 64, 3, 5, "auto", False, request))
+    gallery, status, sheet, link, state = outputs[-1]
+    assert [caption for _, caption in gallery] == ["The Scream — Edvard Munch, 1893",
+                                                   "The Starry Night — Vincent van Gogh, 1889"]
+    assert status == "2/2 done" and Image.open(sheet).format == "PNG"
+    assert "tab=compare" in link and "presets=the_scream%2Cstarry_night" in link and "seed=5" in link
+    assert "photo=" not in link  # an uploaded photo is not an example: the page's share button carries it
+    assert [cell["preset"] for cell in state] == ["the_scream", "starry_night"]
+    assert state[0]["settings"]["style_strength"] == app.studio.presets["the_scream"].apply(app.CD).style_strength
 
 
 # ---- Explore: the paper's experiments as grids ------------------------------------------------------------------

@@ -292,3 +292,78 @@ def test_paint_the_sky_of_tubingen_give_it_a_painting_run_and_share_it(browser, 
     shared.screenshot(path=str(ARTIFACTS / "browser-regions-shared.png"), full_page=True)
     shared.close()
     page.close()
+
+
+def test_compare_carries_the_photo_picks_paintings_runs_downloads_a_sheet_and_reopens_from_its_link(
+        browser, server, app_module):
+    """One photo across the tabs, paintings picked by their thumbnails, a run, the sheet's pixels (photo first,
+    results captioned), the comparison's link reopening the tab, and a result taken to Stylize."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    page = browser.new_page(viewport={"width": 1280, "height": 1000})
+    page.goto(server)
+    page.wait_for_function(ALL_IMAGES_LOADED, arg="#photos img", timeout=30_000)
+    photo_id = app_module.PHOTO_IDS[0]
+    page.locator("#photos img").first.click()  # an example photo on the Stylize tab
+    page.wait_for_selector("#content img", timeout=10_000)
+    page.locator("#tab-compare-button").click()
+    page.wait_for_selector("#compare-content img", timeout=10_000)  # the same photo on Compare
+
+    # Paintings by their thumbnails: a click removes a chosen one, another adds one.
+    shown = app_module.PRESETS_SHOWN
+    checked = "() => [...document.querySelectorAll('#compare-presets input:checked')].map(i => i.closest('label').innerText.trim())"
+    assert page.evaluate(checked) == [app_module.studio.presets[i].title for i in shown[:3]]
+    page.locator("#compare-picker img").nth(1).click()  # chosen: removed
+    page.locator("#compare-picker img").nth(4).click()  # not chosen: added
+    wanted = [shown[0], shown[2], shown[4]]
+    titles = [app_module.studio.presets[i].title for i in wanted]
+    page.wait_for_function(f"() => ({checked})().length === 3 && ({checked})()[2] === {titles[2]!r}", timeout=10_000)
+    assert "on this CPU" in page.locator("#compare-estimate").inner_text()  # the estimate before the click
+    set_number(page, "compare-size", 64)
+    set_number(page, "compare-steps", 5)
+    page.locator("#compare-run").click()
+    page.wait_for_function("() => document.querySelector('#compare-status')?.innerText.includes('3/3 done')",
+                           timeout=120_000)
+    page.wait_for_selector("#compare-sheet img", timeout=20_000)
+    page.screenshot(path=str(ARTIFACTS / "browser-compare.png"), full_page=True)
+
+    # The sheet, as downloaded: the photo first, then three results, each under its caption.
+    src = page.locator("#compare-sheet img").first.get_attribute("src")
+    sheet = Image.open(io.BytesIO(page.request.get(src).body())).convert("RGB")
+    photo = Image.open(app_module.studio.photos[photo_id].path).convert("RGB")
+    from stylize.comparison import PHOTO_CAPTION
+    from stylize.explore import grid_layout
+
+    size = (64, round(64 * photo.height / photo.width)) if photo.width >= photo.height else None
+    layout = grid_layout(size, [""], [PHOTO_CAPTION, *titles])
+    cells = [np.asarray(sheet.crop(layout.cell_box(0, c, size)), dtype=float) for c in range(4)]
+    expected = np.asarray(photo.resize(size, Image.Resampling.LANCZOS), dtype=float)
+    assert np.abs(cells[0] - expected).mean() < 4  # the photo, first
+    assert all(np.abs(cell - cells[0]).mean() > 2 for cell in cells[1:])  # then three stylized results
+    for c in range(4):
+        x0, y0, x1, _ = layout.cell_box(0, c, size)
+        assert (np.asarray(sheet.crop((x0, 0, x1, y0)).convert("L")) < 128).sum() > 10  # a caption above each
+
+    # The link reopens the tab with the same choices and the example photo.
+    link = page.locator("#compare-link textarea, #compare-link input").first.input_value()
+    assert "tab=compare" in link and f"photo={photo_id}" in link and "size=64" in link and "steps=5" in link
+    again = browser.new_page(viewport={"width": 1280, "height": 1000})
+    again.goto(link)
+    again.wait_for_selector("#compare-run", state="visible", timeout=30_000)
+    again.wait_for_function(f"() => ({checked})().join('|') === {'|'.join(titles)!r}", timeout=10_000)
+    again.wait_for_selector("#compare-content img", timeout=10_000)
+    assert again.locator("#compare-steps input[type=number]").input_value() == "5"
+    again.close()
+
+    # A result goes to Stylize with its painting.
+    page.locator("#compare-results img").first.click()
+    page.wait_for_function(f"() => document.querySelector('#compare-note')?.innerText.includes({titles[0]!r})",
+                           timeout=10_000)
+    page.locator("#compare-open").click()
+    page.wait_for_selector("#run", state="visible", timeout=10_000)
+    assert titles[0] in page.locator("#style-label").inner_text()
+    page.close()
