@@ -45,7 +45,7 @@ def test_the_schema_lists_exactly_the_three_tools_with_every_parameter_described
     assert properties["rows"]["type"] == "array" and "enum" not in properties["rows"]["items"]  # any layer list
 
 
-async def _call_stylize(url: str, arguments: dict, with_progress: bool):
+async def _call_stylize(url: str, arguments: dict, with_progress: bool, tool: str = "stylize"):
     from mcp import ClientSession
     from mcp.client.streamable_http import streamable_http_client
 
@@ -58,7 +58,7 @@ async def _call_stylize(url: str, arguments: dict, with_progress: bool):
         async with ClientSession(read, write) as session:
             await session.initialize()
             tools = [tool.name for tool in (await session.list_tools()).tools]
-            result = await session.call_tool("stylize", arguments,
+            result = await session.call_tool(tool, arguments,
                                              progress_callback=on_progress if with_progress else None)
             return tools, result, progress
 
@@ -104,3 +104,19 @@ def test_a_plain_mcp_client_gets_urls_of_the_images(server):
     image = Image.open(io.BytesIO(httpx.get(url, timeout=30).content)).convert("RGB")
     assert image.size == (64, 43)
     assert np.abs(np.asarray(image, dtype=float) - reference).mean() < 6
+
+
+def test_an_mcp_compare_answers_with_one_sheet_and_a_status_line(server):
+    """The compare tool's answer is the comparison sheet once (photo first, then each result), and its status."""
+    arguments, reference = _photo_and_arguments()
+    arguments = {"content": arguments["content"], "preset_ids": ["starry_night", "the_scream"], "size": 64, "steps": 3}
+    _, result, _ = asyncio.run(_call_stylize(f"{server}gradio_api/mcp/", arguments, with_progress=True, tool="compare"))
+    assert not result.isError, result.content
+    images = [item for item in result.content if item.type == "image"]
+    texts = [item.text for item in result.content if item.type == "text"]
+    assert len(images) == 1, result.content
+    sheet = Image.open(io.BytesIO(base64.b64decode(images[0].data))).convert("RGB")
+    assert sheet.width >= 3 * 64 and sheet.height > 43  # the photo and two results, captioned
+    assert any("2/2 done" in text for text in texts), texts
+    size = sum(len(item.data) for item in images) + sum(len(t) for t in texts)
+    print(f"compare answer: {size} bytes")
