@@ -314,13 +314,42 @@ def _split(value: Any, also_commas: bool = False) -> list:
 
 
 def run_grid(stylizer: Stylizer, grid: Grid, content: Image.Image | None, style: Image.Image | None,
-             report_every: int | Callable[[int], bool] = 10) -> Iterator[Frame]:
-    """All cells as one batch: a `Frame` per step whose `.images`, `.item_losses` and `.histories` are row-major.
+             report_every: int | Callable[[int], bool] = 10,
+             chunks: Sequence[Sequence[int]] | None = None) -> Iterator[Frame]:
+    """All cells as one batch, or (`chunks`: lists of cell indices) as several batches one after another, where one
+    would not fit the GPU: a `Frame` per step whose `.images`, `.item_losses` and `.histories` are row-major and
+    cover every cell (cells not yet started are blank, without losses).
 
     Bad input (missing image, anything the engine refuses) raises here, before any work; closing the iterator
     stops the run.
     """
-    return stylizer.run_batch(grid.jobs(content, style), report_every)
+    jobs = grid.jobs(content, style)
+    if not chunks or len(chunks) == 1:
+        return stylizer.run_batch(jobs, report_every)
+    runs = [stylizer.run_batch([jobs[k] for k in chunk], report_every) for chunk in chunks]  # all checked now
+    return _one_after_another(runs, [list(chunk) for chunk in chunks], len(jobs))
+
+
+def _one_after_another(runs: list[Iterator[Frame]], chunks: list[list[int]], count: int) -> Iterator[Frame]:
+    images: list[Image.Image | None] = [None] * count
+    losses: list[dict] = [{} for _ in range(count)]
+    histories: list[list] = [[] for _ in range(count)]
+    started, offset = time.perf_counter(), 0
+    for n, (run, chunk) in enumerate(zip(runs, chunks)):
+        last_chunk = n == len(chunks) - 1
+        for frame in run:
+            total = frame.total_steps * len(chunks)
+            elapsed = time.perf_counter() - started
+            if frame.images is None:
+                yield Frame(offset + frame.step, total, elapsed, frame.size)
+                continue
+            for j, k in enumerate(chunk):
+                images[k], losses[k], histories[k] = frame.images[j], frame.item_losses[j], frame.histories[j]
+            blank = Image.new("RGB", frame.size, BACKGROUND)
+            yield Frame(offset + frame.step, total, elapsed, frame.size, done=frame.done and last_chunk,
+                        images=[image or blank for image in images], item_losses=list(losses),
+                        histories=list(histories))
+        offset += frame.total_steps
 
 
 # ---- the labelled image -------------------------------------------------------------------------

@@ -674,23 +674,27 @@ class Studio:
                         photo_size: tuple[int, int] = (4, 3)) -> list[list[int]]:
         """`indices` of `cells` grouped into batches, in order of first appearance: results that agree on what a
         batch must share (`plan.batch_key`) run together, at most MAX_COMPARE at a time, and on a GPU no more than
-        its free memory holds (`budget.plan_batches`)."""
+        its free memory holds (`gpu_batches`)."""
         groups: dict[tuple, list[int]] = {}
         for k in indices:
             groups.setdefault(batch_key(cells[k].settings), []).append(k)
         batches = [group[i:i + MAX_COMPARE] for group in groups.values() for i in range(0, len(group), MAX_COMPARE)]
+        planned = []
+        for batch in batches:
+            size = images.fit_size(photo_size, cells[batch[0]].settings.size)
+            planned += [[batch[j] for j in part] for part in self.gpu_batches([size] * len(batch)) or [range(len(batch))]]
+        return planned
+
+    def gpu_batches(self, sizes: Sequence[tuple[int, int]]) -> list[list[int]] | None:
+        """On a GPU, the items (output sizes) split into batches that fit its free memory now (`budget.plan_batches`);
+        None elsewhere (a CPU's memory is not the limit: one batch)."""
         if self.device.type != "cuda":
-            return batches
+            return None
         import torch
 
         free, _ = torch.cuda.mem_get_info(self.device)
         per_pixel = bytes_per_pixel(self.engine().precision == "bf16")
-        planned = []
-        for batch in batches:
-            width, height = images.fit_size(photo_size, cells[batch[0]].settings.size)
-            planned += [[batch[j] for j in part]
-                        for part in plan_batches([width * height] * len(batch), free, per_pixel, MAX_COMPARE)]
-        return planned
+        return plan_batches([w * h for w, h in sizes], free, per_pixel, max_items=len(sizes))
 
     # ---- explore: the paper's experiments as grids (stylize/explore.py), all cells as one batch -------------
 
@@ -727,8 +731,10 @@ class Studio:
                 stop: StopFlag | threading.Event | None = None) -> Iterator[GridUpdate]:
         """Run every cell as one batch and stream `GridUpdate`s (every cell in each), about once a second and at
         once on Stop, after which the run ends with its current images. Bad input raises before any work."""
+        aspect = (content or style).size if (content or style) is not None else (1, 1)
         frames = run_grid(self.engine(source), grid, content, style,
-                          report_every=Reporter(stop, GRID_UPDATE_INTERVAL_S))
+                          report_every=Reporter(stop, GRID_UPDATE_INTERVAL_S),
+                          chunks=self.gpu_batches([images.fit_size(aspect, grid.settings.size)] * grid.cells))
         return self._on_compute_thread(grid_updates(grid, frames, stop))
 
     @staticmethod

@@ -232,3 +232,19 @@ def test_the_cli_refuses_bad_input_with_one_line(tmp_path):
     bad_column = cli("style", "--columns", "2", "many", "-o", str(tmp_path / "g.png"))
     assert bad_column.returncode == 2 and bad_column.stderr.strip() == "error: --columns takes numbers (got 'many')"
     assert not (tmp_path / "g.png").exists()
+
+
+def test_a_grid_too_large_for_the_gpu_runs_as_batches_one_after_another(stylizer, photo, painting):
+    """Chunks (as the GPU memory planner makes them) give every cell, row-major, in one stream of frames."""
+    from stylize.explore import Grid, run_grid
+
+    grid = Grid("style", ("a", "c"), (10.0, 100.0), Settings(size=64, steps=3, scales=1))
+    whole = list(run_grid(stylizer, grid, photo, painting, report_every=1))
+    chunked = list(run_grid(stylizer, grid, photo, painting, report_every=1, chunks=[[0, 1], [2, 3]]))
+    assert [f.step for f in chunked] == [1, 2, 3, 4, 5, 6] and chunked[-1].total_steps == 6
+    assert chunked[-1].done and not chunked[2].done  # the first batch's end is not the grid's
+    assert chunked[0].item_losses[2] == {} and chunked[0].images[2].getextrema() == ((255, 255),) * 3  # not started
+    final, reference = chunked[-1], whole[-1]
+    assert len(final.images) == 4
+    for mine, theirs in zip(final.item_losses, reference.item_losses):
+        assert mine["total"] == pytest.approx(theirs["total"], rel=1e-3)  # each cell as in the one-batch run
