@@ -175,14 +175,14 @@ def test_compare_runs_in_the_worker_and_stop_skips_the_remaining_presets(app_mod
     ids = ["starry_night", "the_scream", "shipwreck"]
 
     def on_output(output, outputs):
-        gallery, status = output
+        gallery, status, *_ = output
         if ("in one batch" if batch else "1/3") in status and "Step" in status and not pressed:
             pressed.append(True)
             app.stop_run(request(session))
 
-    outputs = consume(app.compare(str(photo), ids, 64, 1000, 0, "auto", request=request(session)), on_output)
-    gallery, status = outputs[-1]
-    assert pressed
+    outputs = consume(app.run_compare(str(photo), ids, 64, 1000, 0, "auto", False, request(session)), on_output)
+    gallery, status, sheet, link, state = outputs[-1]
+    assert pressed and Image.open(sheet).width > (len(gallery) + 1) * 64  # the sheet of what was finished
     print(status)
     expected = ids if batch else ids[:1]
     assert [caption for _, caption in gallery] == [app.studio.presets[i].caption for i in expected]
