@@ -644,6 +644,22 @@ footer { display: none !important; }
 """
 
 
+def results_column(prefix: str, hint: str, gallery_id: str, gallery_label: str, columns: int, preview_format: str,
+                   image_id: str, image_label: str, link_of: str) -> tuple:
+    """Compare's and Explore's results: status, a gallery of results to click, a note with "Open it in Stylize",
+    the labelled image (PNG), and the link."""
+    status_md = gr.Markdown(hint, elem_id=f"{prefix}-status")
+    gallery_ = gr.Gallery(label=gallery_label, columns=columns, height="auto", format=preview_format,
+                          buttons=["download"], elem_id=gallery_id, elem_classes="captions-below")
+    with gr.Row():
+        note = gr.Markdown("", elem_id=f"{prefix}-note")
+        open_btn = gr.Button("Open it in Stylize →", visible=False, size="sm", elem_id=f"{prefix}-open")
+    image = gr.Image(label=image_label, format="png", interactive=False, buttons=["download", "fullscreen"],
+                     elem_id=image_id)
+    link_box = gr.Textbox(label=f"Link to {link_of}", buttons=["copy"], elem_id=f"{prefix}-link")
+    return status_md, gallery_, note, open_btn, image, link_box
+
+
 def number_slider(name: str, low, high, step, label, **kwargs):
     return gr.Slider(low, high, value=getattr(D, name), step=step, label=label, elem_id=name.replace("_", "-"), **kwargs)
 
@@ -780,16 +796,9 @@ with gr.Blocks(title="stylize — neural style transfer", delete_cache=(600, 360
                                                       elem_id="compare-estimate")
                     compare_stop = gr.Button("Stop", variant="stop", elem_id="compare-stop", scale=1)
             with gr.Column(scale=6, min_width=320):
-                compare_status = gr.Markdown("", elem_id="compare-status")
-                compare_gallery = gr.Gallery(label="Results: click one", columns=3, height="auto", format="jpeg",
-                                             buttons=["download"], elem_id="compare-results",
-                                             elem_classes="captions-below")
-                with gr.Row():
-                    compare_note = gr.Markdown("", elem_id="compare-note")
-                    compare_open = gr.Button("Open it in Stylize →", visible=False, size="sm", elem_id="compare-open")
-                compare_sheet = gr.Image(label="The comparison sheet (PNG)", format="png", interactive=False,
-                                         buttons=["download", "fullscreen"], elem_id="compare-sheet")
-                compare_link = gr.Textbox(label="Link to this comparison", buttons=["copy"], elem_id="compare-link")
+                (compare_status, compare_gallery, compare_note, compare_open, compare_sheet,
+                 compare_link) = results_column("compare", "", "compare-results", "Results: click one", 3, "jpeg",
+                                                "compare-sheet", "The comparison sheet (PNG)", "this comparison")
         compare_state = gr.State(None)
         compare_opened = gr.Checkbox(False, visible=False)  # a comparison link was opened
         compare_autorun = gr.Checkbox(False, visible=False)
@@ -830,17 +839,10 @@ with gr.Blocks(title="stylize — neural style transfer", delete_cache=(600, 360
                     explore_estimate_md = gr.Markdown("", elem_id="explore-estimate")
                     explore_stop = gr.Button("Stop", variant="stop", elem_id="explore-stop", scale=1)
             with gr.Column(scale=6, min_width=320):
-                explore_status = gr.Markdown("Choose an experiment and its images, then press **Run the grid**.",
-                                             elem_id="explore-status")
-                explore_cells = gr.Gallery(label="Cells: click one", columns=4, height="auto", format="png",
-                                           buttons=["download"], elem_id="explore-cells",
-                                           elem_classes="captions-below")
-                with gr.Row():
-                    explore_note = gr.Markdown("", elem_id="explore-note")
-                    explore_open = gr.Button("Open it in Stylize →", visible=False, size="sm", elem_id="explore-open")
-                explore_grid = gr.Image(label="The whole grid, labelled (PNG)", format="png", interactive=False,
-                                        buttons=["download", "fullscreen"], elem_id="explore-grid")
-                explore_link = gr.Textbox(label="Link to this grid", buttons=["copy"], elem_id="explore-link")
+                (explore_status, explore_cells, explore_note, explore_open, explore_grid,
+                 explore_link) = results_column("explore", "Choose an experiment and its images, then press **Run the "
+                                                "grid**.", "explore-cells", "Cells: click one", 4, "png", "explore-grid",
+                                                "The whole grid, labelled (PNG)", "this grid")
         explore_state = gr.State(None)
         explore_opened = gr.Checkbox(False, visible=False)  # a grid link was opened (read by the page: no gr.State)
     with gr.Accordion("Credits", open=False):

@@ -119,12 +119,13 @@ def pass_timer(net: torch.nn.Module, device: torch.device, size: tuple[int, int]
     width, height = size
     x = torch.rand(1, 3, height, width, device=device, requires_grad=True)
     last = getattr(net, "deepest_available", "relu5_1")
+    pooling = Settings.pooling  # the default run's
 
     def once() -> float:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         started = time.perf_counter()
-        net(x, {last}, "avg")[last].float().sum().backward()
+        net(x, {last}, pooling)[last].float().sum().backward()
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         return time.perf_counter() - started
