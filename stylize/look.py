@@ -10,15 +10,16 @@ numbers, all on the result's 8-bit pixels (0–255), all restricted to where the
   periodic or not.
 - `lattice(result, mask)`: the *periodic* part of the fine texture. The result's high-pass residual (x − G₃·x,
   periods up to ~20 px kept) is cut into 32 × 32 tiles (stride 16) that lie in the flat region (≥ 90 % of
-  their pixels flat); their power spectra (per channel, no window: a grid-locked period dividing 32 px falls on
-  exact bins) are averaged, and what stands above the spectrum's own local level (the median of the 5 × 5
-  neighbouring bins) is summed over periods of 2–16 px. In (grey levels)² per pixel, like `highpass`: a lattice of dots every 4 px of
-  amplitude a scores ~a²/2 per harmonic, a random (non-periodic) texture of the same energy scores a small
-  fraction of it (what the median leaves of a noisy spectrum), a smooth region ~0.
+  their pixels flat); their power spectra (per channel, no window: a period dividing 32 px falls on exact
+  bins) are averaged, and what stands above the spectrum's own local level (the median of the 5 × 5
+  neighbouring bins) is summed over periods of 2–16 px, in (grey levels)² per pixel like `highpass`. Power
+  spectra ignore phase, so a lattice whose dots change colour from place to place still adds up. Hand-made
+  (tests/test_look.py): grey with a coloured dot every 4 px scores 27, random noise of the same energy 1.4,
+  a flat or slowly varying image ~0.
 
-Average pooling's transposed operator is a nearest-neighbour upsampling: every gradient reaching the pixels
-through four 2 × 2 poolings is constant on blocks aligned to the pixel grid, periods 2, 4, 8 and 16 px. That is
-what `lattice` is built to see: energy at fixed frequencies, in phase over the whole region.
+What it found (README, *Calm where the photo is calm*): the dots are not locked to the pixel grid (the share of
+`lattice` at harmonics of 1/16 px⁻¹ is the ~1/4 any spectrum puts there); they are a pattern the optimization
+builds where average pooling hides fine detail from the deep layers.
 """
 
 from __future__ import annotations

@@ -59,7 +59,7 @@ class Settings:
     layer_weights: str = ""  # comma-separated weights, one per style layer; empty: equal (w_l = 1/L)
     tv_weight: float = 0.0  # total-variation smoothing
     init: str = "content"
-    pooling: str = "avg"  # average pooling, as in the paper; "max" as in VGG
+    pooling: str = "max"  # as in VGG and the classic tools; the paper's "avg" dots calm skies (README, issue #20)
     preserve_color: str = "none"  # "luminance": transfer on luma only; "histogram": recolour the style first
     scales: int = 1  # coarse-to-fine levels, √2 apart in size
     style_scale: float = 1.0  # style image size relative to the output's longest side
