@@ -140,7 +140,7 @@ def test_compare_returns_one_sheet_with_the_photo_first_and_no_duplicates(client
     from gradio_client import handle_file
 
     job = client.submit(content=handle_file(photo_file), preset_ids=["starry_night", "the_scream", "starry_night"],
-                        size=64, steps=3, api_name="/compare")
+                        size=64, steps=10, api_name="/compare")
     sheet, status = job.result()
     assert status == "2/2 done"
     photo, *results = sheet_cells(sheet, ["The Starry Night", "The Scream"])
