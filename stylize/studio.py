@@ -201,9 +201,8 @@ class Studio:
                 self._errors[source] = str(exc)
         # Defaults sized to this machine's measured speed (budget.py); the limits stay the device type's.
         self.budget = self._budget()
-        base = defaults_for(self.device.type)
-        self.limits = limits_for(self.device.type, base)
-        self.defaults = self.budget.fit(base, RUN_BUDGET_S, base.size)
+        self.limits = limits_for(self.device.type, defaults_for(self.device.type))
+        self.defaults = self.current_defaults()
         self.compare_defaults = self.budget.fit(self.defaults, COMPARE_BUDGET_S, self.defaults.size,
                                                 batch=COMPARE_PRESETS, min_size=MIN_COMPARE_SIZE)
         self.warmed = threading.Event()
@@ -228,6 +227,12 @@ class Studio:
             return Budget("cuda", StepCost.from_floor(time_floor(engine.net, self.device, GPU_PROBE_SIZE),
                                                       GPU_PROBE_SIZE))
         return Budget("cpu", StepCost.from_floor(engine.chosen.floors.get(engine.precision)))
+
+    def current_defaults(self) -> Settings:
+        """The default run as large as fits the time budget at this machine's speed as known now (the probe, then
+        the runs made here): every page load starts from it, so the defaults follow what the runs measured."""
+        base = defaults_for(self.device.type)
+        return self.budget.fit(base, RUN_BUDGET_S, base.size)
 
     def observe(self, settings: Settings, frame: Frame, styles: int = 1, batch: int = 1) -> None:
         """Learn this machine's speed from a finished or stopped run (its frame came back from wherever it ran)."""
@@ -559,10 +564,10 @@ class Studio:
         """A shared link's query string, validated like any input and clamped to this machine's limits."""
         params = dict(query)
         if is_explore_link(params) or is_compare_link(params):  # another tab reads it; Stylize keeps its defaults
-            return Link("", self.defaults, [], autorun=False)
+            return Link("", self.current_defaults(), [], autorun=False)
         preset_id = str(params.get("preset", "")).split(",")[0]
         settings, notices = Settings.from_query(params, ignore=("preset", "run", "deep_link", "__theme"),
-                                                base=self.defaults)
+                                                base=self.current_defaults())
         if preset_id and preset_id not in self.presets:
             notices.append(f"unknown preset {preset_id[:40]!r}; choose one from the gallery")
             preset_id = ""

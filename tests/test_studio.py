@@ -335,3 +335,15 @@ def test_make_examples_writes_images_and_a_manifest(tmp_path, monkeypatch):
     assert (entry["photo"], entry["preset"]) == module.PAIRS[0]
     assert Settings(**entry["settings"]).steps == 2 and entry["settings"]["seed"] == 0
     assert max(Image.open(tmp_path / entry["image"]).size) == 64
+
+
+def test_page_loads_start_from_defaults_that_follow_the_runs_measured(app_module):
+    from stylize.budget import RUN_BUDGET_S, SAFETY, Budget
+    from stylize.machine import StepCost
+
+    studio = Studio.__new__(Studio)
+    studio.device, studio.budget = app_module.studio.device, Budget("cpu", StepCost(1.0, "a fast probe"))
+    assert studio.current_defaults().size == 512
+    studio.budget.cost.observe(Settings(size=512, steps=150, scales=3), 600.0)  # a run far slower than the probe said
+    slower = studio.current_defaults()
+    assert slower.size < 512 and studio.budget.seconds(slower) <= RUN_BUDGET_S * SAFETY
