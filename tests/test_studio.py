@@ -344,6 +344,6 @@ def test_page_loads_start_from_defaults_that_follow_the_runs_measured(app_module
     studio = Studio.__new__(Studio)
     studio.device, studio.budget = app_module.studio.device, Budget("cpu", StepCost(1.0, "a fast probe"))
     assert studio.current_defaults().size == 512
-    studio.budget.cost.observe(Settings(size=512, steps=150, scales=3), 600.0)  # a run far slower than the probe said
+    studio.budget.cost.observe(Settings(size=512, steps=150, scales=3), 150.0)  # a run slower than the probe said
     slower = studio.current_defaults()
     assert slower.size < 512 and studio.budget.seconds(slower) <= RUN_BUDGET_S * SAFETY
