@@ -24,7 +24,7 @@ SIZE_STEP = 32
 # Below MIN_DEFAULT_SIZE a default run shrinks its steps instead (down to 30 a level over 3 levels: by then a run has
 # most of its look); a comparison is many pictures at once, and may be smaller.
 MIN_DEFAULT_SIZE = 320
-MIN_COMPARE_SIZE = 192
+MIN_COMPARE_SIZE = 160
 MIN_DEFAULT_STEPS = 90
 
 # GPU memory per pixel of one batch item, computed (not measured): VGG-19 activations kept for the backward pass
