@@ -30,7 +30,7 @@ from PIL import Image
 from . import images
 from .engine import Job, Stylizer
 from .budget import RUN_BUDGET_S, Budget
-from .machine import GPU_PROBE_SIZE, StepCost, cpu_name, default_device, time_floor
+from .machine import cpu_name, default_device
 from .plan import schedule
 from .lbfgs import LBFGS
 from .losses import gram
@@ -385,12 +385,10 @@ def main(argv: list[str] | None = None) -> int:
         print(*parts, flush=True)
 
     # The defaults the app would choose here: the probe's time model against the run budget (budget.py).
-    floor = auto.chosen.floors.get(native)
-    cost = (StepCost.from_floor(floor) if floor is not None
-            else StepCost.from_floor(time_floor(auto.net, device, GPU_PROBE_SIZE), GPU_PROBE_SIZE))
+    budget = Budget.for_engine(auto, device.type)
     base = defaults_for(device.type)
-    defaults = Budget(device.type, cost).fit(base, RUN_BUDGET_S, base.size)
-    report["default_estimate_s"] = cost.seconds(defaults)
+    defaults = budget.fit(base, RUN_BUDGET_S, base.size)
+    report["default_estimate_s"] = budget.seconds(defaults)
     if "steps" in only:
         report["iterations"] = []
         for size in sizes:

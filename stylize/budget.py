@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 from .errors import StylizeError
-from .machine import StepCost
+from .machine import GPU_PROBE_SIZE, StepCost, time_floor
 from .params import Settings
 
 RUN_BUDGET_S = 45  # a default run ends within this on any machine
@@ -130,6 +130,17 @@ class Budget:
 
     def __init__(self, device_type: str, cost: StepCost, zerogpu: ZeroGpu | None = None) -> None:
         self.device_type, self.cost, self.zerogpu = device_type, cost, zerogpu
+
+    @classmethod
+    def for_engine(cls, engine, device_type: str, zero_gpu: bool = False) -> "Budget":
+        """The time model for an engine (a `Stylizer`, or None if none loaded): its precision probe on a CPU, a bare
+        pass timed now on a dedicated GPU, and on ZeroGPU (no GPU in the server process) a computed default that
+        the runs' reports refine."""
+        if zero_gpu or engine is None:
+            return cls(device_type, StepCost.from_floor(None), ZeroGpu.here() if zero_gpu else None)
+        if device_type == "cuda":
+            return cls("cuda", StepCost.from_floor(time_floor(engine.net, engine.device, GPU_PROBE_SIZE), GPU_PROBE_SIZE))
+        return cls("cpu", StepCost.from_floor(engine.chosen.floors.get(engine.precision)))
 
     def seconds(self, settings: Settings, batch: int = 1, styles: int = 1) -> float:
         """The estimated wall time of a run (or a batch of `batch` runs), in seconds."""

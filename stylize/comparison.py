@@ -11,7 +11,7 @@ from urllib.parse import urlencode
 from PIL import Image
 
 from .explore import labelled_grid
-from .params import Settings
+from .params import Settings, within_limits
 
 SHEET_COLUMNS = 4  # images a row of the sheet (the photo counts): a phone still shows a row at a useful size
 PHOTO_CAPTION = "The photo"
@@ -101,10 +101,7 @@ def open_compare_link(query: Mapping[str, Any], presets: Sequence[str], photos: 
         ids = ids[:max_presets]
     settings, more = Settings.from_query({k: params[k] for k in ("size", "steps", "seed") if k in params}, base=base)
     notices += more
-    for name, limit in (("size", max_size), ("steps", max_steps)):
-        if getattr(settings, name) > limit:
-            notices.append(f"{name} {getattr(settings, name)} is above this machine's {limit}; using {limit}")
-            settings = settings.replace(**{name: limit})
+    settings = within_limits(settings, max_size, max_steps, notices)
     photo_id = str(params.get("photo", ""))
     if photo_id and photo_id not in photos:
         notices.append(f"unknown example photo {photo_id[:40]!r}; add your own")

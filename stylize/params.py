@@ -200,6 +200,15 @@ class Settings:
         return defaults.replace(**values), notices
 
 
+def within_limits(settings: Settings, max_size: int, max_steps: int, notices: list[str]) -> Settings:
+    """`settings` with size and steps lowered to this machine's limits, a notice for each (links are clamped)."""
+    for name, limit in (("size", max_size), ("steps", max_steps)):
+        if getattr(settings, name) > limit:
+            notices.append(f"{name} {getattr(settings, name)} is above this machine's {limit}; using {limit}")
+            settings = settings.replace(**{name: limit})
+    return settings
+
+
 def _parse(raw: Any, kind: type) -> Any:
     if kind is bool:
         return str(raw).lower() in ("1", "true", "yes", "on")

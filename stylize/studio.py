@@ -20,7 +20,7 @@ import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 from urllib.parse import urlencode
@@ -32,10 +32,10 @@ from .budget import (COMPARE_BUDGET_S, COMPARE_PRESETS, MIN_COMPARE_SIZE, RUN_BU
                      plan_batches)
 from .comparison import CompareCell, CompareLink, is_compare_link, open_compare_link
 from .engine import Frame, Job, Stylizer
-from .machine import GPU_PROBE_SIZE, StepCost, cpu_name, default_device, requested_precision, time_floor
+from .machine import cpu_name, default_device, requested_precision
 from .errors import StylizeError
 from .explore import KINDS, MAX_CELLS, Grid, run_grid, style_set_label
-from .params import RANGES, STYLE_LAYER_SETS, Settings, defaults_for
+from .params import RANGES, STYLE_LAYER_SETS, Settings, defaults_for, within_limits
 from .plan import batch_key
 from .masks import BLACK, read_mask
 from .presets import PresetImages, example_photos, load_manifest
@@ -200,7 +200,7 @@ class Studio:
                 log.warning("weights %r unavailable: %s", source, exc)
                 self._errors[source] = str(exc)
         # Defaults sized to this machine's measured speed (budget.py); the limits stay the device type's.
-        self.budget = self._budget()
+        self.budget = Budget.for_engine(self._engines.get("auto"), self.device.type, self.zero_gpu)
         self.limits = limits_for(self.device.type, defaults_for(self.device.type))
         self.defaults = self.current_defaults()
         self.compare_defaults = self.budget.fit(self.defaults, COMPARE_BUDGET_S, self.defaults.size,
@@ -216,17 +216,6 @@ class Studio:
             self._compute = ThreadPoolExecutor(max_workers=int(os.environ.get("STYLIZE_CONCURRENCY", 1)),
                                                thread_name_prefix="stylize-compute")
             self._compute.submit(self._warm_up)
-
-    def _budget(self) -> Budget:
-        """The time model: the engine's precision probe on a CPU, a bare pass timed now on a dedicated GPU, and on
-        ZeroGPU (no GPU in this process) a computed default that the runs' reports refine."""
-        engine = self._engines.get("auto")
-        if self.zero_gpu or engine is None:
-            return Budget(self.device.type, StepCost.from_floor(None), ZeroGpu.here() if self.zero_gpu else None)
-        if self.device.type == "cuda":
-            return Budget("cuda", StepCost.from_floor(time_floor(engine.net, self.device, GPU_PROBE_SIZE),
-                                                      GPU_PROBE_SIZE))
-        return Budget("cpu", StepCost.from_floor(engine.chosen.floors.get(engine.precision)))
 
     def current_defaults(self) -> Settings:
         """The default run as large as fits the time budget at this machine's speed as known now (the probe, then
@@ -571,10 +560,7 @@ class Studio:
         if preset_id and preset_id not in self.presets:
             notices.append(f"unknown preset {preset_id[:40]!r}; choose one from the gallery")
             preset_id = ""
-        for name, limit in (("size", self.limits.max_size), ("steps", self.limits.max_steps)):
-            if getattr(settings, name) > limit:
-                notices.append(f"{name} {getattr(settings, name)} is above this machine's {limit}; using {limit}")
-                settings = settings.replace(**{name: limit})
+        settings = within_limits(settings, self.limits.max_size, self.limits.max_steps, notices)
         return Link(preset_id, settings, notices, autorun=params.get("run") == "1" and bool(preset_id))
 
     def stop_flag(self, session: str | None) -> StopFlag:
@@ -769,10 +755,7 @@ class Studio:
         settings, more = Settings.from_query({k: params[k] for k in ("size", "steps", "seed") if k in params},
                                              base=self.explore_defaults())
         notices += more
-        for name, limit in (("size", self.limits.max_size), ("steps", self.limits.max_steps)):
-            if getattr(settings, name) > limit:
-                notices.append(f"{name} {getattr(settings, name)} is above this machine's {limit}; using {limit}")
-                settings = settings.replace(**{name: limit})
+        settings = within_limits(settings, self.limits.max_size, self.limits.max_steps, notices)
         rows = []
         for row in split_list(params.get("rows")):
             if row in rows:
