@@ -12,29 +12,7 @@ from pathlib import Path
 
 from .errors import StylizeError
 from .machine import PRECISION_ENV, PRECISIONS, requested_precision
-from .params import CHOICES, RANGES, STYLE_LAYER_SETS, Settings
-
-HELP = {
-    "size": "longest side of the output in pixels",
-    "steps": "L-BFGS iterations (each one forward+backward pass)",
-    "style_strength": "style weight relative to content (β/α), log scale",
-    "content_layer": "layer whose responses the content loss matches",
-    "style_layers": f"style layers: one of {', '.join(STYLE_LAYER_SETS)} (the paper's sets; e = relu1_1…relu5_1) "
-                    "or comma-separated names",
-    "layer_weights": "comma-separated weight per style layer (default equal)",
-    "tv_weight": "total-variation smoothing weight",
-    "init": "starting image",
-    "pooling": "pooling between blocks (average as in the paper)",
-    "preserve_color": "keep the photo's colours: luminance-only transfer, or recolour the style first",
-    "scales": "coarse-to-fine levels (1 = single scale)",
-    "style_scale": "style image size relative to the output",
-    "style_blend": "comma-separated weight per style image (default equal)",
-    "seed": "random seed (noise init); same seed, same result on the CPU",
-    "style_model": "gram: Gram matrices (Gatys et al. 2015); mrf: neural patches with an MRF prior (Li & Wand 2016)",
-    "mrf_layers": "comma-separated layers of the MRF style model",
-    "mrf_patch": "patch size of the MRF style model, in feature-map pixels",
-}
-
+from .params import ABOUT, CHOICES, Settings
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -50,12 +28,10 @@ def build_parser() -> argparse.ArgumentParser:
     for f in fields(Settings):
         flag = "--" + f.name.replace("_", "-")
         default = getattr(defaults, f.name)
-        kwargs = {"default": default, "help": HELP[f.name], "type": type(default)}
+        kwargs = {"default": default, "help": ABOUT[f.name].describe(), "type": type(default)}
         if f.name in CHOICES:
             kwargs["choices"] = CHOICES[f.name]
-        if f.name in RANGES:
-            low, high = RANGES[f.name]
-            kwargs["help"] += f" [{low:g}–{high:g}]"
+            kwargs["metavar"] = f.name.upper() if len(CHOICES[f.name]) > 8 else None
         parser.add_argument(flag, **kwargs)
     parser.add_argument("--masks", nargs="+", default=None, metavar="MASK",
                         help="one mask image per style (white: that style applies there; uncovered pixels keep the photo)")
@@ -95,14 +71,14 @@ def build_explore_parser() -> argparse.ArgumentParser:
     parser.add_argument("-o", "--output", default="grid.png", help="output PNG: the labelled grid")
     parser.add_argument("--cells-dir", default=None, help="also save each cell as a PNG in this folder")
     parser.add_argument("--title", default=None, help="title drawn above the grid (default: the experiment's; '' none)")
-    parser.add_argument("--size", type=int, default=128, help=HELP["size"] + " (each cell)")
-    parser.add_argument("--steps", type=int, default=100, help=HELP["steps"])
-    parser.add_argument("--seed", type=int, default=defaults.seed, help=HELP["seed"])
-    parser.add_argument("--content-layer", default=defaults.content_layer, help=HELP["content_layer"] + " (style grid)")
+    parser.add_argument("--size", type=int, default=128, help=ABOUT["size"].help + " (each cell)")
+    parser.add_argument("--steps", type=int, default=100, help=ABOUT["steps"].help)
+    parser.add_argument("--seed", type=int, default=defaults.seed, help=ABOUT["seed"].help)
+    parser.add_argument("--content-layer", default=defaults.content_layer, help=ABOUT["content_layer"].help + " (style grid)")
     parser.add_argument("--init", default=defaults.init, choices=CHOICES["init"],
                         help="starting image of the style grid (texture and reconstruction start from noise)")
-    parser.add_argument("--pooling", default=defaults.pooling, choices=CHOICES["pooling"], help=HELP["pooling"])
-    parser.add_argument("--tv-weight", type=float, default=defaults.tv_weight, help=HELP["tv_weight"])
+    parser.add_argument("--pooling", default=defaults.pooling, choices=CHOICES["pooling"], help=ABOUT["pooling"].help)
+    parser.add_argument("--tv-weight", type=float, default=defaults.tv_weight, help=ABOUT["tv_weight"].help)
     parser.add_argument("--weights", default=None,
                         help="hub, embedded, or a .safetensors path (default: $STYLIZE_WEIGHTS, else the Hub, else embedded)")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")

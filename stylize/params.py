@@ -8,7 +8,7 @@ because a shared link should open even if someone edited it by hand.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Mapping
 from urllib.parse import urlencode
 
@@ -20,26 +20,8 @@ STYLE_LAYER_SETS: dict[str, tuple[str, ...]] = {
     key: tuple(f"relu{i}_1" for i in range(1, n + 1)) for n, key in enumerate("abcde", 1)
 }
 
-# Numeric fields: (minimum, maximum). Log-scaled ones are marked for UIs.
-RANGES: dict[str, tuple[float, float]] = {
-    "size": (64, 2048),
-    "steps": (1, 5000),
-    "style_strength": (0.1, 1e4),
-    "tv_weight": (0.0, 100.0),
-    "scales": (1, 4),
-    "style_scale": (0.25, 4.0),
-    "seed": (0, 2**31 - 1),
-    "mrf_patch": (1, 7),
-}
-LOG_SCALED = {"style_strength"}
 # Fields whose validity depends on others: checked together with them.
 DEPENDS: dict[str, tuple[str, ...]] = {"layer_weights": ("style_layers",)}
-CHOICES: dict[str, tuple[str, ...]] = {
-    "init": ("content", "noise", "style"),
-    "pooling": ("avg", "max"),
-    "preserve_color": ("none", "luminance", "histogram"),
-    "style_model": ("gram", "mrf"),
-}
 MAX_STYLE_SIDE = 2048  # size × style scale: the style image's longest side, bounded like the output's
 
 
@@ -48,26 +30,85 @@ def _floats(text: str) -> list[float]:
 
 
 @dataclass(frozen=True)
+class About:
+    """One setting, described once: the command line's flags, the API's (and MCP tools') parameter docs and the
+    UI's controls are all made from it."""
+
+    label: str  # a control's label
+    help: str  # what it does, in one phrase
+    low: float | None = None  # the valid range, where it is a number
+    high: float | None = None
+    choices: tuple[tuple[str, str], ...] = ()  # (value, label); with `custom`, suggestions only
+    custom: bool = False  # other values than the choices are valid (checked elsewhere)
+    step: float | None = None  # where a slider suits: its step
+    log: bool = False  # a number better chosen on a log scale
+
+    @property
+    def values(self) -> tuple[str, ...]:
+        return tuple(value for value, _ in self.choices)
+
+    def label_of(self, value: str) -> str:
+        return dict(self.choices).get(value, value)
+
+    def describe(self) -> str:
+        """The help with the valid values: "…; 64 to 2048", "…; one of avg, max"."""
+        if self.low is not None:
+            return f"{self.help}; {self.low:g} to {self.high:g}" + (" (log scale)" if self.log else "")
+        if self.choices and not self.custom:
+            listed = self.values if len(self.values) <= 8 else (self.values[0], "…", self.values[-1])
+            return f"{self.help}; one of {', '.join(listed)}"
+        return self.help
+
+
+def setting(default: Any, label: str, help: str, choices: tuple = (), **about: Any) -> Any:
+    """A Settings field with its description (`About`); `choices` are values or (value, label) pairs."""
+    pairs = tuple(c if isinstance(c, tuple) else (c, c) for c in choices)
+    return field(default=default, metadata={"about": About(label, help, choices=pairs, **about)})
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything that decides a result, for a given content and style images and weights."""
 
-    size: int = 256  # longest side of the output, in pixels
-    steps: int = 200  # L-BFGS iterations in all (each is one forward and backward pass)
-    style_strength: float = 20.0  # β/α: the style term's weight against the per-element content term
-    content_layer: str = "relu4_2"
-    style_layers: str = "e"  # one of a–e (the paper's sets) or comma-separated layer names
-    layer_weights: str = ""  # comma-separated weights, one per style layer; empty: equal (w_l = 1/L)
-    tv_weight: float = 0.0  # total-variation smoothing
-    init: str = "content"
-    pooling: str = "max"  # as in VGG and the classic tools; the paper's "avg" dots calm skies (README, issue #20)
-    preserve_color: str = "none"  # "luminance": transfer on luma only; "histogram": recolour the style first
-    scales: int = 1  # coarse-to-fine levels, √2 apart in size
-    style_scale: float = 1.0  # style image size relative to the output's longest side
-    style_blend: str = ""  # comma-separated weights, one per style image; empty: equal
-    seed: int = 0
-    style_model: str = "gram"  # "gram": Gatys et al. 2015; "mrf": neural patches, Li & Wand 2016
-    mrf_layers: str = "relu3_1,relu4_1"  # the MRF model's layers (CNNMRF's)
-    mrf_patch: int = 3  # the MRF model's patch size, in feature-map pixels
+    size: int = setting(256, "Size (longest side, px)", "longest side of the output in pixels", low=64, high=2048,
+                        step=32)
+    steps: int = setting(200, "Steps", "L-BFGS iterations in all (each one forward and backward pass)", low=1,
+                         high=5000, step=1)
+    style_strength: float = setting(20.0, "Style strength β/α", "the style term's weight against the content term "
+                                    "(β/α)", low=0.1, high=1e4, log=True)
+    content_layer: str = setting("relu4_2", "Content layer", "the layer whose responses the content loss matches",
+                                 FEATURE_LAYERS)
+    style_layers: str = setting("e", "Style layers: the paper's set a–e, or your own list (relu1_1,relu3_1)",
+                                "style layers: the paper's set a–e (a = relu1_1, …, e = relu1_1 to relu5_1) or "
+                                "comma-separated layer names", tuple((key, f"{key}: conv1" + (f"–{n}" if n > 1 else "")
+                                                                      + (" (paper)" if key == "e" else ""))
+                                                                     for n, key in enumerate(STYLE_LAYER_SETS, 1)),
+                                custom=True)
+    layer_weights: str = setting("", "Style layer weights, one per layer (e.g. 1,1,1,1,1)",
+                                 "comma-separated weight per style layer; empty: equal")
+    tv_weight: float = setting(0.0, "Smoothing (TV weight)", "total-variation smoothing weight", low=0.0, high=100.0)
+    init: str = setting("content", "Start from", "the starting image: the photo, noise or the painting",
+                        ("content", "noise", "style"))
+    # max, as in VGG and the classic tools: the paper's average pooling dots calm skies with a lattice (README).
+    pooling: str = setting("max", "Pooling", "pooling between VGG's blocks: max (the classic tools') or avg (the "
+                           "paper's)", ("avg", "max"))
+    preserve_color: str = setting("none", "Preserve the photo's colours", "keep the photo's colours: luminance-only "
+                                  "transfer, or recolour the painting first", ("none", "luminance", "histogram"))
+    scales: int = setting(1, "Multi-scale levels", "coarse-to-fine levels, √2 apart in size (1 = single scale)",
+                          low=1, high=4, step=1)
+    style_scale: float = setting(1.0, "Style scale", "the painting's size relative to the output's longest side",
+                                 low=0.25, high=4.0, step=0.05)
+    style_blend: str = setting("", "Blend weights, one per style image (e.g. 2,1)",
+                               "comma-separated weight per style image; empty: equal")
+    seed: int = setting(0, "Seed", "random seed of the noise (same seed, same result on the CPU)", low=0,
+                        high=2**31 - 1)
+    style_model: str = setting("gram", "Style model", "gram: Gram matrices (Gatys et al. 2015); mrf: neural patches "
+                               "with an MRF prior (Li & Wand 2016)",
+                               (("gram", "Gram (Gatys 2015)"), ("mrf", "Patches (Li & Wand 2016)")))
+    mrf_layers: str = setting("relu3_1,relu4_1", "Patch model: layers (e.g. relu3_1,relu4_1)",
+                              "comma-separated layers of the patch (MRF) style model")
+    mrf_patch: int = setting(3, "Patch model: patch size", "patch size of the patch (MRF) style model, in "
+                             "feature-map pixels", low=1, high=7, step=1)
 
     def __post_init__(self) -> None:
         problems = self.problems()
@@ -85,8 +126,6 @@ class Settings:
         for name, choices in CHOICES.items():
             if getattr(self, name) not in choices:
                 found.append(f"{name} must be one of {', '.join(choices)} (got {getattr(self, name)!r})")
-        if self.content_layer not in FEATURE_LAYERS:
-            found.append(f"content_layer {self.content_layer!r} is unknown; valid: {', '.join(FEATURE_LAYERS)}")
         try:
             layers = self.style_layer_names
         except StylizeError as exc:
@@ -198,6 +237,17 @@ class Settings:
                 notices.append(f"{exc.args[0].removeprefix('invalid settings: ')}; using the default")
                 del values[key]
         return defaults.replace(**values), notices
+
+
+def about(name: str) -> About:
+    """A setting's description."""
+    return ABOUT[name]
+
+
+ABOUT: dict[str, About] = {f.name: f.metadata["about"] for f in fields(Settings)}
+# Numeric fields' (minimum, maximum), and the fields whose value must be one of their choices.
+RANGES: dict[str, tuple[float, float]] = {n: (a.low, a.high) for n, a in ABOUT.items() if a.low is not None}
+CHOICES: dict[str, tuple[str, ...]] = {n: a.values for n, a in ABOUT.items() if a.choices and not a.custom}
 
 
 def within_limits(settings: Settings, max_size: int, max_steps: int, notices: list[str]) -> Settings:

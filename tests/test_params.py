@@ -14,7 +14,7 @@ from stylize.params import RANGES, STYLE_LAYER_SETS
     ({"size": 10_000}, r"size must be between 64 and 2048"),
     ({"style_strength": -1.0}, r"style_strength must be between"),
     ({"tv_weight": math.nan}, r"tv_weight must be a number"),
-    ({"content_layer": "conv9_1"}, r"content_layer 'conv9_1' is unknown; valid: conv1_1, relu1_1"),
+    ({"content_layer": "conv9_1"}, r"content_layer must be one of conv1_1, relu1_1, .* \(got .conv9_1.\)"),
     ({"style_layers": "relu1_1,pool3"}, r"unknown pool3; valid: a, b, c, d, e"),
     ({"init": "banana"}, r"init must be one of content, noise, style"),
     ({"layer_weights": "1,-2,1,1,1"}, r"layer_weights must be non-negative"),
@@ -94,3 +94,18 @@ def test_patch_model_settings_are_validated():
         Settings(style_model="patches")
     with pytest.raises(StylizeError, match="mrf_patch must be between 1 and 7"):
         Settings(mrf_patch=9)
+
+
+def test_every_setting_is_described_once_and_the_command_line_says_it():
+    from dataclasses import fields
+
+    from stylize.__main__ import build_parser
+    from stylize.params import ABOUT, CHOICES
+
+    text = " ".join(build_parser().format_help().split())
+    for f in fields(Settings):
+        about = ABOUT[f.name]
+        assert about.label and about.help, f.name
+        assert " ".join(about.describe().split()) in text, f.name  # the flag's help is the description
+    assert CHOICES["style_model"] == ("gram", "mrf") and ABOUT["style_model"].label_of("mrf").startswith("Patches")
+    assert RANGES["size"] == (64, 2048) and ABOUT["style_strength"].log
