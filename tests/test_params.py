@@ -102,10 +102,10 @@ def test_every_setting_is_described_once_and_the_command_line_says_it():
     from stylize.__main__ import build_parser
     from stylize.params import ABOUT, CHOICES
 
-    text = " ".join(build_parser().format_help().split())
+    text = "".join(build_parser().format_help().split())  # argparse wraps lines, at hyphens too
     for f in fields(Settings):
         about = ABOUT[f.name]
         assert about.label and about.help, f.name
-        assert " ".join(about.describe().split()) in text, f.name  # the flag's help is the description
+        assert "".join(about.describe().split()) in text, f.name  # the flag's help is the description
     assert CHOICES["style_model"] == ("gram", "mrf") and ABOUT["style_model"].label_of("mrf").startswith("Patches")
     assert RANGES["size"] == (64, 2048) and ABOUT["style_strength"].log
