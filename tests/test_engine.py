@@ -44,9 +44,9 @@ def test_every_evaluation_sees_pixels_in_range(stylizer, photo, painting, monkey
     seen = []
     original = stylizer.losses
 
-    def recording(x, *args):
+    def recording(x, *args, **kwargs):
         seen.append((float(x.detach().min()), float(x.detach().max())))
-        return original(x, *args)
+        return original(x, *args, **kwargs)
 
 
     monkeypatch.setattr(stylizer, "losses", recording)
@@ -62,6 +62,37 @@ def test_closing_the_iterator_stops_and_releases_the_run(stylizer, photo, painti
     assert run.gi_frame is None  # the generator's frame (image tensor, optimizer state) is gone
     with pytest.raises(StopIteration):
         next(run)
+
+
+def test_should_stop_ends_the_run_after_that_step_and_reports_its_image(stylizer, photo, painting):
+    asked = []
+
+    def stop_at_step_4() -> bool:
+        asked.append(len(asked) + 1)  # asked once after each step
+        return len(asked) == 4
+
+    run = stylizer.run(photo, [painting], Settings(size=64, steps=20), report_every=100, should_stop=stop_at_step_4)
+    frames = list(run)
+    assert [f.step for f in frames] == [1, 2, 3, 4] and asked == [1, 2, 3, 4]
+    last = frames[-1]
+    assert last.stopped and not last.done and last.image.size == (64, 43)  # reported like a last frame
+    assert set(last.losses) == {"content", "style", "total"} and [k for k, _ in last.history] == [1, 2, 3, 4]
+    assert all(f.image is None and not f.stopped for f in frames[:-1])  # report_every still decides the others
+    with pytest.raises(StopIteration):
+        next(run)
+
+
+def test_a_stop_never_asked_for_changes_nothing(stylizer, photo, painting):
+    settings = Settings(size=64, steps=6)
+    asked = []
+    plain = list(stylizer.run(photo, [painting], settings, report_every=3))
+    polled = list(stylizer.run(photo, [painting], settings, report_every=3,
+                               should_stop=lambda: asked.append(1) or False))
+    assert len(asked) == 5  # after every step but the last: the last ends the run anyway
+    assert [(f.step, f.done, f.stopped, f.image is not None) for f in polled] == \
+        [(f.step, f.done, f.stopped, f.image is not None) for f in plain]
+    assert not any(f.stopped for f in polled) and polled[-1].done
+    assert polled[-1].image.tobytes() == plain[-1].image.tobytes() and polled[-1].losses == plain[-1].losses
 
 
 def test_a_seed_gives_a_bit_identical_result(stylizer, photo, painting):
@@ -193,9 +224,9 @@ def test_a_sudden_blow_up_is_undone_and_the_best_image_delivered(stylizer, photo
     calls = {"n": 0}
     original = stylizer.losses
 
-    def spiking(x, *args):
+    def spiking(x, *args, **kwargs):
         calls["n"] += 1
-        terms = original(x, *args)
+        terms = original(x, *args, **kwargs)
         return terms * 1000 if calls["n"] == 6 else terms  # as a bad L-BFGS step would land
 
     monkeypatch.setattr(stylizer, "losses", spiking)
@@ -276,9 +307,9 @@ def nan_after(stylizer, monkeypatch, bad_calls: set[int]):
     calls = {"n": 0}
     original = stylizer.losses
 
-    def flaky(x, *args):
+    def flaky(x, *args, **kwargs):
         calls["n"] += 1
-        terms = original(x, *args)
+        terms = original(x, *args, **kwargs)
         return terms * float("nan") if calls["n"] in bad_calls else terms
 
     monkeypatch.setattr(stylizer, "losses", flaky)
@@ -379,3 +410,9 @@ def test_the_patch_model_lowers_its_loss_and_differs_from_the_gram_model(stylize
 def test_bad_patch_settings_are_refused_with_a_clear_message(stylizer, photo, painting, changes, message):
     with pytest.raises(StylizeError, match=message):
         stylizer.run(photo, [painting], Settings(size=64, steps=2, style_model="mrf").replace(**changes))
+
+
+def test_every_paintings_patches_must_fit_not_only_the_first(stylizer, photo, painting):
+    strip = stripes_painting(400, 40)  # its relu4_1 map at 64 px is 4 rows high
+    with pytest.raises(StylizeError, match="patch 5 is larger than relu4_1's 40×4"):
+        stylizer.run(photo, [painting, strip], Settings(size=64, steps=2, style_model="mrf", mrf_patch=5))
