@@ -24,4 +24,4 @@ test: setup browser
 	$(VENV)/bin/python -m pytest -q
 
 bench: setup
-	$(VENV)/bin/python -m stylize.bench
+	$(VENV)/bin/python -m benchmarks.bench

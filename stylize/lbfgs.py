@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import torch
 
-# Pairs kept. The history study (`python -m stylize.bench`, README: Performance): at equal time m = 20, 50 and 100
+# Pairs kept. The history study (`python -m benchmarks.bench`, README: Performance): at equal time m = 20, 50 and 100
 # end within 0.2 % of each other on both machines measured; m = 20 keeps the optimizer's memory and its share of a
 # step smallest (a step reads the whole history twice: m = 100's costs 4× as much).
 HISTORY = 20

@@ -22,7 +22,7 @@ def transposed_product(a: torch.Tensor, b: torch.Tensor | None = None) -> torch.
     products give the exact Gram: hi = bf16(AᵀB), then lo = bf16(AᵀB − hi), which is rounded relative to a
     number ~2⁸ smaller; hi + lo in fp32 is within ~2⁻¹⁸ of AᵀB (≤ 0.0007 % measured). Twice the bf16 work, but
     it reads only the bf16 features: 1.5× faster at relu1_1 at 512 px than widening them to fp32 for an fp32
-    matmul. `python -m stylize.bench --only gram` measures it per layer.
+    matmul. `python -m benchmarks.bench --only gram` measures it per layer.
     """
     b = a if b is None else b
     batched = a.dim() == 3  # bmm and mm, not `@`: matmul took a 10× slower path for (1, N, M) @ (1, M, N)

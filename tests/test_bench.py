@@ -1,4 +1,4 @@
-"""The benchmark in its smoke mode: it runs end to end and writes its three reports (no timing assertions)."""
+"""The benchmarks in their smoke mode: they run end to end and report (no timing assertions)."""
 
 import json
 import subprocess
@@ -8,7 +8,7 @@ from conftest import ROOT
 
 
 def test_bench_quick_writes_json_markdown_and_a_chart(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "stylize.bench", "--quick", "--out", str(tmp_path)], cwd=ROOT,
+    result = subprocess.run([sys.executable, "-m", "benchmarks.bench", "--quick", "--out", str(tmp_path)], cwd=ROOT,
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads((tmp_path / "bench.json").read_text())
@@ -22,3 +22,14 @@ def test_bench_quick_writes_json_markdown_and_a_chart(tmp_path):
     text = (tmp_path / "bench.md").read_text()
     assert "| precision | size | floor (fwd+bwd) | engine step | ratio |" in text and "Coarse-to-fine" in text
     assert (tmp_path / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_grid_bench_times_a_small_grid_both_ways(stylizer, photo, painting, tmp_path):
+    from benchmarks.grid import bench_grid
+    from stylize.explore import Grid
+
+    grid = Grid("style", rows=("a", "c"), columns=(2.0, 20.0))
+    result = bench_grid(stylizer, photo, painting, size=64, steps=2, grid=grid, save_to=tmp_path / "grid.png")
+    assert result["cells"] == 4 and result["shape"] == [2, 2] and result["steps"] == 2
+    assert result["batched_s"] > 0 and result["sequential_s"] > 0
+    assert (tmp_path / "grid.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

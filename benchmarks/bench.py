@@ -1,11 +1,11 @@
-"""``python -m stylize.bench``: the engine against its floor, on this device, in one run.
+"""``python -m benchmarks.bench``: the engine against its floor, on this device, in one run.
 
 The floor is a bare VGG-19 forward and backward pass with respect to the image, up to the deepest layer the
 default settings use, at the same size and precision: the cost no implementation of the method avoids.
 Every figure is a median of repeated runs; floor and engine steps are interleaved so both see the same noise.
 Studies (each a section, `--only` picks some): floor vs step, the optimizer's own share, Gram precision,
 history size, coarse-to-fine schedule, batch size, the MRF and masked models' cost, the default run, cold
-start, peak memory. Results go to JSON, a Markdown report and a chart.
+start, peak memory. Results go to JSON, a Markdown report and a chart. Run it from the repository root.
 """
 
 from __future__ import annotations
@@ -27,19 +27,18 @@ from typing import Callable
 import torch
 from PIL import Image
 
-from . import images
-from .engine import Job, Stylizer
-from .budget import RUN_BUDGET_S, Budget
-from .machine import cpu_name, default_device
-from .plan import schedule
-from .lbfgs import LBFGS
-from .losses import gram
-from .params import Settings, defaults_for
-from .vgg import deepest
-from .weights import hub_cache_file, load_embedded, load_file, save_safetensors
+from stylize import images
+from stylize.budget import RUN_BUDGET_S, Budget
+from stylize.engine import Job, Stylizer
+from stylize.lbfgs import LBFGS
+from stylize.losses import gram
+from stylize.machine import cpu_name, default_device
+from stylize.params import Settings, defaults_for
+from stylize.plan import schedule
+from stylize.vgg import deepest
+from stylize.weights import hub_cache_file, load_embedded, load_file, save_safetensors
 
 ROOT = Path(__file__).resolve().parent.parent
-PAINTINGS = ROOT.parent / "shared" / "paintings"
 SECTIONS = ("steps", "optimizer", "gram", "history", "schedule", "batch", "models", "guard", "default", "cold")
 
 
@@ -130,25 +129,18 @@ def gram_precision(stylizer: Stylizer, pictures: dict[str, Image.Image], sizes: 
     return rows
 
 
-def timed_run(stylizer: Stylizer, jobs: list[Job], judge: Stylizer, seconds: float | None = None,
-              history: int | None = None) -> dict:
-    """A run (stopped after `seconds` if given): its time, curve, guard resets, and the fp32 objective of each
-    item's saved 8-bit image."""
+def timed_run(stylizer: Stylizer, jobs: list[Job], judge: Stylizer, history: int | None = None) -> dict:
+    """A whole run: its time, curve, guard resets, and the fp32 objective of each item's saved 8-bit image."""
     saved = stylizer.history
     stylizer.history = history or saved
     try:
-        frame, stop_at = None, None
-        run = stylizer.run_batch(jobs, report_every=lambda step: seconds is not None and stop_at is not None
-                                 and time.perf_counter() >= stop_at)
+        run = stylizer.run_batch(jobs, report_every=10**9)  # only the last frame reports
         started = time.perf_counter()
-        stop_at = started + seconds if seconds is not None else None
         for frame in run:
-            if frame.images is not None:
-                break
-        run.close()
+            pass
+        elapsed = time.perf_counter() - started
     finally:
         stylizer.history = saved
-    elapsed = time.perf_counter() - started
     judged = [judge.evaluate(img, job.content, job.styles, job.settings)["total"] for img, job in zip(frame.images, jobs)]
     history_rows = frame.histories[0]
     return {"steps": frame.step, "total_s": elapsed, "loss_8bit": judged[0], "losses_8bit": judged,
@@ -285,7 +277,7 @@ def markdown(report: dict) -> str:
         lines += ["", "Peak GPU memory of a run (measured):", "", "| precision | size | peak |", "|---|---|---|"]
         lines += [f"| {r['precision']} | {r['size']} | {r['peak_cuda_mb']:.0f} MB |" for r in report["iterations"]]
     if "memory_table" in report:
-        lines += ["", "Memory per image, computed from the activation sizes (not measured: no GPU here): VGG "
+        lines += ["", "Memory per image, computed from the activation sizes (not measured): VGG "
                   "activations to relu5_1 in bf16 plus the fp32 L-BFGS history "
                   f"(m = {report['memory_table'][0]['history']}).", "",
                   "| size | activations + history |", "|---|---|"]
@@ -351,7 +343,7 @@ def chart(report: dict, path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m stylize.bench", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smoke mode: tiny sizes, few repeats (for CI)")
     parser.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS), help="sections to run")
     parser.add_argument("--sizes", type=int, nargs="+", default=None, help="sizes for floor vs step (default 256 512)")
@@ -379,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
     name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU: {cpu_name()}"
     report: dict = {"device": name, "torch": torch.__version__, "threads": torch.get_num_threads(), "images": source,
                     "default_precision": native, "precision_reason": auto.chosen.reason,
-                    "probe_floors_s": dict(auto.chosen.floors), "history_pairs": engine.history, "command": "python -m stylize.bench " + " ".join(argv or sys.argv[1:])}
+                    "probe_floors_s": dict(auto.chosen.floors), "history_pairs": engine.history, "command": "python -m benchmarks.bench " + " ".join(argv or sys.argv[1:])}
 
     def log(*parts) -> None:
         print(*parts, flush=True)
@@ -436,7 +428,7 @@ def main(argv: list[str] | None = None) -> int:
             (256, [("single", 1, 200), ("2 levels", 2, 200)]),
             (512, [("single", 1, 300), ("3 levels", 3, 90), ("3 levels", 3, 150), ("3 levels", 3, 300)])] + ([
             (1024, [("single", 1, 500), ("3 levels", 3, 150), ("3 levels", 3, 250), ("3 levels", 3, 500)])]
-            if gpu else [])  # 1024 px on 2 CPU cores: ~1.5 s a step, too slow for one run of the bench
+            if gpu else [])  # 1024 px on a CPU: too slow for one run of the bench
         step_cost: dict[tuple[int, int], float] = {}
         for size, runs in plans:
             target = None
@@ -496,9 +488,9 @@ def main(argv: list[str] | None = None) -> int:
                 log(f"{model} {row['size']}: {row['step_s'] * 1000:.0f} ms")
     if "guard" in only:
         # Every preset at its tuned settings, as one batch per shared shape of work: the worst step seen (loss over
-        # the best before it) and the guard's resets. 512 px × 300 steps on a GPU; on 2 CPU cores 256 px × 300
-        # (512 px there: `--guard-size 512`, ~25 min).
-        from .presets import PresetImages, load_manifest
+        # the best before it) and the guard's resets. 512 px × 300 steps on a GPU; on a CPU 256 px × 300, since 512 px
+        # (`--guard-size 512`) takes long there.
+        from stylize.presets import PresetImages, load_manifest
 
         presets = load_manifest()
         paths = PresetImages(presets)
