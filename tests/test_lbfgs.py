@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from stylize.lbfgs import LBFGS, _times_history
+from stylize.lbfgs import LBFGS, times_history
 
 
 def problem(n: int = 40, seed: int = 0):
@@ -139,8 +139,8 @@ def test_the_sliced_history_product_equals_the_plain_one(n):
     hist = torch.randn(2, 5, 2, n, dtype=torch.float64, generator=gen)  # 2 items, 5 (s, y) pairs
     vectors = torch.randn(2, 3, n, dtype=torch.float64, generator=gen)
     expected = torch.einsum("bkn,bmjn->bkmj", vectors, hist)
-    assert torch.allclose(_times_history(vectors, hist), expected, rtol=1e-12, atol=1e-12)
-    assert torch.allclose(_times_history(vectors, hist[:, :4]), expected[:, :, :4], rtol=1e-12, atol=1e-12)  # a view
+    assert torch.allclose(times_history(vectors, hist), expected, rtol=1e-12, atol=1e-12)
+    assert torch.allclose(times_history(vectors, hist[:, :4]), expected[:, :, :4], rtol=1e-12, atol=1e-12)  # a view
 
 
 def test_a_step_longer_than_max_step_is_shortened_along_its_direction():
