@@ -52,19 +52,19 @@ class Targets:
         layer = job.settings.content_layer
         size = (photo.shape[-1], photo.shape[-2])
         key = ("content", fingerprint(job.content), size, plan.luminance)
-        return self._features(key, plan.optimized(photo), {layer}, plan.pooling, grams=False)[layer]
+        return self._cached(key, plan.optimized(photo), {layer}, plan.pooling, grams=False)[layer]
 
     def style_grams(self, job: Job, photo: torch.Tensor | None, longest: int) -> list[dict[str, torch.Tensor]]:
         """Each painting's Grams by style layer, / M (so independent of the painting's size)."""
         layers = set(job.settings.style_layer_weights())
-        return [self._features(key, tensor, layers, job.settings.pooling, grams=True)
+        return [self._cached(key, tensor, layers, job.settings.pooling, grams=True)
                 for tensor, key in (self._style_input(style, job, photo, longest) for style in job.styles)]
 
     def patch_banks(self, job: Job, photo: torch.Tensor | None, longest: int) -> dict[str, mrf.PatchBank]:
         """One patch bank per MRF layer, pooling the patches of all the job's paintings."""
         s = job.settings
         layers = s.mrf_layer_names
-        feats = [self._features(key, tensor, set(layers), s.pooling, grams=False)
+        feats = [self._cached(key, tensor, set(layers), s.pooling, grams=False)
                  for tensor, key in (self._style_input(style, job, photo, longest) for style in job.styles)]
         banks = {}
         for layer in layers:
@@ -98,7 +98,7 @@ class Targets:
         photo_id = fingerprint(images.to_pil(photo)) if colour != "none" else ""
         return tensor, ("style", fingerprint(style), side, colour, photo_id)
 
-    def _features(self, key: tuple, image: torch.Tensor, layers: set[str], pooling: str,
+    def _cached(self, key: tuple, image: torch.Tensor, layers: set[str], pooling: str,
                   grams: bool) -> dict[str, torch.Tensor]:
         """Feature maps (C, h, w) in fp32, or Grams / M, of a fixed image, through the LRU cache."""
         key = (*key, tuple(sorted(layers)), pooling, grams)
