@@ -1,4 +1,4 @@
-"""What a request may cost on this machine: defaults sized to a time budget, GPU batches that fit the GPU's free
+"""What a request may cost on this machine: limits per request, defaults sized to a time budget, GPU batches that fit the GPU's free
 memory, and ZeroGPU durations the platform accepts.
 
 Every figure here is computed from the time model (machine.StepCost) or from activation sizes; none is tuned to
@@ -122,6 +122,34 @@ class ZeroGpu:
             factor = f" ({request_s} s × this GPU's factor {self.duration_factor:g})" if self.duration_factor != 1 else ""
             raise StylizeError(f"{what} would ask ZeroGPU for {charged:.0f} s{factor}, more than the {ZEROGPU_MAX_S} s "
                                "a task may take: use fewer steps, a smaller size or fewer images")
+
+
+MAX_STYLES = 4  # style images per run: the painting plus up to three more
+MAX_COMPARE = 6  # presets per comparison
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one request may ask of this machine."""
+
+    max_size: int
+    max_steps: int
+    max_styles: int = MAX_STYLES
+    max_compare: int = MAX_COMPARE
+
+    @classmethod
+    def for_device(cls, device_type: str, defaults: Settings) -> "Limits":
+        if device_type == "cuda":
+            return cls(max(2048, defaults.size), max(2000, defaults.steps))
+        return cls(max(512, defaults.size), max(1000, defaults.steps))
+
+    def check(self, settings: Settings) -> None:
+        """Refuse a size or step count beyond this machine's, with what to change."""
+        problems = [f"{name} {getattr(settings, name)} is above this machine's {limit}{unit}"
+                    for name, limit, unit in (("size", self.max_size, " px"), ("steps", self.max_steps, ""))
+                    if getattr(settings, name) > limit]
+        if problems:
+            raise StylizeError("; ".join(problems))
 
 
 class Budget:

@@ -1,22 +1,28 @@
-"""Compare, the product's third use: one photo, many paintings. The results a comparison makes, the sheet that
-shows them side by side (one labelled PNG to download or post), and the link that reopens the comparison.
+"""Compare, the product's third use: one photo, many paintings. The results a comparison makes, the batches
+they run in, the run itself (results streamed as they form), and the sheet that shows them side by side (one
+labelled PNG to download or post). Its link is in links.py.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
-from urllib.parse import urlencode
+from typing import Callable, Iterator, Mapping, Sequence
 
 from PIL import Image
 
+from . import images
+from .budget import MAX_COMPARE
+from .engine import Job
+from .errors import StylizeError
 from .explore import labelled_grid
-from .params import Settings, within_limits
+from .params import ABOUT, Settings
+from .plan import batch_key
+from .presets import Preset
+from .streaming import Update, batch_status
 
 SHEET_COLUMNS = 4  # images a row of the sheet (the photo counts): a phone still shows a row at a useful size
 PHOTO_CAPTION = "The photo"
-LINK_FIELDS = ("presets", "size", "steps", "seed", "photo", "both")
-LINK_EXTRAS = ("tab", "run", "deep_link", "__theme")
+RUNNING = " (running)"  # ends the caption of a result still forming
 
 
 @dataclass(frozen=True)
@@ -44,69 +50,66 @@ def comparison_sheet(photo: Image.Image, results: Sequence[Image.Image], caption
     return sheet
 
 
-@dataclass
-class CompareLink:
-    """What a comparison link asks for, made valid: presets, size/steps/seed, an example photo, both models."""
-
-    preset_ids: list[str]
-    settings: Settings
-    photo_id: str
-    both_models: bool
-    notices: list[str]
-    autorun: bool
-
-
-def is_compare_link(params: Mapping[str, Any]) -> bool:
-    tab = params.get("tab")
-    return (tab[0] if isinstance(tab, (list, tuple)) and tab else tab) == "compare"
+def compare_cells(presets: Sequence[Preset], base: Settings, both_models: bool = False) -> list[CompareCell]:
+    """The results a comparison makes, in the order shown: each preset with its tuned settings over `base`, and
+    with `both_models` once with each style model (Gram, then patches). A caption names the model when both are
+    shown or when it is the patch model."""
+    cells = []
+    for preset in presets:
+        tuned = preset.apply(base)
+        for model in ("gram", "mrf") if both_models else (tuned.style_model,):
+            named = f" · {ABOUT['style_model'].label_of(model)}" if both_models or model != "gram" else ""
+            cells.append(CompareCell(preset.id, tuned.replace(style_model=model), preset.caption + named,
+                                     preset.title + named))
+    return cells
 
 
-def compare_url(base: str, preset_ids: Sequence[str], settings: Settings, photo_id: str | None = None,
-                both_models: bool = False, run: bool = False) -> str:
-    """A link that reopens the Compare tab with these presets, size, steps and seed (and an example photo)."""
-    query: dict[str, str] = {"tab": "compare", "presets": ",".join(preset_ids), "size": str(settings.size),
-                             "steps": str(settings.steps), "seed": str(settings.seed)}
-    if photo_id:
-        query["photo"] = photo_id
-    if both_models:
-        query["both"] = "1"
-    if run:
-        query["run"] = "1"
-    return f"{base.split('?')[0]}?{urlencode(query)}"
+def compare_batches(cells: Sequence[CompareCell], indices: Sequence[int], photo_size: tuple[int, int],
+                    split: Callable[[list[tuple[int, int]]], list[list[int]] | None]) -> list[list[int]]:
+    """`indices` of `cells` grouped into batches, in order of first appearance: results that agree on what a batch
+    must share (`plan.batch_key`) run together, at most MAX_COMPARE at a time, each batch split further where
+    `split` (the GPU's free memory) says so."""
+    groups: dict[tuple, list[int]] = {}
+    for k in indices:
+        groups.setdefault(batch_key(cells[k].settings), []).append(k)
+    batches = [group[i:i + MAX_COMPARE] for group in groups.values() for i in range(0, len(group), MAX_COMPARE)]
+    planned = []
+    for batch in batches:
+        size = images.fit_size(photo_size, cells[batch[0]].settings.size)
+        planned += [[batch[j] for j in part] for part in split([size] * len(batch)) or [range(len(batch))]]
+    return planned
 
 
-def open_compare_link(query: Mapping[str, Any], presets: Sequence[str], photos: Sequence[str], base: Settings,
-                      max_size: int, max_steps: int, max_presets: int) -> CompareLink | None:
-    """A comparison link (tab=compare) validated like any input: unknown presets, photos and parameters are dropped
-    with a notice, numbers clamped to this machine's limits; None if the link is not one."""
-    params = {k: (v[0] if isinstance(v, (list, tuple)) and v else v) for k, v in dict(query).items()}
-    if not is_compare_link(params):
-        return None
-    notices: list[str] = []
-    ignored = [k for k in params if k not in (*LINK_FIELDS, *LINK_EXTRAS)]
-    if ignored:
-        notices.append(f"ignored {', '.join(repr(k[:40]) for k in ignored)} (a comparison link sets presets, size, "
-                       "steps, seed, photo and both)")
-    ids: list[str] = []
-    for preset_id in str(params.get("presets", "")).split(","):
-        preset_id = preset_id.strip()
-        if not preset_id or preset_id in ids:
-            continue
-        if preset_id in presets:
-            ids.append(preset_id)
-        else:
-            notices.append(f"unknown preset {preset_id[:40]!r}")
-    if len(ids) > max_presets:
-        notices.append(f"at most {max_presets} presets in a comparison; using the first {max_presets}")
-        ids = ids[:max_presets]
-    settings, more = Settings.from_query({k: params[k] for k in ("size", "steps", "seed") if k in params}, base=base)
-    notices += more
-    settings = within_limits(settings, max_size, max_steps, notices)
-    photo_id = str(params.get("photo", ""))
-    if photo_id and photo_id not in photos:
-        notices.append(f"unknown example photo {photo_id[:40]!r}; add your own")
-        photo_id = ""
-    both = str(params.get("both", "")).lower() in ("1", "true", "yes", "on")
-    autorun = params.get("run") == "1" and bool(ids) and bool(photo_id)
-    return CompareLink(ids, settings, photo_id, both, notices, autorun)
+Gallery = list[tuple[Image.Image, str]]
 
+
+def run_comparison(cells: Sequence[CompareCell], styles: Mapping[str, Image.Image], photo: Image.Image,
+                   batches: Sequence[Sequence[int]], run_batch: Callable[[list[Job]], Iterator[Update]],
+                   should_stop: Callable[[], bool], notes: str = "") -> Iterator[tuple[Gallery, str]]:
+    """Run the batches one after another and yield (gallery, status): the gallery in the order of `cells`, each
+    result shown as it forms (captioned RUNNING until done). Stop ends the current batch (its images are kept)
+    and skips the rest."""
+    results: dict[int, Image.Image] = {}
+
+    def gallery(running: Mapping[int, Image.Image] = {}) -> Gallery:
+        shown = {**results, **running}
+        return [(shown[k], cells[k].caption if k in results else cells[k].title + RUNNING) for k in sorted(shown)]
+
+    for group in batches:
+        if should_stop():
+            break
+        update = None
+        jobs = [Job(photo, [styles[cells[k].preset_id]], cells[k].settings) for k in group]
+        for update in run_batch(jobs):
+            frame = update.frame
+            status = (f"{group[0] + 1}/{len(cells)}: {update.status}" if len(group) == 1 else
+                      f"{len(results)}/{len(cells)} done · {batch_status(frame, len(group))}")
+            yield gallery(dict(zip(group, frame.images))), status
+        if update is None:
+            break
+        results.update(zip(group, update.frame.images))
+        frame = update.frame
+        stopped = "" if frame.done else f" · stopped at step {frame.step}/{frame.total_steps}"
+        yield gallery(), f"{len(results)}/{len(cells)} done{stopped}" + notes
+    if not results:
+        raise StylizeError("the comparison ended before any result was finished; try again")

@@ -291,11 +291,11 @@ class Grid:
             except ValueError:
                 raise StylizeError(f"{key}={raw!r} is not a valid {kind.__name__}") from None
         settings = Settings(**values)
-        rows = _split(data["rows"]) if "rows" in data else None
+        rows = split_list(data["rows"]) if "rows" in data else None
         columns = None
         if "columns" in data:
             columns = []
-            for part in _split(data["columns"], also_commas=True):
+            for part in split_list(data["columns"], also_commas=True):
                 try:
                     columns.append(float(part))
                 except (TypeError, ValueError):
@@ -304,9 +304,12 @@ class Grid:
         return cls(str(data.get("kind", "style")), tuple(rows) if rows is not None else None, columns, settings)
 
 
-def _split(value: Any, also_commas: bool = False) -> list:
+def split_list(value: Any, also_commas: bool = False) -> list[str]:
+    """A list as given, or text split at ';' (and ',' if `also_commas`: a style row may itself be a layer list)."""
+    if value is None:
+        return []
     if isinstance(value, (list, tuple)):
-        return list(value)
+        return [str(v).strip() for v in value if str(v).strip()]
     text = str(value)
     if also_commas:
         text = text.replace(",", SEPARATOR)
@@ -315,22 +318,25 @@ def _split(value: Any, also_commas: bool = False) -> list:
 
 def run_grid(stylizer: Stylizer, grid: Grid, content: Image.Image | None, style: Image.Image | None,
              report_every: int | Callable[[int], bool] = 10,
-             chunks: Sequence[Sequence[int]] | None = None) -> Iterator[Frame]:
+             chunks: Sequence[Sequence[int]] | None = None,
+             should_stop: Callable[[], bool] | None = None) -> Iterator[Frame]:
     """All cells as one batch, or (`chunks`: lists of cell indices) as several batches one after another, where one
     would not fit the GPU: a `Frame` per step whose `.images`, `.item_losses` and `.histories` are row-major and
     cover every cell (cells not yet started are blank, without losses).
 
-    Bad input (missing image, anything the engine refuses) raises here, before any work; closing the iterator
-    stops the run.
+    Bad input (missing image, anything the engine refuses) raises here, before any work; `should_stop` ends the
+    run after a step with a stopped frame (as the engine's), and closing the iterator ends it at once.
     """
     jobs = grid.jobs(content, style)
     if not chunks or len(chunks) == 1:
-        return stylizer.run_batch(jobs, report_every)
-    runs = [stylizer.run_batch([jobs[k] for k in chunk], report_every) for chunk in chunks]  # all checked now
-    return _one_after_another(runs, [list(chunk) for chunk in chunks], len(jobs))
+        return stylizer.run_batch(jobs, report_every, should_stop=should_stop)
+    runs = [stylizer.run_batch([jobs[k] for k in chunk], report_every, should_stop=should_stop)
+            for chunk in chunks]  # all checked now
+    return _one_after_another(runs, [list(chunk) for chunk in chunks], len(jobs), should_stop)
 
 
-def _one_after_another(runs: list[Iterator[Frame]], chunks: list[list[int]], count: int) -> Iterator[Frame]:
+def _one_after_another(runs: list[Iterator[Frame]], chunks: list[list[int]], count: int,
+                       should_stop: Callable[[], bool] | None = None) -> Iterator[Frame]:
     images: list[Image.Image | None] = [None] * count
     losses: list[dict] = [{} for _ in range(count)]
     histories: list[list] = [[] for _ in range(count)]
@@ -346,9 +352,13 @@ def _one_after_another(runs: list[Iterator[Frame]], chunks: list[list[int]], cou
             for j, k in enumerate(chunk):
                 images[k], losses[k], histories[k] = frame.images[j], frame.item_losses[j], frame.histories[j]
             blank = Image.new("RGB", frame.size, BACKGROUND)
+            # The engine does not ask after its run's last step; between chunks, this loop does.
+            stopped_between = frame.done and not last_chunk and should_stop is not None and should_stop()
             yield Frame(offset + frame.step, total, elapsed, frame.size, done=frame.done and last_chunk,
                         images=[image or blank for image in images], item_losses=list(losses),
-                        histories=list(histories))
+                        histories=list(histories), stopped=frame.stopped or stopped_between)
+            if frame.stopped or stopped_between:
+                return
         offset += frame.total_steps
 
 

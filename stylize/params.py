@@ -250,6 +250,25 @@ RANGES: dict[str, tuple[float, float]] = {n: (a.low, a.high) for n, a in ABOUT.i
 CHOICES: dict[str, tuple[str, ...]] = {n: a.values for n, a in ABOUT.items() if a.choices and not a.custom}
 
 
+def settings_from_values(values: Mapping[str, Any], base: Settings | None = None) -> Settings:
+    """Settings from UI or API values by field name, each cast to its field's type (a number box gives floats, a
+    text box may give None); fields not in `values` keep `base`'s value."""
+    base = base or Settings()
+    changes = {}
+    for name in ABOUT:
+        if name not in values:
+            continue
+        value, kind = values[name], type(getattr(base, name))
+        if value is None or value == "":
+            value = "" if kind is str else getattr(base, name)
+        elif kind is int and not isinstance(value, bool):
+            value = int(round(float(value)))
+        elif kind is float:
+            value = float(value)
+        changes[name] = value
+    return base.replace(**changes)
+
+
 def within_limits(settings: Settings, max_size: int, max_steps: int, notices: list[str]) -> Settings:
     """`settings` with size and steps lowered to this machine's limits, a notice for each (links are clamped)."""
     for name, limit in (("size", max_size), ("steps", max_steps)):
@@ -279,7 +298,7 @@ def _format(value: Any) -> str:
     return repr(value) if isinstance(value, float) else str(value)
 
 
-# Starting points per device, from `python -m stylize.bench` (README, Performance). On 2 CPU cores a run must end
+# Starting points per device, from `python -m benchmarks.bench` (README, Performance). On 2 CPU cores a run must end
 # within a minute with a first image within 3 s: 512 px (a picture worth keeping) in 3 levels √2 apart
 # (256 → 362 → 512 px, 50 steps each) took 33 s on AMD EPYC and 19 s on Intel Xeon (AMX), first image 0.1 s.
 # Single scale in that time ends at a lower loss but paints smaller, busier texture; the coarse levels give the

@@ -38,49 +38,42 @@ class Update:
     final: bool = False
 
 
-def progress(frame: Frame, stopped: bool) -> tuple[str, str]:
+def progress(frame: Frame) -> tuple[str, str]:
     """The start of a status line ("Step 3/150", "Done 150/150", "Stopped at step 7/150") and its ETA part."""
-    eta = "" if math.isnan(frame.eta) or frame.done or stopped else f" · ETA {frame.eta:.0f} s"
-    head = "Stopped at step" if stopped else "Done" if frame.done else "Step"
+    eta = "" if math.isnan(frame.eta) or frame.done or frame.stopped else f" · ETA {frame.eta:.0f} s"
+    head = "Stopped at step" if frame.stopped else "Done" if frame.done else "Step"
     return f"{head} {frame.step}/{frame.total_steps}", eta
 
 
-def status_line(frame: Frame, stopped: bool = False) -> str:
+def status_line(frame: Frame) -> str:
     terms = " · ".join(f"{k} {v:.3g}" for k, v in frame.losses.items() if k != "total")
-    head, eta = progress(frame, stopped)
+    head, eta = progress(frame)
     return (f"{head} · loss {frame.losses['total']:.4g} ({terms}) · "
             f"{frame.size[0]}×{frame.size[1]} · {frame.elapsed:.1f} s{eta}")
 
 
 class Reporter:
-    """The engine's report predicate for a streamed run: a step is reported (image rendered, losses read
-    back) at most every `interval` seconds, and at once when `stop` is set so that Stop gets its image."""
+    """The engine's report predicate for a streamed run: a step is reported (image rendered, losses read back)
+    at most every `interval` seconds (the engine always reports the last step, and a stopped one)."""
 
-    def __init__(self, stop: threading.Event | None = None, interval: float = UPDATE_INTERVAL_S) -> None:
-        self.stop, self.interval, self.last = stop, interval, -math.inf
+    def __init__(self, interval: float = UPDATE_INTERVAL_S) -> None:
+        self.interval, self.last = interval, -math.inf
 
     def __call__(self, step: int) -> bool:
         now = time.perf_counter()
-        if (self.stop is not None and self.stop.is_set()) or now - self.last >= self.interval:
+        if now - self.last >= self.interval:
             self.last = now
             return True
         return False
 
 
-def throttle(frames: Iterator[Frame], stop: threading.Event | None = None) -> Iterator[Update]:
-    """One update per reported frame (the engine reports on `Reporter`'s schedule), the last one final.
-
-    When `stop` is set, the run ends after the current step and its image becomes the final update.
-    """
+def throttle(frames: Iterator[Frame]) -> Iterator[Update]:
+    """One update per reported frame (the engine reports on `Reporter`'s schedule); the last one (done or
+    stopped) is final."""
     for frame in frames:
-        if frame.images is None:
-            continue
-        stopped = stop is not None and stop.is_set() and not frame.done
-        history = [(step, term, value) for step, losses in frame.history for term, value in losses.items()]
-        yield Update(frame, status_line(frame, stopped), history, final=frame.done or stopped)
-        if stopped:
-            frames.close()
-            return
+        if frame.images is not None:
+            history = [(step, term, value) for step, losses in frame.history for term, value in losses.items()]
+            yield Update(frame, status_line(frame), history, final=frame.done or frame.stopped)
 
 
 class _Slot:
@@ -161,10 +154,9 @@ def closing_in_background(items: Iterator) -> Iterator:
             threading.Thread(target=items.close, daemon=True, name="stylize-close").start()
 
 
-
-def batch_status(frame: Frame, count: int, stopped: bool = False) -> str:
+def batch_status(frame: Frame, count: int) -> str:
     """A compare batch's status: step, how many images, their size, time and ETA (losses are per image)."""
-    head, eta = progress(frame, stopped)
+    head, eta = progress(frame)
     return (f"{head} · {count} images of {frame.size[0]}×{frame.size[1]} in one "
             f"batch · {frame.elapsed:.1f} s{eta}")
 

@@ -32,34 +32,52 @@ def test_every_setting_is_one_component_and_one_documented_api_parameter(app_mod
     from stylize import Settings
 
     names = [f.name for f in fields(Settings)]
-    assert list(app_module.SETTINGS) == names, "every Settings field needs exactly one component in app.SETTINGS"
+    assert list(app_module.SETTINGS) == names and all(n in app_module.C for n in names), "a control per setting"
     params = client.view_api(print_info=False, return_format="dict")["named_endpoints"]["/stylize"]["parameters"]
     assert [p["parameter_name"] for p in params] == ["content", "preset", "style_upload", "extra_styles", "masks",
                                                       "weights", *names]
     defaults = {p["parameter_name"]: p["parameter_default"] for p in params}
     assert defaults["size"] == app_module.D.size and defaults["steps"] == app_module.D.steps
-    doc = app_module.stylize.__doc__
+    from stylize.params import ABOUT
+
+    doc = app_module.endpoints.stylize.__doc__
     for name in ["content", "preset", "masks", *names]:
         assert f"\n    {name}: " in doc, name
+    assert f"\n    size: {ABOUT['size'].describe()}; default {app_module.D.size}" in doc  # the setting's own words
+    assert app_module.C["size"].label == ABOUT["size"].label and app_module.C["size"].maximum == app_module.LIMITS.max_size
 
 
-def test_stylize_streams_frames_and_ends_with_a_full_result(client, photo_file):
+def test_stylize_streams_frames_and_ends_with_the_png_once_and_a_status_line(client, photo_file):
     job = submit(client, photo_file, size=64, steps=25)
     outputs = list(job)
+    assert all(len(o) == 2 for o in outputs)  # (image, status): what an API client or an agent wants
     streamed = [o for o in outputs if isinstance(o[0], str)]
     # An image at the first step (at once), then about two a second, and the final one: a run this short on a quiet
     # machine streams just the first and the last; an image streamed before the end is what matters.
     assert len(streamed) >= 2, outputs
     assert streamed[0][1].startswith("Step 1/25"), streamed[0][1]
     final = outputs[-1]
-    assert Image.open(final[0]).size == (64, 43)
+    assert Image.open(final[0]).format == "PNG" and Image.open(final[0]).size == (64, 43)
     assert final[1].startswith("Done 25/25")
-    assert Image.open(final[3]).format == "PNG" and Image.open(final[3]).size == (64, 43)
-    before, after = (Image.open(item) for item in final[2])
+
+
+def test_the_stylize_button_also_gives_the_pair_the_loss_table_and_a_link(app_module, photo_file):
+    import gradio as gr
+
+    values = {**{n: getattr(app_module.D, n) for n in app_module.SETTINGS}, "size": 64, "steps": 5,
+              "content": photo_file, "preset": "starry_night", "style_upload": None, "extra_styles": None,
+              "token": "t", "regions": None, "region_1": None, "region_2": None, "region_3": None, "weights": "auto"}
+    outputs = list(app_module.endpoints.stylize_in_page(**values, request=gr.Request()))
+    final = outputs[-1]
+    assert final["status"].startswith("Done 5/5") and Image.open(final["png"]).format == "PNG"
+    assert final["result"] == final["png"] and Image.open(final["result"]).size == (64, 43)
+    before, after = final["before_after"]
     assert before.size == after.size == (64, 43)
-    link = urlparse(final[5])
-    query = parse_qs(link.query)
-    assert query["preset"] == ["starry_night"] and query["steps"] == ["25"] and query["size"] == ["64"]
+    table = final["loss_plot"]  # every step's terms, log scale (a zero, content at step 1, has no logarithm)
+    assert list(table.columns) == ["step", "term", "log10 loss"] and set(table["step"]) == {1, 2, 3, 4, 5}
+    assert set(table["term"]) == {"content", "style", "total"}
+    query = parse_qs(urlparse(final["link"]).query)
+    assert query["preset"] == ["starry_night"] and query["steps"] == ["5"] and query["size"] == ["64"]
 
 
 def test_cancel_frees_the_worker_for_the_next_job(client, photo_file):
@@ -112,7 +130,6 @@ def test_unknown_preset_and_invalid_settings_are_clear_errors(client, photo_file
 def test_custom_style_layers_are_one_text_value(client, photo_file):
     final = submit(client, photo_file, size=64, steps=2, style_layers="relu1_1,relu3_1", layer_weights="2,1").result()
     assert final[1].startswith("Done 2/2")
-    assert "style_layers=relu1_1%2Crelu3_1" in final[5]
 
 
 def sheet_cells(sheet_path: str, titles: list[str], size=(64, 43)) -> list:
@@ -153,7 +170,7 @@ def test_compare_is_bounded(client, photo_file, app_module):
     from gradio_client import handle_file
     from gradio_client.exceptions import AppError
 
-    too_many = list(app_module.studio.presets)[:7]
+    too_many = list(app_module.studio.assets.presets)[:7]
     with pytest.raises(AppError, match=r"compare at most 6 presets at a time \(got 7\)"):
         client.submit(content=handle_file(photo_file), preset_ids=too_many, size=64, steps=3,
                       api_name="/compare").result()
@@ -165,16 +182,15 @@ def prefilled(app_module, query: dict) -> dict:
     """prefill's outputs by name: preset id, label, status, autorun, then every setting and the slider."""
     import gradio as gr
 
-    values = app_module.prefill(gr.Request(query_params=query))
-    names = ["preset", "label", "status", "autorun", *app_module.SETTINGS, "strength_slider"]
-    assert len(values) == len(names)
-    return dict(zip(names, values))
+    out = app_module.h.prefill(gr.Request(query_params=query))
+    assert set(out) == {"preset", "style_md", "status", "autorun", *app_module.SETTINGS, "strength_scale"}
+    return out
 
 
 def test_prefill_reads_the_query_string_with_notices(app_module):
     out = prefilled(app_module, {"preset": "the_scream", "steps": "99999", "style_strength": "100", "run": "1"})
-    assert out["preset"] == "the_scream" and "The Scream" in out["label"]
-    assert out["strength_slider"] == 2.0  # the log-scale slider's position
+    assert out["preset"] == "the_scream" and "The Scream" in out["style_md"]
+    assert out["strength_scale"] == 2.0  # the log-scale slider's position
     assert out["style_strength"] == 100.0 and out["steps"] == app_module.LIMITS.max_steps
     assert out["autorun"] is True  # run=1 with a valid preset starts the run
     assert "steps" in out["status"] and str(app_module.LIMITS.max_steps) in out["status"]
@@ -186,7 +202,8 @@ def test_prefill_reads_the_query_string_with_notices(app_module):
 
 def test_share_links_round_trip_through_prefill(app_module):
     from stylize import Settings
-    from stylize.studio import settings_from_values, share_url
+    from stylize.links import share_url
+    from stylize.params import settings_from_values
 
     settings = Settings(size=128, steps=77, style_strength=3.5, init="noise", preserve_color="luminance", seed=9,
                         style_layers="relu1_1,relu2_1", layer_weights="1,3")
@@ -201,7 +218,7 @@ def test_share_links_round_trip_through_prefill(app_module):
 def test_page_loads_and_ui_events_are_not_queued(app_module):
     """A page load never waits behind running jobs: only the three runs go through the queue."""
     queued = {fn.name for fn in app_module.demo.fns.values() if fn.queue and fn.fn is not None}
-    assert queued == {"stylize", "stylize_in_page", "compare", "run_compare", "explore"}, queued
+    assert queued == {"stylize", "stylize_in_page", "compare", "compare_in_page", "explore", "explore_in_page"}, queued
 
 
 def test_private_queue_attributes_still_exist(app_module):
@@ -303,7 +320,10 @@ def test_compare_with_both_models_runs_every_preset_twice(client, photo_file, ap
     sheet, status = job.result()
     assert status == "4/4 done"
     assert Image.open(sheet).height > 2 * 43  # the photo and four results: two rows
-    cells = app_module.studio.compare_cells(["starry_night", "the_scream"], app_module.CD, both_models=True)
+    from stylize.comparison import compare_cells
+
+    presets = app_module.studio.assets.presets
+    cells = compare_cells([presets["starry_night"], presets["the_scream"]], app_module.CD, both_models=True)
     assert [c.title for c in cells] == ["The Starry Night · Gram (Gatys 2015)",
                                         "The Starry Night · Patches (Li & Wand 2016)",
                                         "The Scream · Gram (Gatys 2015)", "The Scream · Patches (Li & Wand 2016)"]
@@ -313,7 +333,6 @@ def test_a_batched_compare_streams_every_preset_together_and_ends_with_a_sheet(c
     import numpy as np
     from gradio_client import handle_file
 
-    monkeypatch.setenv("STYLIZE_COMPARE_BATCH", "1")  # this CPU's and a GPU's choice (stylize/studio.py)
     ids = ["starry_night", "the_scream", "shipwreck"]
     job = client.submit(content=handle_file(photo_file), preset_ids=ids, size=64, steps=40, api_name="/compare")
     outputs = list(job)
@@ -332,15 +351,17 @@ def test_the_compare_button_streams_a_captioned_gallery_a_sheet_and_a_link(app_m
 
     app = app_module
     request = SimpleNamespace(session_hash="compare-page", request=None, query_params={}, headers={})
-    outputs = list(app.run_compare(photo_file, ["the_scream", "starry_night"], 64, 3, 5, "auto", False, request))
-    gallery, status, sheet, link, state = outputs[-1]
+    outputs = list(app.endpoints.compare_in_page(photo_file, ["the_scream", "starry_night"], 64, 3, 5, "auto", False,
+                                                 "token", request))
+    final = {k: v for out in outputs for k, v in out.items()}  # what the page shows at the end
+    gallery, status, sheet, link, state = (final[f"compare_{n}"] for n in ("gallery", "status", "image", "link", "state"))
     assert [caption for _, caption in gallery] == ["The Scream — Edvard Munch, 1893",
                                                    "The Starry Night — Vincent van Gogh, 1889"]
     assert status == "2/2 done" and Image.open(sheet).format == "PNG"
     assert "tab=compare" in link and "presets=the_scream%2Cstarry_night" in link and "seed=5" in link
     assert "photo=" not in link  # an uploaded photo is not an example: the page's share button carries it
     assert [cell["preset"] for cell in state] == ["the_scream", "starry_night"]
-    assert state[0]["settings"]["style_strength"] == app.studio.presets["the_scream"].apply(app.CD).style_strength
+    assert state[0]["settings"]["style_strength"] == app.studio.assets.presets["the_scream"].apply(app.CD).style_strength
 
 
 # ---- Explore: the paper's experiments as grids ------------------------------------------------------------------
@@ -354,19 +375,23 @@ def explore_job(client, **kwargs):
     return client.submit(api_name="/explore", **{"size": 64, "steps": 5, "preset": "starry_night", **kwargs})
 
 
-def test_explore_streams_a_2x2_style_grid_with_captions_a_labelled_image_and_a_link(client, photo_file):
+def test_explore_streams_a_2x2_style_grid_with_captions_a_labelled_image_and_a_link(app_module, photo_file):
+    from types import SimpleNamespace
+
     from stylize.explore import Grid
 
-    job = explore_job(client, kind="style", photo=photo_file, rows=["a", "e"], columns="2, 200", steps=20)
-    outputs = list(job)
-    galleries = [o[1] for o in outputs if o[1]]
-    assert len(galleries) >= 2, [o[2] for o in outputs]  # streamed: every update carries every cell
-    labelled, cells, status, link = outputs[-1]
+    request = SimpleNamespace(session_hash="explore-page", request=None, query_params={}, headers={})
+    outputs = list(app_module.endpoints.explore_in_page("style", photo_file, None, ["a", "e"], "2, 200", 64, 20, 0,
+                                                        "starry_night", "auto", "token", request))
+    galleries = [o["explore_gallery"] for o in outputs if o.get("explore_gallery")]
+    assert len(galleries) >= 2, [o.get("explore_status") for o in outputs]  # streamed: every update, every cell
+    labelled, cells, status = (outputs[-1][f"explore_{n}"] for n in ("image", "gallery", "status"))
+    link = outputs[0]["explore_link"]
     assert status.startswith("Done 20/20 · 2 × 2 grid: 4 cells of 64×43 in one batch"), status
-    images = [Image.open(cell["image"]).convert("RGB") for cell in cells]
+    images = [image.convert("RGB") for image, _ in cells]
     assert len(images) == 4 and all(image.size == (64, 43) for image in images)
     assert len({image.tobytes() for image in images}) == 4
-    captions = [cell["caption"] for cell in cells]
+    captions = [caption for _, caption in cells]
     assert [c.rsplit(" · loss ", 1)[0] for c in captions] == ["a · β/α=2", "a · β/α=200", "e · β/α=2", "e · β/α=200"]
     assert all(float(c.rsplit(" · loss ", 1)[1]) > 0 for c in captions)
     grid_image = Image.open(labelled)
@@ -383,12 +408,12 @@ def test_explore_streams_a_2x2_style_grid_with_captions_a_labelled_image_and_a_l
 ])
 def test_explore_runs_texture_synthesis_and_content_reconstruction(client, photo_file, kind, rows, size):
     job = explore_job(client, kind=kind, photo=photo_file if kind == "reconstruction" else None, rows=rows, seed=4)
-    labelled, cells, status, link = job.result()
+    outputs = list(job)
+    assert all(labelled is None for labelled, _ in outputs[:-1])  # an agent gets the grid once, at the end
+    labelled, status = outputs[-1]
     assert status.startswith("Done 5/5 · 2 × 1 grid"), status
-    assert [cell["caption"].rsplit(" · loss ", 1)[0] for cell in cells] == [f"{row} · seed 4" for row in rows]
-    assert all(Image.open(cell["image"]).size == size for cell in cells)
-    assert Image.open(labelled).width > 2 * size[0]  # one row of two cells, as in the paper's Fig. 1
-    assert ("preset=starry_night" in link) == (kind == "texture")
+    assert Image.open(labelled).width > 2 * size[0] and Image.open(labelled).format == "PNG"  # one row of two
+
 
 
 @pytest.mark.parametrize("kwargs, message", [
@@ -410,15 +435,26 @@ def test_explore_refuses_bad_input_with_one_clear_message_before_any_work(client
     assert time.perf_counter() - started < 10  # refused at once, not after 1000 steps
 
 
+def explore_prefilled(app_module, query: dict) -> list:
+    """prefill_explore's outputs for a grid link, in the tab's order."""
+    import gradio as gr
+
+    out = app_module.h.prefill_explore(gr.Request(query_params=query))
+    return [out[f"explore_{n}"] for n in ("kind", "rows", "columns", "photo", "preset", "painting", "size", "steps",
+                                          "seed", "status", "opened")]
+
+
 def test_an_explore_link_opens_the_explore_tab_validated_and_clamped(app_module):
     import gradio as gr
 
     from stylize.explore import Grid
 
     grid = Grid("texture", ("a", "relu1_1,relu3_1"), (0, 7), app_module.EX.replace(size=96, steps=40, seed=3))
-    url = app_module.studio.explore_url("https://huggingface.co/spaces/someone/stylize", grid, "the_scream")
+    from stylize.links import explore_url
+
+    url = explore_url("https://huggingface.co/spaces/someone/stylize", grid, "the_scream")
     query = {k: v[0] for k, v in parse_qs(urlparse(url).query).items()}
-    out = app_module.prefill_explore(gr.Request(query_params=query))
+    out = explore_prefilled(app_module, query)
     kind, rows, columns, photo, preset, painting, size, steps, seed, status, opened = out
     assert kind == "texture" and rows["value"] == ["a", "relu1_1,relu3_1"] and columns["value"] == "0, 7"
     assert ("relu1_1, relu3_1", "relu1_1,relu3_1") in rows["choices"]  # a custom row gets its own check box
@@ -428,22 +464,23 @@ def test_an_explore_link_opens_the_explore_tab_validated_and_clamped(app_module)
     stylize_tab = prefilled(app_module, query)
     assert stylize_tab["status"].startswith("Pick a painting") and stylize_tab["autorun"] is False
 
-    out = app_module.prefill_explore(gr.Request(query_params={
+    out = explore_prefilled(app_module, {
         "tab": "explore", "kind": "collage", "rows": "a;zz;e", "columns": "2;1e9;x", "size": "99999",
-        "preset": "../../etc/passwd", "colour": "red"}))
+        "preset": "../../etc/passwd", "colour": "red"})
     kind, rows, columns, _, preset, _, size, _, _, status, opened = out
     assert kind == "style" and rows["value"] == ["a", "e"] and columns["value"] == "2, 10000"
     assert size == app_module.LIMITS.max_size and opened is True
     for notice in ("unknown experiment 'collage'", "unknown style layer set 'zz'", "column 'x' is not a number",
                    "using 10000", "unknown preset '../../etc/passwd'", "ignored 'colour'", "above this machine"):
         assert notice in status, (notice, status)
-    out = app_module.prefill_explore(gr.Request(query_params={  # 30 cells of 512 px: more than one batch may hold
-        "tab": "explore", "rows": "a;b;c;d;e", "columns": "1;2;3;4;5;6", "size": "512", "seed": "5"}))
+    out = explore_prefilled(app_module, {  # 30 cells of 512 px: more than one batch may hold
+        "tab": "explore", "rows": "a;b;c;d;e", "columns": "1;2;3;4;5;6", "size": "512", "seed": "5"})
     kind, rows, columns, _, _, _, size, steps, seed, status, opened = out
     assert "too large for one batch" in status and "using the default grid" in status
     assert (size, seed) == (app_module.EX.size, 5) and len(rows["value"]) * len(columns["value"].split(",")) <= 30
-    out = app_module.prefill_explore(gr.Request(query_params={"preset": "the_scream"}))  # not a grid link:
-    assert out[-1] is False and out[1]["value"] == ["a", "c", "e"] and out[2]["value"] == "2, 20, 200, 2000"
+    out = app_module.h.prefill_explore(gr.Request(query_params={"preset": "the_scream"}))  # not a grid link:
+    assert out["explore_opened"] is False and out["explore_rows"]["value"] == ["a", "c", "e"]
+    assert out["explore_columns"]["value"] == "2, 20, 200, 2000"
 
 
 def test_clicking_a_cell_sends_its_settings_to_the_stylize_tab(app_module):
@@ -453,19 +490,16 @@ def test_clicking_a_cell_sends_its_settings_to_the_stylize_tab(app_module):
 
     grid = Grid("style", ("a", "relu2_1,relu4_1"), (2, 200), app_module.EX.replace(size=64, steps=5, seed=2))
     state = {"grid": grid.to_dict(), "photo": "/tmp/photo.png", "painting": None, "preset": "the_scream"}
-    out = app_module.explore_cell(state, gr.SelectData(None, {"index": 3, "value": None}))
-    names = ["content", "preset", "style_upload", "label", "status", *app_module.SETTINGS, "strength_slider", "note",
-             "open"]
-    values = dict(zip(names, out))
-    assert len(out) == len(names)
+    values = app_module.h.explore_cell(state, gr.SelectData(None, {"index": 3, "value": None}))
+    assert set(values) == {"content", "preset", "style_upload", "style_md", "status", *app_module.SETTINGS,
+                           "strength_scale", "explore_note", "explore_open"} - {"size", "steps"}
     assert values["content"] == "/tmp/photo.png" and values["preset"] == "the_scream" and values["style_upload"] is None
     assert values["style_layers"] == "relu2_1,relu4_1" and values["style_strength"] == 200.0
     assert values["init"] == "content" and values["seed"] == 2 and values["content_layer"] == grid.settings.content_layer
-    assert isinstance(values["size"], type(gr.skip())) and isinstance(values["steps"], type(gr.skip()))
-    assert "relu2_1,relu4_1 · β/α=200" in values["status"] and values["open"]["visible"] is True
+    assert "relu2_1,relu4_1 · β/α=200" in values["status"] and values["explore_open"]["visible"] is True
 
     texture = Grid("texture", ("b",), (5,), app_module.EX)
     state = {"grid": texture.to_dict(), "photo": None, "painting": "/tmp/mine.png", "preset": None}
-    values = dict(zip(names, app_module.explore_cell(state, gr.SelectData(None, {"index": 0, "value": None}))))
+    values = app_module.h.explore_cell(state, gr.SelectData(None, {"index": 0, "value": None}))
     assert values["style_upload"] == "/tmp/mine.png" and values["preset"] is None
     assert values["init"] == "noise" and values["seed"] == 5 and values["style_layers"] == "b"

@@ -61,10 +61,10 @@ def test_examples_first_then_a_preset_and_a_photo_run_and_a_second_run_stops(bro
     assert visible < 10
 
     # An example result: its photo, painting and settings are loaded, and the finished image is shown.
-    example = app_module.EXAMPLES[0]
+    example = app_module.h.EXAMPLES[0]
     page.locator("#examples img").first.click()
     page.wait_for_function("(t) => document.querySelector('#style-label')?.innerText.includes(t)",
-                           arg=app_module.studio.presets[example.preset].title, timeout=10_000)
+                           arg=app_module.studio.assets.presets[example.preset].title, timeout=10_000)
     page.wait_for_selector("#content img", timeout=10_000)
     page.wait_for_selector("#result img", timeout=10_000)
     assert page.locator("#steps input[type=number]").input_value() == str(example.settings.steps)
@@ -253,7 +253,7 @@ def test_paint_the_sky_of_tubingen_give_it_a_painting_run_and_share_it(browser, 
     page.wait_for_function(ALL_IMAGES_LOADED, arg="#photos img", timeout=30_000)
     page.locator("#presets img").nth(1).click()  # The Scream for the rest of the photo
     page.wait_for_function("() => document.querySelector('#style-label')?.innerText.includes('The Scream')")
-    tubingen = app_module.PHOTO_IDS.index("tubingen")
+    tubingen = app_module.h.PHOTO_IDS.index("tubingen")
     page.locator("#photos img").nth(tubingen).click()
     page.wait_for_selector("#content img", timeout=10_000)
     page.locator("#regions-accordion .label-wrap").first.click()
@@ -307,20 +307,20 @@ def test_compare_carries_the_photo_picks_paintings_runs_downloads_a_sheet_and_re
     page = browser.new_page(viewport={"width": 1280, "height": 1000})
     page.goto(server)
     page.wait_for_function(ALL_IMAGES_LOADED, arg="#photos img", timeout=30_000)
-    photo_id = app_module.PHOTO_IDS[0]
+    photo_id = app_module.h.PHOTO_IDS[0]
     page.locator("#photos img").first.click()  # an example photo on the Stylize tab
     page.wait_for_selector("#content img", timeout=10_000)
     page.locator("#tab-compare-button").click()
     page.wait_for_selector("#compare-content img", timeout=10_000)  # the same photo on Compare
 
     # Paintings by their thumbnails: a click removes a chosen one, another adds one.
-    shown = app_module.PRESETS_SHOWN
+    shown = app_module.h.PRESETS_SHOWN
     checked = "() => [...document.querySelectorAll('#compare-presets input:checked')].map(i => i.closest('label').innerText.trim())"
-    assert page.evaluate(checked) == [app_module.studio.presets[i].title for i in shown[:3]]
+    assert page.evaluate(checked) == [app_module.studio.assets.presets[i].title for i in shown[:3]]
     page.locator("#compare-picker img").nth(1).click()  # chosen: removed
     page.locator("#compare-picker img").nth(4).click()  # not chosen: added
     wanted = [shown[0], shown[2], shown[4]]
-    titles = [app_module.studio.presets[i].title for i in wanted]
+    titles = [app_module.studio.assets.presets[i].title for i in wanted]
     page.wait_for_function(f"() => ({checked})().length === 3 && ({checked})()[2] === {titles[2]!r}", timeout=10_000)
     assert "on this CPU" in page.locator("#compare-estimate").inner_text()  # the estimate before the click
     set_number(page, "compare-size", 64)
@@ -334,7 +334,7 @@ def test_compare_carries_the_photo_picks_paintings_runs_downloads_a_sheet_and_re
     # The sheet, as downloaded: the photo first, then three results, each under its caption.
     src = page.locator("#compare-sheet img").first.get_attribute("src")
     sheet = Image.open(io.BytesIO(page.request.get(src).body())).convert("RGB")
-    photo = Image.open(app_module.studio.photos[photo_id].path).convert("RGB")
+    photo = Image.open(app_module.studio.assets.photos[photo_id].path).convert("RGB")
     from stylize.comparison import PHOTO_CAPTION
     from stylize.explore import grid_layout
 
@@ -366,4 +366,49 @@ def test_compare_carries_the_photo_picks_paintings_runs_downloads_a_sheet_and_re
     page.locator("#compare-open").click()
     page.wait_for_selector("#run", state="visible", timeout=10_000)
     assert titles[0] in page.locator("#style-label").inner_text()
+    page.close()
+
+
+def test_a_shared_page_whose_images_were_swept_opens_with_its_settings_and_one_message(browser, server, app_module):
+    """Issue 22: a shared page keeps its settings when the disk cap has evicted its images: the real sweep runs
+    (files aged past its grace period, a cap that leaves only the link states and what every page shows), then the
+    link opens in the browser: one message, the image boxes empty, the settings as shared."""
+    from stylize.housekeeping import Folder, Housekeeper, missing_files
+    from ui import disk
+
+    page = browser.new_page(viewport={"width": 1280, "height": 1000})
+    page.goto(server)
+    page.wait_for_function(ALL_IMAGES_LOADED, arg="#photos img", timeout=30_000)
+    page.locator("#presets img").nth(1).click()  # The Scream
+    page.locator("#photos img").first.click()
+    page.wait_for_selector("#content img", timeout=10_000)
+    set_number(page, "steps", 3)
+    set_number(page, "size", 64)
+    page.locator("#run").click()
+    page.wait_for_function("() => /Done 3\\/3|rror/.test(document.querySelector('#status')?.innerText || '')",
+                           timeout=120_000)
+    assert "Done 3/3" in page.locator("#status").inner_text(), page.locator("#status").inner_text()
+    link_id = page.evaluate("async () => (await (await fetch("
+                            "`gradio_api/deep_link?session_hash=${window.__gradio_session_hash__}`)).text())"
+                            ".replace(/^\"|\"$/g, '')")
+    assert missing_files(disk.CACHE, link_id) == {}  # the link's images are all there
+    keeper = disk.housekeeper(app_module.demo)
+    states = sum(p.stat().st_size for p in (disk.CACHE / "deep_links").rglob("*") if p.is_file())
+    kept = sum(os.path.getsize(p) for p in keeper.keep() if os.path.isfile(p))
+    tight = Housekeeper([Folder(disk.CACHE, "gradio cache", 3600, links=True)], cap=states + kept + 1024,
+                        keep=keeper.keep)
+    report = tight.sweep(force=True, now=time.time() + 600)  # ten minutes on: past the grace period
+    assert report.evicted > 0 and missing_files(disk.CACHE, link_id)  # the images went, the link stayed
+
+    shared = browser.new_page(viewport={"width": 1280, "height": 1000})
+    shared.goto(f"{server}?deep_link={link_id}")
+    shared.wait_for_function("() => /expired/.test(document.querySelector('#link-notice')?.innerText || '')",
+                             timeout=30_000)  # one message, at the top of the page
+    assert shared.locator(".toast-body").count() == 0
+    assert shared.locator("#size input[type=number]").input_value() == "64"  # the shared settings
+    assert shared.locator("#strength input").input_value() == "30" and "The Scream" in shared.locator(
+        "#style-label").inner_text()
+    assert shared.locator("#content img").count() == 0 and shared.locator("#result img").count() == 0
+    shared.screenshot(path=str(ARTIFACTS / "browser-link-expired.png"), full_page=True)
+    shared.close()
     page.close()

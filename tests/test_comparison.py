@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from stylize.comparison import (PHOTO_CAPTION, SHEET_COLUMNS, compare_url, comparison_sheet, open_compare_link)
+from stylize.comparison import PHOTO_CAPTION, SHEET_COLUMNS, comparison_sheet
+from stylize.links import compare_url, open_compare_link
 from stylize.explore import grid_layout
 from stylize.params import Settings
 

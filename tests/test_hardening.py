@@ -14,6 +14,7 @@ from PIL import Image
 
 import corpus
 from conftest import gradient_photo
+from stylize import images
 from stylize import StylizeError, load_image
 from stylize.images import fit_size
 
@@ -43,12 +44,29 @@ def test_the_corpus_through_the_engine(cases):
                 load_image(path, max_side=2048)
 
 
-def test_the_corpus_through_the_running_app(cases, client, photo_file):
-    """Every kind as an upload to /stylize. The 'before' image is what stylize's loader made of the upload (it
-    must match the expected pixels exactly, within ±2/255); the result, after two steps at the lowest style
-    strength, must still show the same colours and orientation. Refusals come before any decoding."""
+def loader_spy(monkeypatch) -> list:
+    """What stylize's loader made of each upload, as (what, image), while the real loader runs."""
+    from stylize import inputs
+
+    seen, original = [], inputs.load_upload
+
+    def spy(path, what):
+        image = original(path, what)
+        seen.append((what, image))
+        return image
+
+    monkeypatch.setattr(inputs, "load_upload", spy)
+    return seen
+
+
+def test_the_corpus_through_the_running_app(cases, client, photo_file, monkeypatch):
+    """Every kind as an upload to /stylize. What stylize's loader made of the upload must match the expected pixels
+    exactly (within ±2/255); the result, after two steps at the lowest style strength, must still show the same
+    colours and orientation. Refusals come before any decoding."""
     from gradio_client import handle_file
     from gradio_client.exceptions import AppError
+
+    seen = loader_spy(monkeypatch)
 
     def stylize(path, **kwargs):
         return client.submit(content=handle_file(str(path)), preset="starry_night", size=64, steps=2,
@@ -59,11 +77,13 @@ def test_the_corpus_through_the_running_app(cases, client, photo_file):
             with pytest.raises(ValueError, match=r"exceeds the maximum file size of 10485760 bytes"):
                 stylize(path)
         elif case.expect == "ok":
-            image, status, (before, after), png, _, _ = stylize(path)
-            result, before = Image.open(png), Image.open(before)
+            seen.clear()
+            png, status = stylize(path)
+            result = Image.open(png)
+            before = images.resize(seen[0][1], result.size)  # the photo as the run used it
             assert result.format == "PNG" and status.startswith("Done 2/2"), case.kind
             if case.size:  # e.g. the EXIF-rotated photo comes out portrait
-                assert before.size == result.size == fit_size(case.size, 64), case.kind
+                assert result.size == fit_size(case.size, 64), case.kind
             assert not corpus.pixel_problems(before, case)  # the upload reached the loader untouched
             assert not corpus.pixel_problems(result, case, slack=4.0)  # and the result kept its colours
         else:
@@ -85,15 +105,7 @@ def test_every_image_input_hands_stylize_the_uploaded_file(cases, client, photo_
     from gradio_client import handle_file
 
     files = {case.name: path for case, path in cases}
-    seen = []
-    original = app_module.studio.load_upload
-
-    def spy(path, what):
-        image = original(path, what)
-        seen.append((what, image))
-        return image
-
-    monkeypatch.setattr(app_module.studio, "load_upload", spy)
+    seen = loader_spy(monkeypatch)
     client.submit(content=handle_file(photo_file), style_upload=handle_file(str(files["half.png"])),
                   extra_styles=[handle_file(str(files["deep.png"])), handle_file(str(files["palette.png"]))],
                   size=64, steps=1, api_name="/stylize").result()

@@ -81,29 +81,38 @@ def test_an_mcp_client_stylizes_a_small_image(server):
     assert tools == ["stylize", "compare", "explore"]
     assert not result.isError, result.content
     assert progress  # the run's progress was streamed
-    images = [item for item in result.content if item.type == "image"]
-    texts = [item.text for item in result.content if item.type == "text"]
-    assert images, result.content
+    images, texts = answer_parts(result)
+    assert len(images) == 1, result.content  # the result once: no previews, no before/after pair
     image = Image.open(io.BytesIO(base64.b64decode(images[0].data))).convert("RGB")
     assert image.size == (64, 43)
     assert np.abs(np.asarray(image, dtype=float) - reference).mean() < 6
-    assert any(text.startswith("Done 3/3") for text in texts), texts
+    assert [text for text in texts if not text.startswith("Image URL: ")] == [texts[-1]], texts  # one status line
+    assert texts[-1].startswith("Done 3/3"), texts
 
 
-def test_a_plain_mcp_client_gets_urls_of_the_images(server):
-    """Without progress, Gradio 6.31 returns a multi-output tool's result as one text (its outputs' repr): the
-    result image is then reachable through the URL in it."""
-    import re
+def answer_parts(result) -> tuple[list, list[str]]:
+    """An MCP answer's images and texts."""
+    return ([item for item in result.content if item.type == "image"],
+            [item.text for item in result.content if item.type == "text"])
 
+
+def test_a_plain_mcp_client_gets_the_image_once_and_a_status_line(server):
+    """Without a progress token too (Gradio 6.31 alone would answer with one repr text: ui/mcp.py), the answer is
+    the image once (image content, and its URL) and one status line: no previews, loss table or local paths."""
+    from gradio.mcp import GradioMCPServer
+
+    assert hasattr(GradioMCPServer, "_execute_tool_without_progress"), "Gradio's MCP server changed: re-read ui/mcp.py"
     arguments, reference = _photo_and_arguments()
     _, result, _ = asyncio.run(_call_stylize(f"{server}gradio_api/mcp/", arguments, with_progress=False))
     assert not result.isError, result.content
-    text = " ".join(item.text for item in result.content if item.type == "text")
-    assert "Done 3/3" in text
-    url = re.search(r"'url': '([^']+stylized-[0-9a-f]+\.png)'", text).group(1)
-    image = Image.open(io.BytesIO(httpx.get(url, timeout=30).content)).convert("RGB")
-    assert image.size == (64, 43)
-    assert np.abs(np.asarray(image, dtype=float) - reference).mean() < 6
+    images, texts = answer_parts(result)
+    assert len(images) == 1 and len(texts) == 2, result.content
+    url = texts[0].removeprefix("Image URL: ")
+    assert url.startswith("http") and url.endswith(".png") and texts[1].startswith("Done 3/3")
+    for image in (Image.open(io.BytesIO(base64.b64decode(images[0].data))),
+                  Image.open(io.BytesIO(httpx.get(url, timeout=30).content))):
+        assert image.size == (64, 43)
+        assert np.abs(np.asarray(image.convert("RGB"), dtype=float) - reference).mean() < 6
 
 
 def test_an_mcp_compare_answers_with_one_sheet_and_a_status_line(server):

@@ -81,41 +81,43 @@ def test_studio_region_inputs_load_the_paintings_and_say_what_is_missing(app_mod
     studio = app_module.studio
     left = layer(tmp_path, "left", (0, 0, W // 2 - 1, H - 1))
     right = layer(tmp_path, "right", (W // 2, 0, W - 1, H - 1))
-    assert studio.region_inputs(photo_file, "starry_night", None, None, [layer(tmp_path, "e", None)], [None]) is None
-    photo, styles, masks, used = studio.region_inputs(photo_file, "starry_night", None, None, [left], ["the_scream"])
+    assert studio.inputs.regions(photo_file, "starry_night", None, None, [layer(tmp_path, "e", None)], [None]) is None
+    photo, styles, masks, used = studio.inputs.regions(photo_file, "starry_night", None, None, [left], ["the_scream"])
     assert used == "starry_night" and len(styles) == len(masks) == 2  # the rest, then the region
     assert all(mask.mode == "L" and mask.size == photo.size == (96, 64) for mask in masks)
     # A region with the uploaded painting: the whole photo's painting is then the chosen preset.
     painting = tmp_path / "painting.png"
     gradient_photo(64, 64, seed=9).save(painting)
-    photo, styles, masks, used = studio.region_inputs(photo_file, "starry_night", str(painting), None, [left, right],
+    photo, styles, masks, used = studio.inputs.regions(photo_file, "starry_night", str(painting), None, [left, right],
                                                       [UPLOAD, KEEP])
     assert used == "starry_night" and len(styles) == 2 and styles[1].size == (64, 64)
     with pytest.raises(StylizeError, match="a region uses your uploaded painting, but none is uploaded"):
-        studio.region_inputs(photo_file, "", None, None, [left], [UPLOAD])
+        studio.inputs.regions(photo_file, "", None, None, [left], [UPLOAD])
     with pytest.raises(StylizeError, match="blended style images and painted regions do not combine"):
-        studio.region_inputs(photo_file, "starry_night", None, [photo_file], [left], ["the_scream"])
+        studio.inputs.regions(photo_file, "starry_night", None, [photo_file], [left], ["the_scream"])
     with pytest.raises(StylizeError, match="unknown preset"):
-        studio.region_inputs(photo_file, "", None, None, [left], ["../../etc/passwd"])
+        studio.inputs.regions(photo_file, "", None, None, [left], ["../../etc/passwd"])
     with pytest.raises(StylizeError, match="add a photo first"):
-        studio.region_inputs(None, "starry_night", None, None, [left], ["the_scream"])
+        studio.inputs.regions(None, "starry_night", None, None, [left], ["the_scream"])
 
 
 def test_api_masks_are_checked_and_counted_against_the_styles(app_module, tmp_path, photo_file):
     studio = app_module.studio
-    photo = studio.load_upload(photo_file, "the photo")
+    from stylize.inputs import load_upload
+
+    photo = load_upload(photo_file, "the photo")
     white, black, square = tmp_path / "white.png", tmp_path / "black.png", tmp_path / "square.png"
     Image.new("L", (96, 64), 255).save(white)
     Image.new("L", (96, 64), 0).save(black)
     Image.new("L", (50, 50), 255).save(square)
-    assert studio.load_masks(None, 1, photo) == (None, [])
-    masks, notices = studio.load_masks([str(white), str(square)], 2, photo)
+    assert studio.inputs.masks(None, 1, photo) == (None, [])
+    masks, notices = studio.inputs.masks([str(white), str(square)], 2, photo)
     assert [m.mode for m in masks] == ["L", "L"] and notices == ["mask 2 is 50×50, the photo 96×64: stretched to fit"]
     with pytest.raises(StylizeError, match=r"masks: got 1 for 2 style images \(the painting and 1 more\): give one "
                                            r"mask per style image, in the same order"):
-        studio.load_masks([str(white)], 2, photo)
+        studio.inputs.masks([str(white)], 2, photo)
     with pytest.raises(StylizeError, match="mask 1 is all black"):
-        studio.load_masks([str(black)], 1, photo)
+        studio.inputs.masks([str(black)], 1, photo)
 
 
 def test_a_preset_may_choose_the_patch_model(tmp_path):
@@ -136,7 +138,7 @@ def test_a_preset_may_choose_the_patch_model(tmp_path):
 def test_shareable_links_carry_the_patch_model(app_module):
     from urllib.parse import parse_qs, urlparse
 
-    from stylize.studio import share_url
+    from stylize.links import share_url
 
     settings = app_module.D.replace(style_model="mrf", mrf_layers="relu2_1,relu3_1", mrf_patch=5)
     url = share_url("http://127.0.0.1:7860/", settings, ["the_scream"])
@@ -147,20 +149,23 @@ def test_shareable_links_carry_the_patch_model(app_module):
 
 
 def test_compare_cells_show_both_models_with_captions_and_batch_what_can_share_a_batch(app_module):
+    from stylize.comparison import compare_batches, compare_cells
+
     studio = app_module.studio
+    presets = studio.assets.presets
     base = Settings(size=64, steps=3)
-    cells = studio.compare_cells(["starry_night", "the_scream"], base, both_models=True)
+    cells = compare_cells([presets["starry_night"], presets["the_scream"]], base, both_models=True)
     assert [(c.preset_id, c.settings.style_model) for c in cells] == [
         ("starry_night", "gram"), ("starry_night", "mrf"), ("the_scream", "gram"), ("the_scream", "mrf")]
     assert cells[1].caption == "The Starry Night — Vincent van Gogh, 1889 · Patches (Li & Wand 2016)"
     assert cells[2].caption.endswith(" · Gram (Gatys 2015)")
-    assert [c.caption for c in studio.compare_cells(["the_scream"], base)] == ["The Scream — Edvard Munch, 1893"]
+    assert [c.caption for c in compare_cells([presets["the_scream"]], base)] == ["The Scream — Edvard Munch, 1893"]
     # Style scale, strength and model may differ within a batch; pooling, size or steps may not.
-    cells = cells + studio.compare_cells(["shipwreck"], base.replace(pooling="avg", style_scale=2.0))
-    assert studio.compare_batches(cells, range(len(cells))) == [[0, 1, 2, 3], [4]]
-    assert studio.compare_batches(cells, [0, 4, 2]) == [[0, 2], [4]]
+    cells = cells + compare_cells([presets["shipwreck"]], base.replace(pooling="avg", style_scale=2.0))
+    assert compare_batches(cells, range(len(cells)), (4, 3), studio.gpu_batches) == [[0, 1, 2, 3], [4]]
+    assert compare_batches(cells, [0, 4, 2], (4, 3), studio.gpu_batches) == [[0, 2], [4]]
     # The GPU time asked for covers each result's own run, with one request's start-up and margin.
     from stylize.budget import ZeroGpu
 
     both = studio.budget.seconds(base) + studio.budget.seconds(base.replace(style_model="mrf"))
-    assert studio.compare_seconds(["starry_night"], base, both_models=True) == ZeroGpu.request(both)
+    assert studio.compare_seconds(compare_cells([presets["starry_night"]], base, True)) == ZeroGpu.request(both)

@@ -6,6 +6,7 @@ import pytest
 
 from stylize import Settings
 from stylize.engine import Frame
+from stylize.requests import StylizeRequest
 from stylize.streaming import Reporter, status_line, throttle
 from stylize.studio import Studio
 
@@ -29,12 +30,9 @@ def fake_frames(count: int, log: list, report):
             yield Frame(step, count, step * 0.01, (96, 64))
 
 
-def test_the_reporter_asks_for_few_reports_but_at_once_after_stop():
-    stop = threading.Event()
-    reporter = Reporter(stop, interval=3600)
+def test_the_reporter_asks_for_few_reports():
+    reporter = Reporter(interval=3600)
     assert [reporter(step) for step in range(1, 6)] == [True, False, False, False, False]
-    stop.set()
-    assert reporter(6)
 
 
 def test_throttle_sends_the_reported_frames_and_the_last_with_the_full_history():
@@ -45,16 +43,19 @@ def test_throttle_sends_the_reported_frames_and_the_last_with_the_full_history()
     assert len(updates[-1].history) == 50 * 3 and updates[-1].history[0] == (1, "content", 1.0)
 
 
-def test_a_stop_request_ends_the_run_after_the_current_step():
-    log, stop = [], threading.Event()
-    updates = []
-    for update in throttle(fake_frames(100, log, Reporter(stop, interval=0)), stop):
-        updates.append(update)
-        if update.frame.step == 7:
-            stop.set()
-    assert updates[-1].frame.step == 8 and updates[-1].final
+def test_a_stopped_frame_is_the_final_update_and_says_so(app_module):
+    studio = app_module.studio
+    request = StylizeRequest(gradient_photo(), [stripes_painting()], Settings(size=64, steps=100))
+    steps = []
+
+    def should_stop() -> bool:
+        steps.append(len(steps) + 1)
+        return len(steps) >= 8
+
+    updates = list(studio.run(request, should_stop))
+    assert updates[-1].frame.step == 8 and updates[-1].final and updates[-1].frame.stopped
     assert updates[-1].status.startswith("Stopped at step 8/100") and "ETA" not in updates[-1].status
-    assert log[-1] == 8  # the engine was closed: no step after the stop
+    assert len(steps) == 8  # asked once a step, and no step ran after the stop
 
 
 def test_status_line_reads_well():
@@ -62,35 +63,30 @@ def test_status_line_reads_well():
     assert status_line(frame) == ("Step 20/200 · loss 1.75 (content 0.25 · style 1.5) · 256×192 · 4.0 s · ETA 36 s")
 
 
-def test_stop_flags_are_per_session_files_that_end_with_their_run(tmp_path, monkeypatch):
-    import tempfile
+def test_stop_belongs_to_the_run_token_and_may_come_before_the_run(tmp_path, monkeypatch):
+    from stylize.stopping import StopFlag, new_token
 
-    from stylize.studio import StopFlag
-
-    monkeypatch.setattr(tempfile, "gettempdir", lambda: str(tmp_path))
-    studio = Studio.__new__(Studio)
-    assert not studio.request_stop("a")  # no run holds the flag: nothing to stop
-    with studio.stop_flag("a") as first, studio.stop_flag("b") as other:
-        assert not first.is_set()
-        assert studio.request_stop("a") and first.is_set() and not other.is_set()
-        assert StopFlag("a").is_set()  # any process that knows the session sees it: it is a file
-    assert not list((tmp_path / "stylize-stops").iterdir())  # the run ended: its files are gone
-    with studio.stop_flag("a") as newer:
-        assert not newer.is_set()  # a new run starts unstopped
-    assert "/" not in first.running.name and "a" != first.running.stem  # named by a hash, never by user text
+    monkeypatch.setenv("STYLIZE_FILES_DIR", str(tmp_path))
+    mine, other = new_token(), new_token()
+    assert mine != other and len(mine) >= 20  # 128 random bits
+    StopFlag(mine).set()  # Stop pressed while the run still waits in the queue
+    with StopFlag(mine) as flag, StopFlag(other) as unrelated:
+        assert flag.is_set() and flag() and not unrelated.is_set()  # it ends before it starts; others run on
+    assert not list((tmp_path / "stops").iterdir())  # the run ended: its file is gone
+    assert mine not in flag.path.name  # named by a hash, never by what a page sends
+    assert not StopFlag(None).is_set()  # an API call has its own random token: nobody else can stop it
 
 
 def test_a_stop_flag_set_in_one_process_is_seen_in_a_forked_one(tmp_path, monkeypatch):
     import multiprocessing
-    import tempfile
 
-    from stylize.studio import StopFlag
+    from stylize.stopping import StopFlag
 
-    monkeypatch.setattr(tempfile, "gettempdir", lambda: str(tmp_path))
+    monkeypatch.setenv("STYLIZE_FILES_DIR", str(tmp_path))
     ctx = multiprocessing.get_context("fork")
     seen = ctx.Queue()
-    with StopFlag("session") as flag:
-        child = ctx.Process(target=lambda: seen.put(StopFlag("session").is_set() or _wait_for(flag)))
+    with StopFlag("token") as flag:
+        child = ctx.Process(target=lambda: seen.put(StopFlag("token").is_set() or _wait_for(flag)))
         child.start()
         flag.set()
         assert seen.get(timeout=30) is True
@@ -110,34 +106,28 @@ def _wait_for(flag, timeout: float = 20.0) -> bool:
 
 def test_studio_runs_a_preset_and_makes_thumbnails(app_module):
     studio = app_module.studio
-    style, preset_id = studio.load_style("the_scream", None)
+    style, preset_id = studio.inputs.style("the_scream", None)
     assert preset_id == "the_scream" and style.size == (128, 128)
-    thumbs = studio.thumbnails()
-    assert len(thumbs) == len(studio.presets) >= 12  # every preset ships with its image
+    thumbs = studio.assets.thumbnails()
+    assert len(thumbs) == len(studio.assets.presets) >= 12  # every preset ships with its image
     assert [title for _, title in thumbs][:2] == ["The Starry Night", "The Scream"]
-    assert studio.available_presets() == list(studio.presets)
+    assert studio.assets.available_presets() == list(studio.assets.presets)
     assert all(path.endswith(".jpg") and max(Image.open(path).size) <= 256 for path, _ in thumbs)
-    updates = list(studio.run(gradient_photo(), [stripes_painting()], Settings(size=64, steps=3)))
+    updates = list(studio.run(StylizeRequest(gradient_photo(), [stripes_painting()], Settings(size=64, steps=3))))
     assert updates[-1].final and updates[-1].frame.image.size == (64, 43)
 
 
-def test_saved_results_are_lossless_and_old_ones_are_swept(tmp_path, monkeypatch):
-    import os
-    import tempfile
-    import time
+def test_saved_results_are_lossless_with_unguessable_names(tmp_path, monkeypatch):
     from pathlib import Path
 
-    from PIL import Image
+    from stylize import files
 
-    monkeypatch.setattr(tempfile, "gettempdir", lambda: str(tmp_path))
+    monkeypatch.setenv("STYLIZE_FILES_DIR", str(tmp_path))
     image = gradient_photo()
-    first = Path(Studio.save_result(image))
-    assert first.parent == tmp_path / "stylize-results"
+    first, second = Path(files.save_result(image)), Path(files.save_result(image))
+    assert first.parent == tmp_path / "results" and first != second
     assert Image.open(first).format == "PNG" and Image.open(first).tobytes() == image.tobytes()
-    old = time.time() - 3600
-    os.utime(first, (old, old))
-    second = Path(Studio.save_result(image))
-    assert second.exists() and not first.exists()
+    assert not [p for p in first.parent.iterdir() if p.suffix == ".part"]  # written whole, then renamed
 
 
 def test_on_thread_runs_ahead_keeps_the_newest_and_always_delivers_the_last():
@@ -256,7 +246,7 @@ def test_runs_advance_in_place_in_a_forked_child(app_module, monkeypatch):
 
 
 def test_settings_come_from_values_by_field_name():
-    from stylize.studio import settings_from_values
+    from stylize.params import settings_from_values
 
     settings = settings_from_values({"size": 128.0, "steps": "50", "seed": 3.0, "style_strength": 5, "layer_weights": None,
                                      "style_layers": "relu1_1,relu2_1", "unknown": 1})
@@ -266,34 +256,39 @@ def test_settings_come_from_values_by_field_name():
 
 
 def test_limits_and_bounded_work(app_module, photo_file):
-    import pytest
-
     from stylize import StylizeError
+    from stylize.requests import check_compare, check_stylize
 
     studio = app_module.studio
-    limits = studio.limits
-    assert limits.max_size >= studio.defaults.size and limits.max_steps >= studio.defaults.steps
-    studio.check(studio.defaults)
+    limits, d = studio.limits, studio.defaults
+    assert limits.max_size >= d.size and limits.max_steps >= d.steps
+    limits.check(d)
     with pytest.raises(StylizeError, match=f"size {limits.max_size + 32} is above this machine's {limits.max_size} px"):
-        studio.check(studio.defaults.replace(size=limits.max_size + 32))
+        check_stylize(studio, d.replace(size=limits.max_size + 32), photo_file, "starry_night")
     with pytest.raises(StylizeError, match="at most 4 style images per run"):
-        studio.load_inputs(photo_file, "starry_night", None, [photo_file] * 4)
-    photo, styles, preset_id = studio.load_inputs(photo_file, "starry_night", None, [photo_file] * 3)
-    assert len(styles) == 4 and preset_id == "starry_night" and photo.size == (96, 64)
-    assert studio.compare_ids(["the_scream", "starry_night", "the_scream"]) == ["the_scream", "starry_night"]
+        check_stylize(studio, d, photo_file, "starry_night", extra_styles=[photo_file] * 4)
+    run = check_stylize(studio, d, photo_file, "starry_night", extra_styles=[photo_file] * 3)
+    assert len(run.styles) == 4 and run.preset_id == "starry_night" and run.photo.size == (96, 64)
+    with pytest.raises(StylizeError, match="add a photo first"):
+        check_stylize(studio, d, None, "starry_night")
+    with pytest.raises(StylizeError, match="weights must be one of auto, hub, embedded"):
+        check_stylize(studio, d, photo_file, "starry_night", source="../x")
+    compare = check_compare(studio, photo_file, ["the_scream", "starry_night", "the_scream"], studio.compare_defaults)
+    assert compare.preset_ids == ["the_scream", "starry_night"] and len(compare.cells) == 2
     with pytest.raises(StylizeError, match="compare at most 6 presets"):
-        studio.compare_ids(list(studio.presets)[:7])
+        check_compare(studio, photo_file, list(studio.assets.presets)[:7], studio.compare_defaults)
     with pytest.raises(StylizeError, match="unknown preset"):
-        studio.compare_ids(["starry_night", "../../etc/passwd"])
+        check_compare(studio, photo_file, ["starry_night", "../../etc/passwd"], studio.compare_defaults)
+    with pytest.raises(StylizeError, match="add a photo first"):
+        check_compare(studio, None, ["starry_night"], studio.compare_defaults)
     # On ZeroGPU a request is also bounded by the duration a task may ask for (the platform's maximum).
     from stylize.budget import Budget, ZeroGpu
     from stylize.machine import StepCost
 
-    zero = Studio.__new__(Studio)
-    zero.limits, zero.budget = limits.__class__(4096, 5000), Budget("cuda", StepCost.from_floor(None), ZeroGpu(1.5))
+    zero = Budget("cuda", StepCost.from_floor(None), ZeroGpu(1.5))
     zero.check(Settings(size=1024, steps=500))
     with pytest.raises(StylizeError, match="more than the 300 s a task may take"):
-        zero.check(Settings(size=2048, steps=5000), presets=6)
+        zero.check(Settings(size=2048, steps=5000), batch=6)
 
 
 def test_a_shared_link_is_clamped_to_this_machine(app_module):
@@ -308,15 +303,15 @@ def test_a_shared_link_is_clamped_to_this_machine(app_module):
 
 def test_examples_and_example_photos_ship_with_the_app(app_module):
     studio = app_module.studio
-    assert len(studio.photos) >= 4
-    for path, caption in studio.photo_thumbnails():
+    assets = app_module.studio.assets
+    assert len(assets.photos) >= 4
+    for path, caption in assets.photo_thumbnails():
         assert max(Image.open(path).size) == 256 and caption and " (" not in caption  # a short title
-    examples = studio.examples()
-    assert len(examples) >= 2
-    for example in examples:
-        assert example.photo in studio.photos and example.preset in studio.presets
+    assert len(assets.examples) >= 2
+    for example in assets.examples:
+        assert example.photo in assets.photos and example.preset in assets.presets
         assert Image.open(example.image).size[0] > 0 and example.settings.seed == 0
-        assert Image.open(studio.photo_path(example.photo)).size == Image.open(studio.photos[example.photo].path).size
+        assert Image.open(assets.photo_path(example.photo)).size == Image.open(assets.photos[example.photo].path).size
 
 
 def test_make_examples_writes_images_and_a_manifest(tmp_path, monkeypatch):

@@ -23,13 +23,15 @@ import pytest
 from PIL import Image
 
 from conftest import gradient_photo
+from stylize.stopping import new_token
 
 DEADLINE_S = 240
 
 
 @pytest.fixture
 def zerogpu(app_module, monkeypatch):
-    """app.run_on_gpu, app.compare_on_gpu and app.explore_on_gpu wrapped by spaces' real ZeroGPU generator wrapper."""
+    """The endpoints' run_on_gpu, compare_on_gpu and explore_on_gpu wrapped by spaces' real ZeroGPU generator
+    wrapper."""
     from spaces.zero import wrappers
 
     if not hasattr(wrappers, "generator_function_wrapper"):
@@ -48,13 +50,11 @@ def zerogpu(app_module, monkeypatch):
                                   size=lambda: 0, move=lambda callback=None: None)
     monkeypatch.setattr(wrappers, "client", client)
     monkeypatch.setattr(wrappers, "torch", torch_links)
-    app = app_module
-    app.studio.warmed.wait(120)  # no engine work in flight when the worker is forked
-    monkeypatch.setattr(app, "run_on_gpu", wrappers.generator_function_wrapper(app.run_on_gpu, app._run_seconds, None))
-    monkeypatch.setattr(app, "compare_on_gpu",
-                        wrappers.generator_function_wrapper(app.compare_on_gpu, app._compare_seconds, None))
-    monkeypatch.setattr(app, "explore_on_gpu",
-                        wrappers.generator_function_wrapper(app.explore_on_gpu, app._explore_seconds, None))
+    endpoints = app_module.endpoints
+    app_module.studio.warmed.wait(120)  # no engine work in flight when the worker is forked
+    for kind in ("run", "compare", "explore"):
+        monkeypatch.setattr(endpoints, f"{kind}_on_gpu", wrappers.generator_function_wrapper(
+            getattr(endpoints, f"{kind}_on_gpu"), getattr(endpoints, f"{kind}_seconds"), None))
     yield scheduled
     for child in multiprocessing.active_children():  # the reusable worker processes
         child.kill()
@@ -63,6 +63,14 @@ def zerogpu(app_module, monkeypatch):
 
 def request(session: str):
     return SimpleNamespace(session_hash=session, request=None)
+
+
+def page_run(app, token: str, **values):
+    """The Stylize button's run, as the page calls it: every setting, the images, the regions and the stop token."""
+    base = {**{n: getattr(app.D, n) for n in app.SETTINGS}, "preset": "starry_night", "style_upload": None,
+            "extra_styles": None, "regions": None, "region_1": None, "region_2": None, "region_3": None,
+            "weights": "auto", "token": token}
+    return app.endpoints.stylize_in_page(**{**base, **values}, request=request(token))
 
 
 def consume(generator, on_output, deadline_s: float = DEADLINE_S) -> list:
@@ -90,24 +98,24 @@ def test_stylize_streams_from_a_forked_worker_and_stop_from_the_parent_ends_it(a
     app = app_module
     photo = tmp_path / "photo.png"
     gradient_photo(96, 64).save(photo)
-    session = "zerogpu-stylize"
+    token = new_token()  # a fresh one per run, as the page makes
     images_seen, stop_pressed = [], []
 
     def on_output(output, outputs):
-        image = output[0]
+        image = output.get("result")
         if isinstance(image, Image.Image):
             images_seen.append(image)
         if len(images_seen) >= 3 and not stop_pressed:
             stop_pressed.append(time.perf_counter())
-            app.stop_run(request(session))  # what the Stop button calls, in the parent
+            app.endpoints.stop(token)  # what the Stop button calls, in the parent
 
     asked = app.studio.budget.request(app.D.replace(size=64, steps=1000))  # before the run teaches the budget
     started = time.perf_counter()
-    outputs = consume(app.stylize(content=str(photo), preset="starry_night", size=64, steps=1000,
-                                  request=request(session)), on_output)
+    outputs = consume(page_run(app, token, content=str(photo), size=64, steps=1000), on_output)
     final = outputs[-1]
-    print([o[1] for o in outputs])
-    image, status, pair, png, table, link = final
+    print([o["status"] for o in outputs])
+    image, status, pair, png, table, link = (final[n] for n in ("result", "status", "before_after", "png", "loss_plot",
+                                                                "link"))
     assert stop_pressed, "fewer than three images were streamed"
     assert status.startswith("Stopped at step") and "/1000" in status, status
     assert int(status.split()[3].split("/")[0]) < 1000
@@ -121,8 +129,10 @@ def test_stylize_streams_from_a_forked_worker_and_stop_from_the_parent_ends_it(a
     # The work ran in a forked worker, with the budget the duration callable asked for.
     assert any(child.pid != os.getpid() for child in multiprocessing.active_children())
     assert zerogpu and zerogpu[0] == asked
-    # The session's stop files are gone with the run: a later run starts unstopped.
-    assert not app.studio.stop_flag(session).running.exists()
+    # The run's stop file is gone with the run.
+    from stylize.stopping import StopFlag
+
+    assert not StopFlag(token).is_set()
 
 
 def test_the_worker_is_reused_and_a_finished_run_delivers_every_file(app_module, zerogpu, tmp_path):
@@ -130,11 +140,11 @@ def test_the_worker_is_reused_and_a_finished_run_delivers_every_file(app_module,
     photo = tmp_path / "photo.png"
     gradient_photo(96, 64, seed=3).save(photo)
     for steps in (3, 4):  # the second call reuses the idle worker process
-        outputs = consume(app.stylize(content=str(photo), preset="the_scream", size=64, steps=steps,
-                                      request=request("zerogpu-reuse")), lambda *_: None)
-        image, status, pair, png, table, link = outputs[-1]
+        outputs = consume(app.endpoints.stylize(content=str(photo), preset="the_scream", size=64, steps=steps,
+                                                request=request("zerogpu-reuse")), lambda *_: None)
+        png, status = outputs[-1]  # the public endpoint: the PNG once, and a status line
         assert status.startswith(f"Done {steps}/{steps}"), status
-        assert image == png and Path(png).is_file() and Image.open(png).size == (64, 43)
+        assert Path(png).is_file() and Image.open(png).size == (64, 43) and Image.open(png).format == "PNG"
     assert len(zerogpu) == 2
 
 
@@ -152,12 +162,13 @@ def test_masks_cross_to_the_worker_as_images_and_keep_the_photo_where_none_cover
     # a 64 px image's uncovered half change more (mean 18 against 46 levels, measured), which is not this test's
     # subject (the masks' way to the worker).
     asked = app.studio.budget.request(app.D.replace(size=64, steps=20, style_strength=200.0, pooling="avg"))
-    outputs = consume(app.stylize(content=str(photo), preset="the_scream", masks=[str(left)], size=64, steps=20,
-                                  style_strength=200.0, pooling="avg", request=request("zerogpu-masks")),
-                      lambda *_: None)
-    image, status, pair, png, table, link = outputs[-1]
+    outputs = consume(app.endpoints.stylize(content=str(photo), preset="the_scream", masks=[str(left)], size=64,
+                                            steps=20, style_strength=200.0, pooling="avg",
+                                            request=request("zerogpu-masks")), lambda *_: None)
+    image, status = outputs[-1]
     assert status.startswith("Done 20/20"), status
-    out, before = np.asarray(Image.open(image), dtype=float), np.asarray(pair[0], dtype=float)
+    before = np.asarray(Image.open(photo).convert("RGB").resize((64, 43), Image.Resampling.LANCZOS), dtype=float)
+    out = np.asarray(Image.open(image), dtype=float)
     assert out.shape == (43, 64, 3)
     change = [np.abs(out[:, cols] - before[:, cols]).mean() for cols in (slice(0, 28), slice(36, 64))]
     print("mean change, left (masked) and right (not):", change)
@@ -165,60 +176,62 @@ def test_masks_cross_to_the_worker_as_images_and_keep_the_photo_where_none_cover
     assert zerogpu and zerogpu[-1] == asked
 
 
-@pytest.mark.parametrize("batch", [True, False], ids=["batched", "one-by-one"])
-def test_compare_runs_in_the_worker_and_stop_skips_the_remaining_presets(app_module, zerogpu, tmp_path, monkeypatch,
-                                                                         batch):
-    """Batched (this CPU's choice, and a GPU's): Stop ends the batch and every preset keeps its image. One by one:
-    Stop ends the current preset and skips the rest. The worker reads the choice (forked after it is set)."""
+def test_compare_runs_in_the_worker_and_stop_ends_the_batch_with_every_image(app_module, zerogpu, tmp_path):
+    """The presets run as one batch in the worker; Stop, pressed in the parent, ends it and every preset keeps its
+    image; the sheet shows what was made."""
+    from stylize.comparison import compare_cells
+
     app = app_module
-    monkeypatch.setenv("STYLIZE_COMPARE_BATCH", "1" if batch else "0")
     photo = tmp_path / "photo.png"
     gradient_photo(96, 64, seed=5).save(photo)
-    session = "zerogpu-compare"
+    token = new_token()  # a fresh one per run, as the page makes
     pressed = []
     ids = ["starry_night", "the_scream", "shipwreck"]
 
     def on_output(output, outputs):
-        gallery, status, *_ = output
-        if ("in one batch" if batch else "1/3") in status and "Step" in status and not pressed:
+        if "in one batch" in output.get("compare_status", "") and "Step" in output["compare_status"] and not pressed:
             pressed.append(True)
-            app.stop_run(request(session))
+            app.endpoints.stop(token)
 
-    outputs = consume(app.run_compare(str(photo), ids, 64, 1000, 0, "auto", False, request(session)), on_output)
-    gallery, status, sheet, link, state = outputs[-1]
-    assert pressed and Image.open(sheet).width > (len(gallery) + 1) * 64  # the sheet of what was finished
-    print(status)
-    expected = ids if batch else ids[:1]
-    assert [caption for _, caption in gallery] == [app.studio.presets[i].caption for i in expected]
+    outputs = consume(app.endpoints.compare_in_page(str(photo), ids, 64, 1000, 0, "auto", False, token,
+                                                    request(token)), on_output)
+    final = {k: v for out in outputs for k, v in out.items()}
+    gallery, status, sheet = final["compare_gallery"], final["compare_status"], final["compare_image"]
+    assert pressed and Image.open(sheet).width > (len(gallery) + 1) * 64  # the sheet of what was made
+    presets = app.studio.assets.presets
+    assert [caption for _, caption in gallery] == [presets[i].caption for i in ids]
     assert all(Image.open(image).size == (64, 43) for image, _ in gallery)  # finished results are sent as files
-    assert status.startswith(f"{len(expected)}/3 done · stopped at step ") and "/1000" in status, status
-    assert zerogpu == [app.studio.compare_seconds(ids, app.D.replace(size=64, steps=1000))]
+    assert status.startswith("3/3 done · stopped at step ") and "/1000" in status, status
+    cells = compare_cells([presets[i] for i in ids], app.CD.replace(size=64, steps=1000, seed=0))
+    assert zerogpu == [app.studio.compare_seconds(cells)]
 
 
 def test_explore_streams_every_cell_from_the_worker_and_stop_ends_the_grid(app_module, zerogpu):
     """The grid's updates (every cell's image and caption) come through the worker's pickled queue; Stop, pressed
     in the parent, reaches the worker through the session's stop file and the grid ends with its cells."""
     app = app_module
-    session = "zerogpu-explore"
+    token = new_token()  # a fresh one per run, as the page makes
     pressed = []
 
     def on_output(output, outputs):
-        if sum(bool(o[1]) and isinstance(o[1], list) for o in outputs) >= 2 and not pressed:
+        if sum(isinstance(o.get("explore_gallery"), list) for o in outputs) >= 2 and not pressed:
             pressed.append(True)
-            app.stop_run(request(session))
+            app.endpoints.stop(token)
 
-    outputs = consume(app.explore("texture", None, None, ["a", "c"], "0, 1", 64, 1000, 0, "starry_night", "auto",
-                                  request(session)), on_output)
-    labelled, cells, status, link, state = outputs[-1]
+    outputs = consume(app.endpoints.explore_in_page("texture", None, None, ["a", "c"], "0, 1", 64, 1000, 0,
+                                                    "starry_night", "auto", token, request(token)), on_output)
+    final = {k: v for out in outputs for k, v in out.items()}
+    labelled, cells, status, link, state = (final[f"explore_{n}"] for n in ("image", "gallery", "status", "link",
+                                                                            "state"))
     assert pressed and status.startswith("Stopped at step") and "/1000 · 2 × 2 grid" in status, status
     assert [caption.rsplit(" · loss ", 1)[0] for _, caption in cells] == ["a · seed 0", "a · seed 1", "c · seed 0",
                                                                            "c · seed 1"]
     assert all(np.asarray(image).shape == (64, 64, 3) for image, _ in cells)
-    assert labelled.width > 2 * 64 and "tab=explore" in link and state["preset"] == "starry_night"
-    grid = app.Grid("texture", ("a", "c"), (0, 1), app.EX.replace(size=64, steps=1000))
-    assert zerogpu == [app.studio.explore_seconds(grid)] and zerogpu[0] == app.studio.budget.request(grid.settings,
-                                                                                                      batch=4)
-    assert not app.studio.stop_flag(session).running.exists()
+    assert Image.open(labelled).width > 2 * 64 and "tab=explore" in link and state["preset"] == "starry_night"
+    from stylize.explore import Grid
+
+    grid = Grid("texture", ("a", "c"), (0, 1), app.EX.replace(size=64, steps=1000))
+    assert zerogpu == [app.studio.budget.request(grid.settings, batch=4)]
 
 
 def test_an_error_in_the_worker_reaches_the_user_as_its_message(app_module, zerogpu):
@@ -228,11 +241,14 @@ def test_an_error_in_the_worker_reaches_the_user_as_its_message(app_module, zero
 
     from conftest import stripes_painting
 
+    from stylize.requests import StylizeRequest
+    from stylize.stopping import StopFlag
+
     app = app_module
-    with app.studio.stop_flag("zerogpu-error") as stop:
-        with pytest.raises(gr.Error, match="add a photo first"):
-            consume(app.run_on_gpu(None, [stripes_painting()], app.Settings(size=64, steps=3), "auto", stop),
-                    lambda *_: None)
+    broken = StylizeRequest(gradient_photo(), [stripes_painting()], app.D.replace(size=64, steps=3), source="../x")
+    with StopFlag("zerogpu-error") as stop:
+        with pytest.raises(gr.Error, match="weights must be one of auto, hub, embedded"):
+            consume(app.endpoints.run_on_gpu(broken, stop), lambda *_: None)
 
 
 def test_under_zerogpus_cuda_emulation_the_app_imports_ready_to_fork(tmp_path, preset_dir):
@@ -254,8 +270,8 @@ print(json.dumps({
     "engines": {k: str(v.device) for k, v in studio._engines.items()},
     "compute_thread": studio._compute is not None,
     "threads": [t.name for t in threading.enumerate()],
-    "wrapped": [hasattr(app.run_on_gpu, "zerogpu"), hasattr(app.compare_on_gpu, "zerogpu"),
-                hasattr(app.explore_on_gpu, "zerogpu")],
+    "wrapped": [hasattr(app.endpoints.run_on_gpu, "zerogpu"), hasattr(app.endpoints.compare_on_gpu, "zerogpu"),
+                hasattr(app.endpoints.explore_on_gpu, "zerogpu")],
     "weights": studio.weights_status(),
 }))
 """

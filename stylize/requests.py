@@ -1,0 +1,137 @@
+"""Each kind of request checked once, before any work: `check_stylize`, `check_compare`, `check_explore` load
+and validate everything a request names (images, settings, this machine's limits, on ZeroGPU the duration it
+would ask for) and return it ready to run, or raise one `StylizeError` that says what to change. The UI and the
+API call these; the engine keeps only the checks that protect itself."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Sequence
+
+from PIL import Image
+
+from .comparison import CompareCell, compare_cells
+from .errors import StylizeError
+from .explore import Grid
+from .explore_service import make_grid
+from .inputs import load_photo, load_upload
+from .params import ABOUT, Settings
+
+if TYPE_CHECKING:
+    from .studio import Studio
+
+WEIGHT_SOURCES = ("auto", "hub", "embedded")
+
+
+@dataclass
+class StylizeRequest:
+    """A checked Stylize request (picklable: it crosses ZeroGPU's process boundary)."""
+
+    photo: Image.Image
+    styles: list[Image.Image]
+    settings: Settings
+    source: str = "auto"
+    masks: list[Image.Image] | None = None
+    preset_id: str | None = None
+    notices: list[str] = field(default_factory=list)
+
+
+@dataclass
+class CompareRequest:
+    """A checked comparison: the photo, the results to make, and the paintings that are available."""
+
+    photo: Image.Image
+    preset_ids: list[str]
+    settings: Settings
+    cells: list[CompareCell]
+    styles: dict[str, Image.Image]
+    source: str = "auto"
+    notes: str = ""  # presets skipped as unavailable
+
+
+@dataclass
+class ExploreRequest:
+    """A checked grid and the images it uses (None where its kind needs none)."""
+
+    grid: Grid
+    content: Image.Image | None
+    style: Image.Image | None
+    preset_id: str | None
+    source: str = "auto"
+
+
+def check_source(source: str | None) -> str:
+    source = source or "auto"
+    if source not in WEIGHT_SOURCES:
+        raise StylizeError(f"weights must be one of {', '.join(WEIGHT_SOURCES)} (got {str(source)[:40]!r})")
+    return source
+
+
+def check_stylize(studio: Studio, settings: Settings, photo: str | None, preset: str | None,
+                  style_upload: str | None = None, extra_styles: Sequence[str] | None = None,
+                  masks: Sequence[str] | None = None, regions: tuple[list, list] | None = None,
+                  source: str | None = "auto") -> StylizeRequest:
+    """A Stylize request: painted `regions` (the editor's layers and each region's choice) or mask files say
+    where each style goes; masks need the Gram model."""
+    source = check_source(source)
+    painted = regions and studio.inputs.regions(photo, preset, style_upload, extra_styles, *regions)
+    notices: list[str] = []
+    if painted:
+        loaded, styles, mask_images, preset_id = painted
+    else:
+        loaded = load_photo(photo)
+        styles, preset_id = studio.inputs.styles(preset, style_upload, extra_styles)
+        mask_images, notices = studio.inputs.masks(masks, len(styles), loaded)
+    if mask_images and settings.style_model != "gram":
+        raise StylizeError("painted regions and masks work with the Gram style model: choose "
+                           f"'{ABOUT['style_model'].label_of('gram')}' under Advanced (style_model 'gram')")
+    studio.limits.check(settings)
+    studio.budget.check(settings, styles=len(styles))
+    return StylizeRequest(loaded, styles, settings, source, mask_images, preset_id, notices)
+
+
+def check_compare(studio: Studio, photo: str | None, preset_ids: Sequence[str] | None, settings: Settings,
+                  both_models: bool = False, source: str | None = "auto") -> CompareRequest:
+    """A comparison: known presets (duplicates dropped, at most `max_compare`), each result within this machine's
+    limits, and the photo; an unavailable painting is skipped with a note, not fatal."""
+    source = check_source(source)
+    ids = list(dict.fromkeys(preset_ids or []))
+    if not ids:
+        raise StylizeError("tick at least one preset to compare")
+    for preset_id in ids:
+        studio.assets.preset_images.get(preset_id)
+    if len(ids) > studio.limits.max_compare:
+        raise StylizeError(f"compare at most {studio.limits.max_compare} presets at a time (got {len(ids)})")
+    cells = compare_cells([studio.assets.presets[i] for i in ids], settings, both_models)
+    for cell in cells:
+        studio.limits.check(cell.settings)
+        studio.budget.check(cell.settings)
+    if studio.budget.zerogpu is not None:
+        studio.budget.zerogpu.check(studio.compare_seconds(cells), "this comparison")
+    loaded = load_photo(photo, "add a photo first (upload, webcam, clipboard or an example photo)")
+    styles, skipped = {}, []
+    for preset_id in ids:
+        try:
+            styles[preset_id], _ = studio.inputs.style(preset_id, None)
+        except StylizeError as exc:
+            skipped.append(str(exc))
+    if not styles:
+        raise StylizeError("none of the chosen presets is available: " + "; ".join(skipped))
+    runnable = [cell for cell in cells if cell.preset_id in styles]
+    return CompareRequest(loaded, ids, settings, runnable, styles, source, "".join(f" · skipped {s}" for s in skipped))
+
+
+def check_explore(studio: Studio, kind: str, rows, columns, settings: Settings, photo: str | None,
+                  painting: str | None, preset: str | None, source: str | None = "auto") -> ExploreRequest:
+    """A grid: its kind, rows and columns, this machine's limits, then its images (a painting upload wins over a
+    preset), each checked before any is decoded."""
+    source = check_source(source)
+    grid = make_grid(kind, rows, columns, settings, studio.device.type)
+    studio.limits.check(grid.settings)
+    studio.budget.check(grid.settings, batch=grid.cells)
+    painting = painting or None
+    preset = (preset or "") if not painting else ""
+    grid.check_images(photo or None, painting or preset or None)
+    content = load_upload(photo, "the photo") if grid.kind != "texture" else None
+    style, preset_id = (None, None) if grid.kind == "reconstruction" else studio.inputs.style(preset, painting)
+    return ExploreRequest(grid, content, style, preset_id, source)

@@ -1,0 +1,349 @@
+"""The public endpoints (API and MCP tools: /stylize, /compare, /explore), the page's runs that share their code,
+and the GPU part.
+
+ZeroGPU: the three `@spaces.GPU` functions are the only code that touches the GPU. On a ZeroGPU Space each runs in
+a forked worker process and what it yields is pickled back; everything else (checking inputs, links, result
+files) runs in the web server's process. Elsewhere the decorator does nothing. A public endpoint returns its image
+once, at the end, and one status line; the page's runs also stream previews and fill the page's other outputs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import logging
+from dataclasses import asdict
+from typing import Any, Callable, Iterator
+
+import gradio as gr
+import spaces
+from PIL import Image
+
+from stylize import StylizeError, files, images
+from stylize.comparison import RUNNING, comparison_sheet
+from stylize.explore import MAX_CELLS
+from stylize.links import compare_url, explore_url, share_url, space_base_url
+from stylize.params import ABOUT, RANGES, settings_from_values
+from stylize.regions import MAX_REGIONS
+from stylize.requests import (CompareRequest, ExploreRequest, StylizeRequest, check_compare, check_explore,
+                              check_stylize)
+from stylize.stopping import StopFlag
+from stylize.streaming import closing_in_background, preview
+
+from .handlers import EXPLORE_PRESET
+from .service import studio
+from .text import gallery_columns, loss_table
+
+log = logging.getLogger("stylize.app")
+D, CD, EX = studio.defaults, studio.compare_defaults, studio.grid_defaults
+NOT_STARTED = "Stopped before it started: nothing ran."
+
+
+@contextlib.contextmanager
+def user_errors(title: str):
+    """Errors as one clear message for the user (a gr.Error also crosses ZeroGPU's process boundary intact)."""
+    try:
+        yield
+    except StylizeError as exc:  # the visitor's to fix: a message, no trace in the log
+        raise gr.Error(str(exc), title=title, print_exception=False) from None
+    except gr.Error:
+        raise
+    except Exception as exc:  # keep serving; the log has the trace
+        log.exception("run failed")
+        raise gr.Error(f"Something went wrong ({type(exc).__name__}: {exc}). Your inputs are unchanged; try again.",
+                       title=title) from None
+
+
+def base_url(request: gr.Request | None) -> str:
+    if space_base_url():
+        return space_base_url()
+    if request is not None and getattr(request, "request", None) is not None:
+        return str(request.request.base_url)
+    return "http://127.0.0.1:7860/"
+
+
+# ---- the GPU part (on ZeroGPU: a forked worker process) -------------------------------------------------------
+
+def run_seconds(request: StylizeRequest, stop: StopFlag) -> int:
+    """The duration a Stylize run asks ZeroGPU for."""
+    return studio.budget.request(request.settings, styles=len(request.styles))
+
+
+def compare_seconds(request: CompareRequest, stop: StopFlag) -> int:
+    return studio.compare_seconds(request.cells)
+
+
+def explore_seconds(request: ExploreRequest, stop: StopFlag) -> int:
+    return studio.budget.request(request.grid.settings, batch=request.grid.cells)
+
+
+@spaces.GPU(duration=run_seconds)
+def run_on_gpu(request: StylizeRequest, stop: StopFlag):
+    """The engine's part of a Stylize run: throttled `Update`s (picklable), ended by `stop` (a file)."""
+    with user_errors("Can't stylize this"):
+        yield from studio.run(request, stop)
+
+
+@spaces.GPU(duration=compare_seconds)
+def compare_on_gpu(request: CompareRequest, stop: StopFlag):
+    """The engine's part of a comparison: (gallery items, status) as the results form (batched)."""
+    with user_errors("Can't compare"):
+        yield from studio.compare(request, stop)
+
+
+@spaces.GPU(duration=explore_seconds)
+def explore_on_gpu(request: ExploreRequest, stop: StopFlag):
+    """The engine's part of a grid: every cell in one batch, `GridUpdate`s (picklable), ended by `stop`."""
+    with user_errors("Can't run this grid"):
+        yield from studio.explore(request, stop)
+
+
+# ---- the runs, shared by the endpoints and the page -----------------------------------------------------------
+
+def stylize_run(request: StylizeRequest, stop: StopFlag, link: str) -> Iterator[dict[str, Any]]:
+    """A Stylize run's outputs by name: previews with a status line, then the PNG, the before/after pair and the
+    loss table. Stopped before it started, it ends at once, and no GPU is asked for."""
+    note = "".join(f" · {notice}" for notice in request.notices)
+    if stop.is_set():
+        yield {"status": NOT_STARTED, "link": link}
+        return
+    yield {"result": None, "status": "Starting…" + note, "link": link}
+    update = None
+    for update in closing_in_background(run_on_gpu(request, stop)):
+        if not update.final:
+            yield {"result": preview(update.frame.image), "status": update.status + note}
+    if update is None or not update.final:
+        raise StylizeError("the run ended without a result; try again")
+    studio.observe(request.settings, update.frame, styles=len(request.styles))  # the estimates learn this speed
+    image = update.frame.image
+    png = files.save_result(image)
+    yield {"result": png, "status": update.status + note, "before_after": (images.resize(request.photo, image.size),
+                                                                         image),
+           "png": png, "loss_plot": loss_table(update.history), "link": link}
+
+
+def compare_run(request: CompareRequest, stop: StopFlag) -> Iterator[dict[str, Any]]:
+    """A comparison's outputs by name: the gallery (finished results as their PNG files) and status as the results
+    form, then the sheet and the finished results' cells (what a click on one needs)."""
+    if stop.is_set():
+        yield {"compare_status": NOT_STARTED}
+        return
+    by_caption = {**{c.caption: c for c in request.cells}, **{c.title + RUNNING: c for c in request.cells}}
+    saved: dict[str, str] = {}  # caption -> lossless PNG of a finished result, written once
+    for gallery, status in closing_in_background(compare_on_gpu(request, stop)):
+        # A finished result is sent as its file from then on: Gradio would otherwise encode it again for every
+        # update, rewriting the same cache file while a browser may be downloading it.
+        for image, caption in gallery:
+            if not caption.endswith(RUNNING) and caption not in saved:
+                saved[caption] = files.save_result(image)
+        yield {"compare_gallery": [(saved.get(c) or preview(image), c) for image, c in gallery],
+               "compare_status": status, "compare_state": [cell_state(by_caption[c]) for _, c in gallery]}
+    finished = [cell for cell in request.cells if cell.caption in saved]
+    sheet = comparison_sheet(request.photo, [Image.open(saved[c.caption]) for c in finished],
+                             [c.title for c in finished])
+    yield {"compare_image": files.save_result(sheet), "compare_state": [cell_state(c) for c in finished]}
+
+
+def cell_state(cell) -> dict:
+    """What a click on a comparison's result needs of it (kept in the page's state)."""
+    return {"preset": cell.preset_id, "caption": cell.caption, "settings": asdict(cell.settings)}
+
+
+def explore_run(request: ExploreRequest, stop: StopFlag, link: str, photo: str | None,
+                painting: str | None) -> Iterator[dict[str, Any]]:
+    """A grid's outputs by name: every cell and a status line about once a second, then the labelled grid."""
+    grid = request.grid
+    state = {"grid": grid.to_dict(), "photo": photo if request.content is not None else None,
+             "painting": painting if request.style is not None and painting else None, "preset": request.preset_id}
+    if stop.is_set():
+        yield {"explore_status": NOT_STARTED}
+        return
+    yield {"explore_image": None, "explore_gallery": gr.Gallery(value=[], columns=gallery_columns(grid)),
+           "explore_status": "Starting…", "explore_link": link, "explore_state": state}
+    update = None
+    for update in closing_in_background(explore_on_gpu(request, stop)):
+        if not update.final:
+            yield {"explore_gallery": update.cells, "explore_status": update.status}
+    if update is None or not update.final:
+        raise StylizeError("the grid ended without a result; try again")
+    yield {"explore_image": files.save_result(grid.labelled(update.images)), "explore_gallery": update.cells,
+           "explore_status": update.status}
+
+
+# ---- public signatures, from the settings' descriptions -------------------------------------------------------
+
+Arg = tuple[str, type, object, str]  # name, type, default, description
+IMAGE_ARGS: list[Arg] = [
+    ("content", str, None, "the photo to paint (an image URL, or a data: URL)"),
+    ("preset", str, "", f"preset painting id, one of {', '.join(studio.assets.presets)}; ignored if style_upload is "
+                        "given"),
+    ("style_upload", str, None, "your own painting (an image URL or data: URL) instead of a preset"),
+    ("extra_styles", list, None, f"more style images to blend in (URLs or data: URLs), at most "
+                                 f"{studio.limits.max_styles - 1}")]
+MASKS_ARG: Arg = ("masks", list, None, "where each style goes (spatial control, Gatys et al. 2017): one mask per style "
+                  "image (URLs or data: URLs), in order: the painting's first, then one per extra_styles entry. White "
+                  "(or, on a transparent image, whatever is painted) marks that style's region; pixels no mask covers "
+                  "keep the photo; overlapping masks share. Stretched to the photo (a notice says so if its shape "
+                  "differs). Empty: each style everywhere. Needs style_model gram")
+WEIGHTS_ARG: Arg = ("weights", str, "auto", "which VGG-19 weights to use; one of auto, hub, embedded")
+PAGE_ARGS: list[Arg] = [("token", str, None, "the page's stop token"),
+                        ("regions", dict, None, "the region editor's value"), *[(f"region_{n}", str, None, f"region {n}'s painting") for n in range(1, MAX_REGIONS + 1)]]
+SUMMARY = ("Paint a photo in the style of a painting (Gatys et al. 2015). Streams a preview about twice a second "
+           "while it forms; the last update is the finished result (PNG).")
+
+
+def settings_api(fixed: list[Arg], summary: str, returns: str) -> Callable:
+    """Give `body(values, request)` the public signature `fixed` + one parameter per Settings field (named like the
+    field, defaulting to this machine's default) + `request`, and a docstring with one `Args:` line per parameter
+    from the settings' descriptions: Gradio's API page and its MCP server read both."""
+    P = inspect.Parameter
+    params = [P(name, P.POSITIONAL_OR_KEYWORD, default=default, annotation=kind) for name, kind, default, _ in fixed]
+    params += [P(name, P.POSITIONAL_OR_KEYWORD, default=getattr(D, name), annotation=type(getattr(D, name)))
+               for name in ABOUT]
+    params.append(P("request", P.POSITIONAL_OR_KEYWORD, default=None, annotation=gr.Request))
+    signature = inspect.Signature(params)
+    args = [f"    {name}: {text}" for name, _, _, text in fixed]
+    args += [f"    {name}: {ABOUT[name].describe()}; default {getattr(D, name)!r}" for name in ABOUT]
+
+    def decorate(body: Callable) -> Callable:
+        def endpoint(*args, **kwargs):
+            bound = signature.bind(*args, **kwargs)
+            bound.apply_defaults()
+            values = dict(bound.arguments)
+            request = values.pop("request")
+            yield from body(values, request)
+
+        endpoint.__name__ = endpoint.__qualname__ = body.__name__
+        endpoint.__signature__ = signature
+        endpoint.__annotations__ = {p.name: p.annotation for p in params}
+        endpoint.__doc__ = f"{summary}\n\nArgs:\n" + "\n".join(args) + f"\n\nReturns:\n    {returns}\n"
+        return endpoint
+    return decorate
+
+
+def _stylize_request(values: dict, regions: tuple[list, list] | None = None) -> StylizeRequest:
+    return check_stylize(studio, settings_from_values(values, D), values["content"], values["preset"],
+                         values["style_upload"], values["extra_styles"], values.get("masks"), regions,
+                         values["weights"])
+
+
+@settings_api([*IMAGE_ARGS, MASKS_ARG, WEIGHTS_ARG], SUMMARY, "(the result image, a status line)")
+def stylize(values: dict, request: gr.Request | None):
+    with user_errors("Can't stylize this"):
+        run = _stylize_request(values)
+        link = share_url(base_url(request), run.settings, [run.preset_id] if run.preset_id else [])
+        with StopFlag(None) as stop:
+            for out in stylize_run(run, stop, link):
+                yield out.get("result"), out["status"]
+
+
+@settings_api([*IMAGE_ARGS, *PAGE_ARGS, WEIGHTS_ARG], SUMMARY, "the page's outputs")
+def stylize_in_page(values: dict, request: gr.Request | None):
+    """The Stylize button: /stylize's run with the painted regions (the editor's layers and each region's choice),
+    stoppable with the page's token."""
+    editor = values.pop("regions") or {}
+    choices = [values.pop(f"region_{n}") for n in range(1, MAX_REGIONS + 1)]
+    with user_errors("Can't stylize this"):
+        run = _stylize_request(values, (editor.get("layers") or [], choices))
+        link = share_url(base_url(request), run.settings, [run.preset_id] if run.preset_id else [])
+        with StopFlag(values["token"]) as stop:
+            yield from stylize_run(run, stop, link)
+
+
+def _compare_request(content, preset_ids, size, steps, seed, weights, both_models) -> CompareRequest:
+    settings = CD.replace(size=int(size), steps=int(steps), seed=int(seed))
+    return check_compare(studio, content, preset_ids, settings, bool(both_models), weights)
+
+
+def compare(content: str, preset_ids: list[str], size: int = CD.size, steps: int = CD.steps, seed: int = CD.seed,
+            weights: str = "auto", both_models: bool = False):
+    """Stylize one photo with several preset paintings, each with its own tuned settings, and return one comparison
+    sheet: the photo first, then each result captioned with its painting's title (and style model when both are
+    asked), as a PNG, with a status line. The status streams while the results form; the sheet comes at the end.
+
+    Args:
+        content: the photo (an image URL, or a data: URL)
+        preset_ids: preset painting ids, at most 6, e.g. ["starry_night", "the_scream"]; duplicates are ignored
+        size: longest side of each result in pixels
+        steps: optimizer steps per painting
+        seed: random seed (noise initialization)
+        weights: which VGG-19 weights to use; one of auto, hub, embedded
+        both_models: also run each preset with the other style model: every preset twice, side by side, once with Gram matrices (Gatys 2015) and once with patches (Li & Wand 2016); captions name the model
+
+    Returns:
+        the comparison sheet (PNG; None until the end), and a status line
+    """
+    with user_errors("Can't compare"):
+        run = _compare_request(content, preset_ids, size, steps, seed, weights, both_models)
+        status = ""
+        with StopFlag(None) as stop:
+            for out in compare_run(run, stop):
+                status = out.get("compare_status", status)
+                yield out.get("compare_image"), status
+
+
+def compare_in_page(content, preset_ids, size, steps, seed, weights, both_models, token, request: gr.Request):
+    """The Compare button: the results stream into the gallery; the link reopens the comparison."""
+    with user_errors("Can't compare"):
+        run = _compare_request(content, preset_ids, size, steps, seed, weights, both_models)
+        link = compare_url(base_url(request), run.preset_ids, run.settings, studio.assets.example_photo_id(content),
+                           bool(both_models))
+        with StopFlag(token) as stop:
+            for out in compare_run(run, stop):
+                yield {**out, "compare_link": link}
+
+
+def explore(kind: str = "style", photo: str | None = None, painting: str | None = None, rows: list[str] | None = None,
+            columns: str = "", size: int = EX.size, steps: int = EX.steps, seed: int = EX.seed,
+            preset: str = EXPLORE_PRESET, weights: str = "auto"):
+    """Run one of the experiments of Gatys et al. (2015) as a grid of images, every cell optimized at once in one
+    batch; the status streams about once a second as the cells converge, and the last update has the labelled grid.
+
+    Args:
+        kind: the experiment; one of style (style transfer, the paper's Fig. 3: needs a photo and a painting), texture (texture synthesis from noise, Fig. 1: needs a painting), reconstruction (content reconstruction from noise, Fig. 1: needs a photo)
+        photo: the photo (an image URL or data: URL); used by style and reconstruction
+        painting: your own painting (an image URL or data: URL), instead of preset; used by style and texture
+        rows: one grid row per entry. For style and texture, style layer sets: the paper's a, b, c, d, e (a = relu1_1, b = relu1_1 and relu2_1, ..., e = relu1_1 to relu5_1) or your own comma-separated list such as "relu1_1,relu3_1"; for reconstruction, content layers such as relu1_1 ... relu5_1 or relu4_2. Empty: the experiment's defaults on this machine
+        columns: comma-separated numbers, one grid column each. For style, style strengths beta/alpha from {low:g} to {high:g} (empty: 2, 20, 200, 2000); for texture and reconstruction, seeds of the starting noise (empty: one column, the seed). At most {cells} cells (rows x columns)
+        size: longest side of each cell in pixels; 64 to {size}
+        steps: optimizer steps; 1 to {steps}
+        seed: seed of the random noise that texture and reconstruction cells start from (used when columns is empty)
+        preset: preset painting id, used when no painting is given; one of {presets}
+        weights: which VGG-19 weights to use; one of auto, hub, embedded
+
+    Returns:
+        the labelled grid image (PNG: row and column labels and a title drawn on it; at the end), and a status line
+    """
+    with user_errors("Can't run this grid"):
+        run = _explore_request(kind, photo, painting, rows, columns, size, steps, seed, preset, weights)
+        status = ""
+        with StopFlag(None) as stop:
+            for out in explore_run(run, stop, "", photo, painting):
+                status = out.get("explore_status", status)
+                yield out.get("explore_image"), status
+
+
+explore.__doc__ = explore.__doc__.format(
+    low=RANGES["style_strength"][0], high=RANGES["style_strength"][1], cells=MAX_CELLS, size=studio.limits.max_size,
+    steps=studio.limits.max_steps, presets=", ".join(studio.assets.presets))
+
+
+def _explore_request(kind, photo, painting, rows, columns, size, steps, seed, preset, weights) -> ExploreRequest:
+    settings = EX.replace(size=int(size), steps=int(steps), seed=int(seed))
+    return check_explore(studio, kind, rows or None, columns, settings, photo, painting, preset, weights)
+
+
+def explore_in_page(kind, photo, painting, rows, columns, size, steps, seed, preset, weights, token,
+                    request: gr.Request):
+    """The Run-the-grid button: the cells stream into the gallery; the link reopens the grid."""
+    with user_errors("Can't run this grid"):
+        run = _explore_request(kind, photo, painting, rows, columns, size, steps, seed, preset, weights)
+        link = explore_url(base_url(request), run.grid, run.preset_id)
+        with StopFlag(token) as stop:
+            yield from explore_run(run, stop, link, photo, painting)
+
+
+def stop(token: str | None) -> None:
+    """Stop: the page's run ends after its current step and keeps its image; a queued run never starts."""
+    if token:
+        StopFlag(token).set()

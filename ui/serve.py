@@ -1,0 +1,30 @@
+"""How the app is served: the queue (one run at a time per GPU), the upload cap, the MCP server, the disk sweep."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import gradio as gr
+
+from . import disk, mcp
+
+MAX_UPLOAD = "10mb"  # = stylize.inputs.MAX_UPLOAD_BYTES
+CSS = (Path(__file__).parent / "style.css").read_text()
+
+
+def launch(demo: gr.Blocks, **overrides):
+    """Queue and serve: one run at a time per GPU (STYLIZE_CONCURRENCY), uploads capped, monitoring off, MCP on,
+    the app's files swept."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    mcp.install()
+    disk.start_sweeping(disk.housekeeper(demo))
+    demo.queue(max_size=int(os.environ.get("STYLIZE_QUEUE_SIZE", 32)),
+               default_concurrency_limit=int(os.environ.get("STYLIZE_CONCURRENCY", 1)))
+    # Private attributes, kept because they pay: Gradio's queue polls every 1 ms when idle, which on 2 cores took
+    # 12 % of a run's speed (README, Performance). tests/test_app.py fails if a Gradio upgrade removes them.
+    demo._queue.sleep_when_free = max(demo._queue.sleep_when_free, 0.05)
+    demo._queue.progress_update_sleep_when_free = max(demo._queue.progress_update_sleep_when_free, 0.1)
+    options = dict(max_file_size=MAX_UPLOAD, enable_monitoring=False, css=CSS, theme=gr.themes.Soft(), mcp_server=True)
+    return demo.launch(**{**options, **overrides})
