@@ -1,4 +1,4 @@
-"""The app's overhead over the engine, as a user meets it: `python tests/bench_app.py [--size 512] [--steps 60]`.
+"""The app's overhead over the engine, as a user meets it: `python benchmarks/app_overhead.py [--size 512] [--steps 60]`.
 
 Starts `python app.py` on 127.0.0.1 (embedded weights, the committed presets and photo) and streams one run
 through gradio_client at low CPU priority (a user's browser is on another machine); then runs the same settings

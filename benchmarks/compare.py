@@ -1,7 +1,7 @@
 """Compare presets one after another or as one batch? Measures what /compare would do, on this device:
 
-    python tools/bench_compare.py                       # 3 presets, 128 and 256 px, 30 steps, 2 repeats
-    python tools/bench_compare.py --sizes 256 --steps 30 --repeats 3
+    python benchmarks/compare.py                       # 3 presets, 128 and 256 px, 30 steps, 2 repeats
+    python benchmarks/compare.py --sizes 256 --steps 30 --repeats 3
 
 Each preset runs with its tuned settings over this device's defaults (as /compare does), at the given size and
 steps. Each repeat runs the same work both ways, interleaved (sequential, batched), after one warm-up of each (kernel
