@@ -14,7 +14,7 @@ import gradio as gr  # noqa: E402
 from stylize.explore import MAX_CELLS  # noqa: E402
 from stylize.params import ABOUT  # noqa: E402
 from stylize.regions import MAX_REGIONS  # noqa: E402
-from ui import disk, endpoints, handlers as h, serve, text as t  # noqa: E402
+from ui import endpoints, handlers as h, serve, text as t  # noqa: E402
 from ui.components import (PhotoInput, RowsInput, control, finished_result, named, region_editor,  # noqa: E402
                            results_column, strength_controls, thumbs)
 from ui.service import studio  # noqa: E402
@@ -44,15 +44,15 @@ with gr.Blocks(title="stylize — neural style transfer") as demo:  # files: ui/
                                    "examples", 6)
         with gr.Row(equal_height=False):
             with gr.Column(scale=5, min_width=320):
-                C["content"] = PhotoInput(label="1 · Your photo", type="filepath", elem_id="content", height=240,
+                C["photo"] = PhotoInput(label="1 · Your photo", type="filepath", elem_id="photo", height=240,
                                           sources=["upload", "webcam", "clipboard"])
                 C["photos"] = thumbs(studio.assets.photo_thumbnails(), "…or an example photo", "photos", 6)
                 gr.Markdown(t.photo_credits(), elem_id="photo-t.credits")
                 C["presets"] = thumbs(studio.assets.thumbnails(), "2 · Pick a painting", "presets", 5)
                 with gr.Accordion("…or use your own painting(s)", open=False):
-                    C["style_upload"] = PhotoInput(label="Your painting", type="filepath", height=160,
-                                                   sources=["upload", "clipboard"], elem_id="style-upload")
-                    C["extra_styles"] = gr.File(label=f"More style images, blended (up to {LIMITS.max_styles - 1})",
+                    C["painting"] = PhotoInput(label="Your painting", type="filepath", height=160,
+                                                   sources=["upload", "clipboard"], elem_id="painting")
+                    C["extra_paintings"] = gr.File(label=f"More style images, blended (up to {LIMITS.max_styles - 1})",
                                                 file_count="multiple", file_types=["image"], height=80)
                     C["style_blend"] = control("style_blend", D.style_blend)
                 with gr.Accordion("Paint regions", open=False, elem_id="regions-accordion"):
@@ -92,8 +92,8 @@ with gr.Blocks(title="stylize — neural style transfer") as demo:  # files: ui/
         gr.Markdown(t.COMPARE_INTRO)
         with gr.Row(equal_height=False):
             with gr.Column(scale=4, min_width=300):
-                C["compare_content"] = PhotoInput(label="Your photo", type="filepath", height=220,
-                                                  sources=["upload", "webcam", "clipboard"], elem_id="compare-content")
+                C["compare_photo"] = PhotoInput(label="Your photo", type="filepath", height=220,
+                                                  sources=["upload", "webcam", "clipboard"], elem_id="compare-photo")
                 C["compare_photos"] = thumbs(studio.assets.photo_thumbnails(), "…or an example photo",
                                              "compare-photos", 6)
                 C["compare_picker"] = thumbs(studio.assets.thumbnails(), f"Paintings: click to add or remove (up to "
@@ -156,10 +156,10 @@ with gr.Blocks(title="stylize — neural style transfer") as demo:  # files: ui/
     # ---- events -------------------------------------------------------------------------------------------------
     private = dict(api_visibility="private", queue=False)
     gpu = dict(concurrency_id="gpu")
-    images_in = ["content", "preset", "style_upload", "extra_styles"]
+    images_in = ["photo", "preset", "painting", "extra_paintings"]
     stylize_out = ["result", "status", "before_after", "png", "loss_plot", "link"]  # [1]: where progress shows
     settings_out = [*SETTINGS, "strength_scale"]
-    painting_out = ["preset", "style_upload", "style_md"]
+    painting_out = ["preset", "painting", "style_md"]
     regions_in = [f"region_{n}" for n in range(1, MAX_REGIONS + 1)]
     # Public endpoints (API and MCP tools): the image once, at the end, and a status line.
     C.update(api_masks=gr.File(file_count="multiple", file_types=["image"], visible=False, elem_id="api-masks"),
@@ -167,7 +167,7 @@ with gr.Blocks(title="stylize — neural style transfer") as demo:  # files: ui/
              api_explore=gr.Button(visible=False))
     explore_in = ["explore_kind", "explore_photo", "explore_painting", "explore_rows", "explore_columns",
                   "explore_size", "explore_steps", "explore_seed", "explore_preset", "weights"]
-    compare_in = ["compare_content", "compare_presets", "compare_size", "compare_steps", "seed", "weights",
+    compare_in = ["compare_photo", "compare_presets", "compare_size", "compare_steps", "seed", "weights",
                   "compare_both"]
     for name, inputs, outputs in (("stylize", [*images_in, "api_masks", "weights", *SETTINGS], ["result", "status"]),
                                   ("compare", compare_in, ["compare_image", "compare_status"]),
@@ -189,22 +189,22 @@ with gr.Blocks(title="stylize — neural style transfer") as demo:  # files: ui/
             event.success(lambda: gr.Column(visible=True), None, C["finished"], **private)
     on(C["strength_scale"].release, t.strength_from_log, ["strength_scale"], ["style_strength"], **private)
     on(C["presets"].select, h.choose_preset, [], [*painting_out, *settings_out], **private)
-    on(C["photos"].select, h.choose_photo, [], ["content"], **private)
-    on(C["compare_photos"].select, h.choose_photo, [], ["content"], **private)
+    on(C["photos"].select, h.choose_photo, [], ["photo"], **private)
+    on(C["compare_photos"].select, h.choose_photo, [], ["photo"], **private)
     if h.EXAMPLES:
-        on(C["examples"].select, h.choose_example, [], ["content", *painting_out, "result", "status", *settings_out],
+        on(C["examples"].select, h.choose_example, [], ["photo", *painting_out, "result", "status", *settings_out],
            **private)
     # One photo on both tabs: whatever sets the Stylize tab's photo (upload, example, link) sets Compare's; an
     # upload on Compare sets Stylize's (a user's input only, so the two never echo each other).
-    on(C["content"].change, h.same, ["content"], ["compare_content"], **private)
-    on(C["compare_content"].input, h.same, ["compare_content"], ["content"], **private)
-    on(C["content"].change, h.region_photo, ["content"], ["regions"], **private)
+    on(C["photo"].change, h.same, ["photo"], ["compare_photo"], **private)
+    on(C["compare_photo"].input, h.same, ["compare_photo"], ["photo"], **private)
+    on(C["photo"].change, h.region_photo, ["photo"], ["regions"], **private)
     on(C["compare_picker"].select, h.toggle_compare_preset, ["compare_presets"], ["compare_presets"],
        **private)
     on(C["compare_gallery"].select, h.compare_result, ["compare_state"],
        [*painting_out, "status", *settings_out, "compare_note", "compare_open"], **private)
     on(C["explore_gallery"].select, h.explore_cell, ["explore_state"],
-       ["content", *painting_out, "status", *settings_out, "explore_note", "explore_open"], **private)
+       ["photo", *painting_out, "status", *settings_out, "explore_note", "explore_open"], **private)
     for prefix in ("compare", "explore"):
         C[f"{prefix}_open"].click(None, None, None, js=h.TO_STYLIZE_JS, api_visibility="private")
     on(C["explore_kind"].input, h.explore_kind_changed, ["explore_kind"],
@@ -213,7 +213,7 @@ with gr.Blocks(title="stylize — neural style transfer") as demo:  # files: ui/
        **private)
     # The estimate beside each button follows what it depends on (examples and links included).
     for fn, inputs, output in (
-            (h.run_estimate, ["size", "steps", "scales", "style_scale", "style_model", "extra_styles"],
+            (h.run_estimate, ["size", "steps", "scales", "style_scale", "style_model", "extra_paintings"],
              "stylize_estimate"),
             (h.compare_estimate, ["compare_presets", "compare_size", "compare_steps", "compare_both"],
              "compare_estimate"),
@@ -228,8 +228,8 @@ with gr.Blocks(title="stylize — neural style transfer") as demo:  # files: ui/
     on(demo.load, h.prefill, [], ["preset", "style_md", "status", "autorun", *settings_out], **private).then(
         None, C["autorun"], None, js=f"(go) => {{ if (go) {click.format('#run')} }}", api_visibility="private")
     on(demo.load, h.prefill_compare, [], ["compare_presets", "compare_size", "compare_steps", "seed", "compare_both",
-                                         "content", "compare_status", "compare_opened", "compare_autorun"],
-       **private).then(h.same, C["content"], C["compare_content"], **private).then(
+                                         "photo", "compare_status", "compare_opened", "compare_autorun"],
+       **private).then(h.same, C["photo"], C["compare_photo"], **private).then(
         None, [C["compare_opened"], C["compare_autorun"]], None, api_visibility="private",
         js=f"(go, run) => {{ if (go) {click.format('#tab-compare-button')} if (run) {click.format('#compare-run')} }}")
     on(demo.load, h.prefill_explore, [], ["explore_kind", "explore_rows", "explore_columns", "explore_photo",

@@ -1,4 +1,4 @@
-"""The command line: ``python -m stylize CONTENT STYLE [STYLE ...] -o OUT.png``, and
+"""The command line: ``python -m stylize PHOTO PAINTING [PAINTING ...] -o OUT.png``, and
 ``python -m stylize explore KIND ... -o GRID.png`` for the paper's experiments as labelled grids."""
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="The paper's experiments as grids: python -m stylize explore --help",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("content", help="the photo; 'none' synthesizes the style's texture from noise")
-    parser.add_argument("styles", nargs="*", help="one or more paintings; none reconstructs the photo from its features")
+    parser.add_argument("photo", help="the photo; 'none' synthesizes the painting's texture from noise")
+    parser.add_argument("paintings", nargs="*", help="one or more paintings; none reconstructs the photo from its features")
     parser.add_argument("-o", "--output", default="out.png", help="output PNG")
     defaults = Settings()
     for f in fields(Settings):
@@ -119,8 +119,8 @@ def _run(args: argparse.Namespace) -> int:
         raise StylizeError(f"the output must be a .png file (got {output.name})")
     if not output.parent.is_dir():
         raise StylizeError(f"the output folder {output.parent} does not exist")
-    content = None if args.content.lower() == "none" else images.load_image(args.content, max_side=4 * settings.size)
-    styles = [images.load_image(path, max_side=4 * settings.size) for path in args.styles]
+    content = None if args.photo.lower() == "none" else images.load_image(args.photo, max_side=4 * settings.size)
+    styles = [images.load_image(path, max_side=4 * settings.size) for path in args.paintings]
     if args.masks and content is None:
         raise StylizeError("masks need a photo: they say where on it each style goes")
     if args.masks:

@@ -14,7 +14,7 @@ from . import images
 from .budget import MAX_COMPARE
 from .engine import Job
 from .errors import StylizeError
-from .explore import labelled_grid
+from .grid_image import labelled_grid
 from .params import ABOUT, Settings
 from .plan import batch_key
 from .presets import Preset

@@ -30,7 +30,7 @@ class StylizeRequest:
     photo: Image.Image
     styles: list[Image.Image]
     settings: Settings
-    source: str = "auto"
+    weights: str = "auto"
     masks: list[Image.Image] | None = None
     preset_id: str | None = None
     notices: list[str] = field(default_factory=list)
@@ -45,7 +45,7 @@ class CompareRequest:
     settings: Settings
     cells: list[CompareCell]
     styles: dict[str, Image.Image]
-    source: str = "auto"
+    weights: str = "auto"
     notes: str = ""  # presets skipped as unavailable
 
 
@@ -54,47 +54,47 @@ class ExploreRequest:
     """A checked grid and the images it uses (None where its kind needs none)."""
 
     grid: Grid
-    content: Image.Image | None
-    style: Image.Image | None
+    photo: Image.Image | None
+    painting: Image.Image | None
     preset_id: str | None
-    source: str = "auto"
+    weights: str = "auto"
 
 
-def check_source(source: str | None) -> str:
-    source = source or "auto"
-    if source not in WEIGHT_SOURCES:
-        raise StylizeError(f"weights must be one of {', '.join(WEIGHT_SOURCES)} (got {str(source)[:40]!r})")
-    return source
+def check_weights(weights: str | None) -> str:
+    weights = weights or "auto"
+    if weights not in WEIGHT_SOURCES:
+        raise StylizeError(f"weights must be one of {', '.join(WEIGHT_SOURCES)} (got {str(weights)[:40]!r})")
+    return weights
 
 
 def check_stylize(studio: Studio, settings: Settings, photo: str | None, preset: str | None,
-                  style_upload: str | None = None, extra_styles: Sequence[str] | None = None,
+                  painting: str | None = None, extra_paintings: Sequence[str] | None = None,
                   masks: Sequence[str] | None = None, regions: tuple[list, list] | None = None,
-                  source: str | None = "auto") -> StylizeRequest:
+                  weights: str | None = "auto") -> StylizeRequest:
     """A Stylize request: painted `regions` (the editor's layers and each region's choice) or mask files say
     where each style goes; masks need the Gram model."""
-    source = check_source(source)
-    painted = regions and studio.inputs.regions(photo, preset, style_upload, extra_styles, *regions)
+    weights = check_weights(weights)
+    painted = regions and studio.inputs.regions(photo, preset, painting, extra_paintings, *regions)
     notices: list[str] = []
     if painted:
         loaded, styles, mask_images, preset_id = painted
     else:
         loaded = load_photo(photo)
-        styles, preset_id = studio.inputs.styles(preset, style_upload, extra_styles)
+        styles, preset_id = studio.inputs.styles(preset, painting, extra_paintings)
         mask_images, notices = studio.inputs.masks(masks, len(styles), loaded)
     if mask_images and settings.style_model != "gram":
         raise StylizeError("painted regions and masks work with the Gram style model: choose "
                            f"'{ABOUT['style_model'].label_of('gram')}' under Advanced (style_model 'gram')")
     studio.limits.check(settings)
     studio.budget.check(settings, styles=len(styles))
-    return StylizeRequest(loaded, styles, settings, source, mask_images, preset_id, notices)
+    return StylizeRequest(loaded, styles, settings, weights, mask_images, preset_id, notices)
 
 
 def check_compare(studio: Studio, photo: str | None, preset_ids: Sequence[str] | None, settings: Settings,
-                  both_models: bool = False, source: str | None = "auto") -> CompareRequest:
+                  both_models: bool = False, weights: str | None = "auto") -> CompareRequest:
     """A comparison: known presets (duplicates dropped, at most `max_compare`), each result within this machine's
     limits, and the photo; an unavailable painting is skipped with a note, not fatal."""
-    source = check_source(source)
+    weights = check_weights(weights)
     ids = list(dict.fromkeys(preset_ids or []))
     if not ids:
         raise StylizeError("tick at least one preset to compare")
@@ -118,20 +118,20 @@ def check_compare(studio: Studio, photo: str | None, preset_ids: Sequence[str] |
     if not styles:
         raise StylizeError("none of the chosen presets is available: " + "; ".join(skipped))
     runnable = [cell for cell in cells if cell.preset_id in styles]
-    return CompareRequest(loaded, ids, settings, runnable, styles, source, "".join(f" · skipped {s}" for s in skipped))
+    return CompareRequest(loaded, ids, settings, runnable, styles, weights, "".join(f" · skipped {s}" for s in skipped))
 
 
 def check_explore(studio: Studio, kind: str, rows, columns, settings: Settings, photo: str | None,
-                  painting: str | None, preset: str | None, source: str | None = "auto") -> ExploreRequest:
+                  painting: str | None, preset: str | None, weights: str | None = "auto") -> ExploreRequest:
     """A grid: its kind, rows and columns, this machine's limits, then its images (a painting upload wins over a
     preset), each checked before any is decoded."""
-    source = check_source(source)
+    weights = check_weights(weights)
     grid = make_grid(kind, rows, columns, settings, studio.device.type)
     studio.limits.check(grid.settings)
     studio.budget.check(grid.settings, batch=grid.cells)
     painting = painting or None
     preset = (preset or "") if not painting else ""
     grid.check_images(photo or None, painting or preset or None)
-    content = load_upload(photo, "the photo") if grid.kind != "texture" else None
+    loaded = load_upload(photo, "the photo") if grid.kind != "texture" else None
     style, preset_id = (None, None) if grid.kind == "reconstruction" else studio.inputs.style(preset, painting)
-    return ExploreRequest(grid, content, style, preset_id, source)
+    return ExploreRequest(grid, loaded, style, preset_id, weights)

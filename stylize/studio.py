@@ -64,12 +64,12 @@ class Studio:
         # The weights load now, on the importing (main) thread: nothing for a page load to wait for, and under
         # ZeroGPU's CUDA emulation `.to("cuda")` works only on that thread. ZeroGPU gets every source now, so its
         # worker process never builds an engine.
-        for source in WEIGHT_SOURCES if self.zero_gpu else ("auto",):
+        for weights in WEIGHT_SOURCES if self.zero_gpu else ("auto",):
             try:
-                self.engine(source)
+                self.engine(weights)
             except StylizeError as exc:
-                log.warning("weights %r unavailable: %s", source, exc)
-                self._errors[source] = str(exc)
+                log.warning("weights %r unavailable: %s", weights, exc)
+                self._errors[weights] = str(exc)
         # Defaults sized to this machine's measured speed (budget.py); the limits stay the device type's.
         self.budget = Budget.for_engine(self._engines.get("auto"), self.device.type, self.zero_gpu)
         self.limits = Limits.for_device(self.device.type, defaults_for(self.device.type))
@@ -121,20 +121,20 @@ class Studio:
         finally:
             self.warmed.set()
 
-    def engine(self, source: str = "auto") -> Stylizer:
-        """The shared engine for a weight source, loaded on first use."""
-        if source not in WEIGHT_SOURCES:
-            raise StylizeError(f"weights must be one of {', '.join(WEIGHT_SOURCES)} (got {source!r})")
+    def engine(self, weights: str = "auto") -> Stylizer:
+        """The shared engine for a weight source (auto, hub, embedded), loaded on first use."""
+        if weights not in WEIGHT_SOURCES:
+            raise StylizeError(f"weights must be one of {', '.join(WEIGHT_SOURCES)} (got {weights!r})")
         with self._lock:
-            if source not in self._engines:
+            if weights not in self._engines:
                 auto = self._engines.get("auto")
-                if source == "hub" and auto is not None and auto.weights.source == "hub":
+                if weights == "hub" and auto is not None and auto.weights.source == "hub":
                     self._engines["hub"] = auto  # the same file: one copy on the device
-                elif source == "hub" and auto is not None and auto.weights.reason:
+                elif weights == "hub" and auto is not None and auto.weights.reason:
                     raise StylizeError(f"the Hub's weights are unavailable ({auto.weights.reason})")  # no 2nd probe
                 else:
-                    self._engines[source] = Stylizer(load_weights(source), self.device)
-            return self._engines[source]
+                    self._engines[weights] = Stylizer(load_weights(weights), self.device)
+            return self._engines[weights]
 
     @property
     def ready(self) -> bool:
@@ -189,29 +189,29 @@ class Studio:
 
     def run(self, request: StylizeRequest, should_stop: ShouldStop = never) -> Iterator[Update]:
         """Stylize, streaming throttled updates; the last one is final (done, or stopped by `should_stop`)."""
-        frames = self.engine(request.source).run(request.photo, request.styles, request.settings,
+        frames = self.engine(request.weights).run(request.photo, request.styles, request.settings,
                                                  report_every=Reporter(), masks=request.masks,
                                                  should_stop=should_stop)
         return self._on_compute_thread(throttle(frames))
 
-    def run_batch(self, jobs: list[Job], source: str = "auto", should_stop: ShouldStop = never) -> Iterator[Update]:
+    def run_batch(self, jobs: list[Job], weights: str = "auto", should_stop: ShouldStop = never) -> Iterator[Update]:
         """Several images of one size in one batch, streamed like `run` (images and losses per item)."""
-        frames = self.engine(source).run_batch(jobs, report_every=Reporter(), should_stop=should_stop)
+        frames = self.engine(weights).run_batch(jobs, report_every=Reporter(), should_stop=should_stop)
         return self._on_compute_thread(throttle(frames))
 
     def compare(self, request: CompareRequest, should_stop: ShouldStop = never) -> Iterator[tuple[Gallery, str]]:
         """One photo × several presets: (gallery, status) as the results form, in batches that fit this device."""
         batches = compare_batches(request.cells, range(len(request.cells)), request.photo.size, self.gpu_batches)
         return run_comparison(request.cells, request.styles, request.photo, batches,
-                              lambda jobs: self.run_batch(jobs, request.source, should_stop), should_stop,
+                              lambda jobs: self.run_batch(jobs, request.weights, should_stop), should_stop,
                               request.notes)
 
     def explore(self, request: ExploreRequest, should_stop: ShouldStop = never) -> Iterator[GridUpdate]:
         """Every cell of the grid as one batch (or several, where the GPU's memory is short), streamed as
         `GridUpdate`s about once a second."""
         grid = request.grid
-        aspect = (request.content or request.style).size
-        frames = run_grid(self.engine(request.source), grid, request.content, request.style,
+        aspect = (request.photo or request.painting).size
+        frames = run_grid(self.engine(request.weights), grid, request.photo, request.painting,
                           report_every=Reporter(GRID_UPDATE_INTERVAL_S), should_stop=should_stop,
                           chunks=self.gpu_batches([images.fit_size(aspect, grid.settings.size)] * grid.cells))
         return self._on_compute_thread(grid_updates(grid, frames))

@@ -17,7 +17,7 @@ from conftest import ROOT, free_port
 def submit(client, photo, **kwargs):
     from gradio_client import handle_file
 
-    return client.submit(content=handle_file(photo), api_name="/stylize", **{"preset": "starry_night", **kwargs})
+    return client.submit(photo=handle_file(photo), api_name="/stylize", **{"preset": "starry_night", **kwargs})
 
 
 def test_only_the_three_endpoints_are_public(client):
@@ -34,14 +34,14 @@ def test_every_setting_is_one_component_and_one_documented_api_parameter(app_mod
     names = [f.name for f in fields(Settings)]
     assert list(app_module.SETTINGS) == names and all(n in app_module.C for n in names), "a control per setting"
     params = client.view_api(print_info=False, return_format="dict")["named_endpoints"]["/stylize"]["parameters"]
-    assert [p["parameter_name"] for p in params] == ["content", "preset", "style_upload", "extra_styles", "masks",
+    assert [p["parameter_name"] for p in params] == ["photo", "preset", "painting", "extra_paintings", "masks",
                                                       "weights", *names]
     defaults = {p["parameter_name"]: p["parameter_default"] for p in params}
     assert defaults["size"] == app_module.D.size and defaults["steps"] == app_module.D.steps
     from stylize.params import ABOUT
 
     doc = app_module.endpoints.stylize.__doc__
-    for name in ["content", "preset", "masks", *names]:
+    for name in ["photo", "preset", "masks", *names]:
         assert f"\n    {name}: " in doc, name
     assert f"\n    size: {ABOUT['size'].describe()}; default {app_module.D.size}" in doc  # the setting's own words
     assert app_module.C["size"].label == ABOUT["size"].label and app_module.C["size"].maximum == app_module.LIMITS.max_size
@@ -65,7 +65,7 @@ def test_the_stylize_button_also_gives_the_pair_the_loss_table_and_a_link(app_mo
     import gradio as gr
 
     values = {**{n: getattr(app_module.D, n) for n in app_module.SETTINGS}, "size": 64, "steps": 5,
-              "content": photo_file, "preset": "starry_night", "style_upload": None, "extra_styles": None,
+              "photo": photo_file, "preset": "starry_night", "painting": None, "extra_paintings": None,
               "token": "t", "regions": None, "region_1": None, "region_2": None, "region_3": None, "weights": "auto"}
     outputs = list(app_module.endpoints.stylize_in_page(**values, request=gr.Request()))
     final = outputs[-1]
@@ -122,7 +122,7 @@ def test_unknown_preset_and_invalid_settings_are_clear_errors(client, photo_file
         submit(client, photo_file, size=64, steps=3, style_layers="relu9_1").result()
     with pytest.raises(AppError, match=r"at most 4 style images per run \(the painting and 3 more\); got 5"):
         submit(client, photo_file, size=64, steps=3,
-               extra_styles=[handle_file(photo_file) for _ in range(4)]).result()
+               extra_paintings=[handle_file(photo_file) for _ in range(4)]).result()
     with pytest.raises(AppError, match="greater than maximum value|above this machine"):
         submit(client, photo_file, size=2048, steps=3).result()
 
@@ -137,7 +137,7 @@ def sheet_cells(sheet_path: str, titles: list[str], size=(64, 43)) -> list:
     import numpy as np
 
     from stylize.comparison import PHOTO_CAPTION, SHEET_COLUMNS
-    from stylize.explore import grid_layout
+    from stylize.grid_image import grid_layout
 
     sheet = Image.open(sheet_path).convert("RGB")
     captions = [PHOTO_CAPTION, *titles]
@@ -156,7 +156,7 @@ def test_compare_returns_one_sheet_with_the_photo_first_and_no_duplicates(client
     import numpy as np
     from gradio_client import handle_file
 
-    job = client.submit(content=handle_file(photo_file), preset_ids=["starry_night", "the_scream", "starry_night"],
+    job = client.submit(photo=handle_file(photo_file), presets=["starry_night", "the_scream", "starry_night"],
                         size=64, steps=10, api_name="/compare")
     sheet, status = job.result()
     assert status == "2/2 done"
@@ -172,10 +172,10 @@ def test_compare_is_bounded(client, photo_file, app_module):
 
     too_many = list(app_module.studio.assets.presets)[:7]
     with pytest.raises(AppError, match=r"compare at most 6 presets at a time \(got 7\)"):
-        client.submit(content=handle_file(photo_file), preset_ids=too_many, size=64, steps=3,
+        client.submit(photo=handle_file(photo_file), presets=too_many, size=64, steps=3,
                       api_name="/compare").result()
     with pytest.raises(AppError, match="tick at least one preset"):
-        client.submit(content=handle_file(photo_file), preset_ids=[], size=64, steps=3, api_name="/compare").result()
+        client.submit(photo=handle_file(photo_file), presets=[], size=64, steps=3, api_name="/compare").result()
 
 
 def prefilled(app_module, query: dict) -> dict:
@@ -292,8 +292,8 @@ def test_two_masks_paint_each_half_of_the_photo_with_its_own_painting(client, ph
         mask = Image.new("L", (96, 64), 0)
         mask.paste(255, box)
         mask.save(path)
-    final = submit(client, photo_file, preset="", style_upload=handle_file(str(red)),
-                   extra_styles=[handle_file(str(blue))], masks=[handle_file(str(left)), handle_file(str(right))],
+    final = submit(client, photo_file, preset="", painting=handle_file(str(red)),
+                   extra_paintings=[handle_file(str(blue))], masks=[handle_file(str(left)), handle_file(str(right))],
                    size=64, steps=30, style_strength=200.0).result()
     assert final[1].startswith("Done 30/30"), final[1]
     out = np.asarray(Image.open(final[0]).convert("RGB"), dtype=float)
@@ -306,7 +306,7 @@ def test_two_masks_paint_each_half_of_the_photo_with_its_own_painting(client, ph
     # One mask for two style images: one clear message, before any work.
     with pytest.raises(AppError, match=r"masks: got 1 for 2 style images \(the painting and 1 more\): give one "
                                        r"mask per style image"):
-        submit(client, photo_file, extra_styles=[handle_file(str(blue))], masks=[handle_file(str(left))],
+        submit(client, photo_file, extra_paintings=[handle_file(str(blue))], masks=[handle_file(str(left))],
                size=64, steps=3).result()
     with pytest.raises(AppError, match="painted regions and masks work with the Gram style model"):
         submit(client, photo_file, masks=[handle_file(str(left))], style_model="mrf", size=64, steps=3).result()
@@ -315,7 +315,7 @@ def test_two_masks_paint_each_half_of_the_photo_with_its_own_painting(client, ph
 def test_compare_with_both_models_runs_every_preset_twice(client, photo_file, app_module):
     from gradio_client import handle_file
 
-    job = client.submit(content=handle_file(photo_file), preset_ids=["starry_night", "the_scream"], size=64, steps=3,
+    job = client.submit(photo=handle_file(photo_file), presets=["starry_night", "the_scream"], size=64, steps=3,
                         both_models=True, api_name="/compare")
     sheet, status = job.result()
     assert status == "4/4 done"
@@ -334,7 +334,7 @@ def test_a_batched_compare_streams_every_preset_together_and_ends_with_a_sheet(c
     from gradio_client import handle_file
 
     ids = ["starry_night", "the_scream", "shipwreck"]
-    job = client.submit(content=handle_file(photo_file), preset_ids=ids, size=64, steps=40, api_name="/compare")
+    job = client.submit(photo=handle_file(photo_file), presets=ids, size=64, steps=40, api_name="/compare")
     outputs = list(job)
     statuses = [status for _, status in outputs]
     assert any("3 images of 64×43 in one batch" in s for s in statuses), statuses
@@ -491,9 +491,9 @@ def test_clicking_a_cell_sends_its_settings_to_the_stylize_tab(app_module):
     grid = Grid("style", ("a", "relu2_1,relu4_1"), (2, 200), app_module.EX.replace(size=64, steps=5, seed=2))
     state = {"grid": grid.to_dict(), "photo": "/tmp/photo.png", "painting": None, "preset": "the_scream"}
     values = app_module.h.explore_cell(state, gr.SelectData(None, {"index": 3, "value": None}))
-    assert set(values) == {"content", "preset", "style_upload", "style_md", "status", *app_module.SETTINGS,
+    assert set(values) == {"photo", "preset", "painting", "style_md", "status", *app_module.SETTINGS,
                            "strength_scale", "explore_note", "explore_open"} - {"size", "steps"}
-    assert values["content"] == "/tmp/photo.png" and values["preset"] == "the_scream" and values["style_upload"] is None
+    assert values["photo"] == "/tmp/photo.png" and values["preset"] == "the_scream" and values["painting"] is None
     assert values["style_layers"] == "relu2_1,relu4_1" and values["style_strength"] == 200.0
     assert values["init"] == "content" and values["seed"] == 2 and values["content_layer"] == grid.settings.content_layer
     assert "relu2_1,relu4_1 · β/α=200" in values["status"] and values["explore_open"]["visible"] is True
@@ -501,5 +501,5 @@ def test_clicking_a_cell_sends_its_settings_to_the_stylize_tab(app_module):
     texture = Grid("texture", ("b",), (5,), app_module.EX)
     state = {"grid": texture.to_dict(), "photo": None, "painting": "/tmp/mine.png", "preset": None}
     values = app_module.h.explore_cell(state, gr.SelectData(None, {"index": 0, "value": None}))
-    assert values["style_upload"] == "/tmp/mine.png" and values["preset"] is None
+    assert values["painting"] == "/tmp/mine.png" and values["preset"] is None
     assert values["init"] == "noise" and values["seed"] == 5 and values["style_layers"] == "b"

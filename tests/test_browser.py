@@ -65,7 +65,7 @@ def test_examples_first_then_a_preset_and_a_photo_run_and_a_second_run_stops(bro
     page.locator("#examples img").first.click()
     page.wait_for_function("(t) => document.querySelector('#style-label')?.innerText.includes(t)",
                            arg=app_module.studio.assets.presets[example.preset].title, timeout=10_000)
-    page.wait_for_selector("#content img", timeout=10_000)
+    page.wait_for_selector("#photo img", timeout=10_000)
     page.wait_for_selector("#result img", timeout=10_000)
     assert page.locator("#steps input[type=number]").input_value() == str(example.settings.steps)
     assert page.locator("#size input[type=number]").input_value() == str(example.settings.size)
@@ -74,9 +74,9 @@ def test_examples_first_then_a_preset_and_a_photo_run_and_a_second_run_stops(bro
     # Then a preset and an example photo of our own choosing, and a run that streams and finishes.
     page.locator("#presets img").nth(1).click()  # The Scream
     page.wait_for_function("() => document.querySelector('#style-label')?.innerText.includes('The Scream')")
-    photo_before = page.locator("#content img").first.get_attribute("src")
+    photo_before = page.locator("#photo img").first.get_attribute("src")
     page.locator("#photos img").nth(1).click()
-    page.wait_for_function("(prev) => { const i = document.querySelector('#content img'); return i && i.src !== prev; }",
+    page.wait_for_function("(prev) => { const i = document.querySelector('#photo img'); return i && i.src !== prev; }",
                            arg=photo_before, timeout=10_000)
     set_number(page, "steps", 40)
     set_number(page, "size", 96)
@@ -135,7 +135,7 @@ def test_a_second_page_is_interactive_within_2_seconds_while_a_long_run_goes_on(
     # Without a run first (the visitor's first page; also this machine's own speed for the same page).
     idle = sorted(page_interactive_seconds(browser, server) for _ in range(3))[1]
     client = Client(server, verbose=False)
-    job = client.submit(content=handle_file(str(photo)), preset="starry_night", size=256, steps=1000,
+    job = client.submit(photo=handle_file(str(photo)), preset="starry_night", size=256, steps=1000,
                         api_name="/stylize")
     try:
         deadline = time.perf_counter() + 60
@@ -255,7 +255,7 @@ def test_paint_the_sky_of_tubingen_give_it_a_painting_run_and_share_it(browser, 
     page.wait_for_function("() => document.querySelector('#style-label')?.innerText.includes('The Scream')")
     tubingen = app_module.h.PHOTO_IDS.index("tubingen")
     page.locator("#photos img").nth(tubingen).click()
-    page.wait_for_selector("#content img", timeout=10_000)
+    page.wait_for_selector("#photo img", timeout=10_000)
     page.locator("#regions-accordion .label-wrap").first.click()
     page.locator("#region-editor").scroll_into_view_if_needed()
     page.wait_for_function("() => document.querySelectorAll('#region-editor canvas').length > 0", timeout=10_000)
@@ -309,9 +309,9 @@ def test_compare_carries_the_photo_picks_paintings_runs_downloads_a_sheet_and_re
     page.wait_for_function(ALL_IMAGES_LOADED, arg="#photos img", timeout=30_000)
     photo_id = app_module.h.PHOTO_IDS[0]
     page.locator("#photos img").first.click()  # an example photo on the Stylize tab
-    page.wait_for_selector("#content img", timeout=10_000)
+    page.wait_for_selector("#photo img", timeout=10_000)
     page.locator("#tab-compare-button").click()
-    page.wait_for_selector("#compare-content img", timeout=10_000)  # the same photo on Compare
+    page.wait_for_selector("#compare-photo img", timeout=10_000)  # the same photo on Compare
 
     # Paintings by their thumbnails: a click removes a chosen one, another adds one.
     shown = app_module.h.PRESETS_SHOWN
@@ -336,7 +336,7 @@ def test_compare_carries_the_photo_picks_paintings_runs_downloads_a_sheet_and_re
     sheet = Image.open(io.BytesIO(page.request.get(src).body())).convert("RGB")
     photo = Image.open(app_module.studio.assets.photos[photo_id].path).convert("RGB")
     from stylize.comparison import PHOTO_CAPTION
-    from stylize.explore import grid_layout
+    from stylize.grid_image import grid_layout
 
     size = (64, round(64 * photo.height / photo.width)) if photo.width >= photo.height else None
     layout = grid_layout(size, [""], [PHOTO_CAPTION, *titles])
@@ -355,7 +355,7 @@ def test_compare_carries_the_photo_picks_paintings_runs_downloads_a_sheet_and_re
     again.goto(link)
     again.wait_for_selector("#compare-run", state="visible", timeout=30_000)
     again.wait_for_function(f"() => ({checked})().join('|') === {'|'.join(titles)!r}", timeout=10_000)
-    again.wait_for_selector("#compare-content img", timeout=10_000)
+    again.wait_for_selector("#compare-photo img", timeout=10_000)
     assert again.locator("#compare-steps input[type=number]").input_value() == "5"
     again.close()
 
@@ -381,7 +381,7 @@ def test_a_shared_page_whose_images_were_swept_opens_with_its_settings_and_one_m
     page.wait_for_function(ALL_IMAGES_LOADED, arg="#photos img", timeout=30_000)
     page.locator("#presets img").nth(1).click()  # The Scream
     page.locator("#photos img").first.click()
-    page.wait_for_selector("#content img", timeout=10_000)
+    page.wait_for_selector("#photo img", timeout=10_000)
     set_number(page, "steps", 3)
     set_number(page, "size", 64)
     page.locator("#run").click()
@@ -408,7 +408,7 @@ def test_a_shared_page_whose_images_were_swept_opens_with_its_settings_and_one_m
     assert shared.locator("#size input[type=number]").input_value() == "64"  # the shared settings
     assert shared.locator("#strength input").input_value() == "30" and "The Scream" in shared.locator(
         "#style-label").inner_text()
-    assert shared.locator("#content img").count() == 0 and shared.locator("#result img").count() == 0
+    assert shared.locator("#photo img").count() == 0 and shared.locator("#result img").count() == 0
     shared.screenshot(path=str(ARTIFACTS / "browser-link-expired.png"), full_page=True)
     shared.close()
     page.close()

@@ -7,7 +7,7 @@ from PIL import Image
 
 from stylize.comparison import PHOTO_CAPTION, SHEET_COLUMNS, comparison_sheet
 from stylize.links import compare_url, open_compare_link
-from stylize.explore import grid_layout
+from stylize.grid_image import grid_layout
 from stylize.params import Settings
 
 

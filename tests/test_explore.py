@@ -9,7 +9,8 @@ import pytest
 from PIL import Image
 
 from stylize import Settings, StylizeError
-from stylize.explore import (GAP, MAX_CELLS, PAD, Grid, grid_layout, labelled_grid, run_grid, style_set_label)
+from stylize.explore import MAX_CELLS, Grid, run_grid, style_set_label
+from stylize.grid_image import GAP, PAD, grid_layout, labelled_grid
 
 from conftest import ROOT, gradient_photo, stripes_painting
 

@@ -69,7 +69,7 @@ def test_the_corpus_through_the_running_app(cases, client, photo_file, monkeypat
     seen = loader_spy(monkeypatch)
 
     def stylize(path, **kwargs):
-        return client.submit(content=handle_file(str(path)), preset="starry_night", size=64, steps=2,
+        return client.submit(photo=handle_file(str(path)), preset="starry_night", size=64, steps=2,
                              style_strength=0.1, api_name="/stylize", **kwargs).result()
 
     for case, path in cases:
@@ -94,7 +94,7 @@ def test_the_corpus_through_the_running_app(cases, client, photo_file, monkeypat
             if "50 MP" in case.expect:
                 assert time.perf_counter() - started < 5, "refused only after decoding?"
         # the server answers the next request after every case
-        ok = client.submit(content=handle_file(photo_file), preset="starry_night", size=64, steps=1,
+        ok = client.submit(photo=handle_file(photo_file), preset="starry_night", size=64, steps=1,
                            api_name="/stylize").result()
         assert Image.open(ok[0]).size == (64, 43), case.kind
 
@@ -106,8 +106,8 @@ def test_every_image_input_hands_stylize_the_uploaded_file(cases, client, photo_
 
     files = {case.name: path for case, path in cases}
     seen = loader_spy(monkeypatch)
-    client.submit(content=handle_file(photo_file), style_upload=handle_file(str(files["half.png"])),
-                  extra_styles=[handle_file(str(files["deep.png"])), handle_file(str(files["palette.png"]))],
+    client.submit(photo=handle_file(photo_file), painting=handle_file(str(files["half.png"])),
+                  extra_paintings=[handle_file(str(files["deep.png"])), handle_file(str(files["palette.png"]))],
                   size=64, steps=1, api_name="/stylize").result()
     loaded = dict(seen)
     cases_by_name = {case.name: case for case, _ in cases}
@@ -127,7 +127,7 @@ def test_eight_clients_at_once_each_get_their_own_result(server, tmp_path):
         photos.append(path)
     clients = [Client(server, verbose=False) for _ in range(8)]
     try:
-        jobs = [c.submit(content=handle_file(str(p)), preset="starry_night", size=64, steps=3, style_strength=1.0,
+        jobs = [c.submit(photo=handle_file(str(p)), preset="starry_night", size=64, steps=3, style_strength=1.0,
                          api_name="/stylize") for c, p in zip(clients, photos)]
         ranks = {n: set() for n in range(8)}
         deadline = time.perf_counter() + 180
@@ -154,7 +154,7 @@ def test_memory_returns_near_the_baseline_after_twenty_jobs(client, photo_file):
     from gradio_client import handle_file
 
     def job():
-        return client.submit(content=handle_file(photo_file), preset="starry_night", size=96, steps=5,
+        return client.submit(photo=handle_file(photo_file), preset="starry_night", size=96, steps=5,
                              api_name="/stylize").result()
 
     for _ in range(3):  # warm caches and allocator pools first
@@ -181,7 +181,7 @@ def test_a_cancel_storm_leaves_the_worker_free_and_bounded(client, photo_file):
     before_files, before_rss = gradio_temp_files(), rss_mb()
     restart_delays = []
     for _ in range(20):
-        job = client.submit(content=handle_file(photo_file), preset="starry_night", size=64, steps=1000,
+        job = client.submit(photo=handle_file(photo_file), preset="starry_night", size=64, steps=1000,
                             api_name="/stylize")
         deadline = time.perf_counter() + 60
         while not any(isinstance(o[0], str) for o in job.outputs()):
@@ -189,7 +189,7 @@ def test_a_cancel_storm_leaves_the_worker_free_and_bounded(client, photo_file):
             time.sleep(0.02)
         job.cancel()
         cancelled = time.perf_counter()
-        nxt = client.submit(content=handle_file(photo_file), preset="starry_night", size=64, steps=1,
+        nxt = client.submit(photo=handle_file(photo_file), preset="starry_night", size=64, steps=1,
                             api_name="/stylize")
         nxt.result()
         restart_delays.append(time.perf_counter() - cancelled)

@@ -23,15 +23,15 @@ def test_the_schema_lists_exactly_the_three_tools_with_every_parameter_described
     stylize = by_endpoint["stylize"]
     assert stylize["description"].startswith("Paint a photo in the style of a painting")
     properties = stylize["inputSchema"]["properties"]
-    expected = ["content", "preset", "style_upload", "extra_styles", "masks", "weights",
+    expected = ["photo", "preset", "painting", "extra_paintings", "masks", "weights",
                 *(f.name for f in fields(Settings))]
     assert list(properties) == expected
     for name, schema in properties.items():
         assert schema.get("description"), f"/stylize parameter {name} has no description"
     assert "starry_night" in properties["preset"]["description"]
-    assert "one mask per style image" in properties["masks"]["description"]  # the tool explains spatial control
+    assert "one mask per painting" in properties["masks"]["description"]  # the tool explains spatial control
     compare = by_endpoint["compare"]["inputSchema"]["properties"]
-    assert list(compare) == ["content", "preset_ids", "size", "steps", "seed", "weights", "both_models"]
+    assert list(compare) == ["photo", "presets", "size", "steps", "seed", "weights", "both_models"]
     assert "Li & Wand" in compare["both_models"]["description"]
     assert all(schema.get("description") for schema in compare.values())
     explore = by_endpoint["explore"]
@@ -69,7 +69,7 @@ def _photo_and_arguments():
     photo.save(buffer, "PNG")
     data_url = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
     # Three steps at the lowest strength from the photo itself: the result must still be that photo, closely.
-    arguments = {"content": data_url, "preset": "starry_night", "size": 64, "steps": 3, "style_strength": 0.1}
+    arguments = {"photo": data_url, "preset": "starry_night", "size": 64, "steps": 3, "style_strength": 0.1}
     reference = np.asarray(photo.resize((64, 43), Image.Resampling.LANCZOS), dtype=float)
     return arguments, reference
 
@@ -118,7 +118,7 @@ def test_a_plain_mcp_client_gets_the_image_once_and_a_status_line(server):
 def test_an_mcp_compare_answers_with_one_sheet_and_a_status_line(server):
     """The compare tool's answer is the comparison sheet once (photo first, then each result), and its status."""
     arguments, reference = _photo_and_arguments()
-    arguments = {"content": arguments["content"], "preset_ids": ["starry_night", "the_scream"], "size": 64, "steps": 3}
+    arguments = {"photo": arguments["photo"], "presets": ["starry_night", "the_scream"], "size": 64, "steps": 3}
     _, result, _ = asyncio.run(_call_stylize(f"{server}gradio_api/mcp/", arguments, with_progress=True, tool="compare"))
     assert not result.isError, result.content
     images = [item for item in result.content if item.type == "image"]

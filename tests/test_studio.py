@@ -266,13 +266,13 @@ def test_limits_and_bounded_work(app_module, photo_file):
     with pytest.raises(StylizeError, match=f"size {limits.max_size + 32} is above this machine's {limits.max_size} px"):
         check_stylize(studio, d.replace(size=limits.max_size + 32), photo_file, "starry_night")
     with pytest.raises(StylizeError, match="at most 4 style images per run"):
-        check_stylize(studio, d, photo_file, "starry_night", extra_styles=[photo_file] * 4)
-    run = check_stylize(studio, d, photo_file, "starry_night", extra_styles=[photo_file] * 3)
+        check_stylize(studio, d, photo_file, "starry_night", extra_paintings=[photo_file] * 4)
+    run = check_stylize(studio, d, photo_file, "starry_night", extra_paintings=[photo_file] * 3)
     assert len(run.styles) == 4 and run.preset_id == "starry_night" and run.photo.size == (96, 64)
     with pytest.raises(StylizeError, match="add a photo first"):
         check_stylize(studio, d, None, "starry_night")
     with pytest.raises(StylizeError, match="weights must be one of auto, hub, embedded"):
-        check_stylize(studio, d, photo_file, "starry_night", source="../x")
+        check_stylize(studio, d, photo_file, "starry_night", weights="../x")
     compare = check_compare(studio, photo_file, ["the_scream", "starry_night", "the_scream"], studio.compare_defaults)
     assert compare.preset_ids == ["the_scream", "starry_night"] and len(compare.cells) == 2
     with pytest.raises(StylizeError, match="compare at most 6 presets"):
@@ -302,7 +302,6 @@ def test_a_shared_link_is_clamped_to_this_machine(app_module):
 
 
 def test_examples_and_example_photos_ship_with_the_app(app_module):
-    studio = app_module.studio
     assets = app_module.studio.assets
     assert len(assets.photos) >= 4
     for path, caption in assets.photo_thumbnails():

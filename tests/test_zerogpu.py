@@ -67,8 +67,8 @@ def request(session: str):
 
 def page_run(app, token: str, **values):
     """The Stylize button's run, as the page calls it: every setting, the images, the regions and the stop token."""
-    base = {**{n: getattr(app.D, n) for n in app.SETTINGS}, "preset": "starry_night", "style_upload": None,
-            "extra_styles": None, "regions": None, "region_1": None, "region_2": None, "region_3": None,
+    base = {**{n: getattr(app.D, n) for n in app.SETTINGS}, "preset": "starry_night", "painting": None,
+            "extra_paintings": None, "regions": None, "region_1": None, "region_2": None, "region_3": None,
             "weights": "auto", "token": token}
     return app.endpoints.stylize_in_page(**{**base, **values}, request=request(token))
 
@@ -111,7 +111,7 @@ def test_stylize_streams_from_a_forked_worker_and_stop_from_the_parent_ends_it(a
 
     asked = app.studio.budget.request(app.D.replace(size=64, steps=1000))  # before the run teaches the budget
     started = time.perf_counter()
-    outputs = consume(page_run(app, token, content=str(photo), size=64, steps=1000), on_output)
+    outputs = consume(page_run(app, token, photo=str(photo), size=64, steps=1000), on_output)
     final = outputs[-1]
     print([o["status"] for o in outputs])
     image, status, pair, png, table, link = (final[n] for n in ("result", "status", "before_after", "png", "loss_plot",
@@ -140,7 +140,7 @@ def test_the_worker_is_reused_and_a_finished_run_delivers_every_file(app_module,
     photo = tmp_path / "photo.png"
     gradient_photo(96, 64, seed=3).save(photo)
     for steps in (3, 4):  # the second call reuses the idle worker process
-        outputs = consume(app.endpoints.stylize(content=str(photo), preset="the_scream", size=64, steps=steps,
+        outputs = consume(app.endpoints.stylize(photo=str(photo), preset="the_scream", size=64, steps=steps,
                                                 request=request("zerogpu-reuse")), lambda *_: None)
         png, status = outputs[-1]  # the public endpoint: the PNG once, and a status line
         assert status.startswith(f"Done {steps}/{steps}"), status
@@ -162,7 +162,7 @@ def test_masks_cross_to_the_worker_as_images_and_keep_the_photo_where_none_cover
     # a 64 px image's uncovered half change more (mean 18 against 46 levels, measured), which is not this test's
     # subject (the masks' way to the worker).
     asked = app.studio.budget.request(app.D.replace(size=64, steps=20, style_strength=200.0, pooling="avg"))
-    outputs = consume(app.endpoints.stylize(content=str(photo), preset="the_scream", masks=[str(left)], size=64,
+    outputs = consume(app.endpoints.stylize(photo=str(photo), preset="the_scream", masks=[str(left)], size=64,
                                             steps=20, style_strength=200.0, pooling="avg",
                                             request=request("zerogpu-masks")), lambda *_: None)
     image, status = outputs[-1]
@@ -245,7 +245,7 @@ def test_an_error_in_the_worker_reaches_the_user_as_its_message(app_module, zero
     from stylize.stopping import StopFlag
 
     app = app_module
-    broken = StylizeRequest(gradient_photo(), [stripes_painting()], app.D.replace(size=64, steps=3), source="../x")
+    broken = StylizeRequest(gradient_photo(), [stripes_painting()], app.D.replace(size=64, steps=3), weights="../x")
     with StopFlag("zerogpu-error") as stop:
         with pytest.raises(gr.Error, match="weights must be one of auto, hub, embedded"):
             consume(app.endpoints.run_on_gpu(broken, stop), lambda *_: None)

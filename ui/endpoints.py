@@ -153,8 +153,8 @@ def explore_run(request: ExploreRequest, stop: StopFlag, link: str, photo: str |
                 painting: str | None) -> Iterator[dict[str, Any]]:
     """A grid's outputs by name: every cell and a status line about once a second, then the labelled grid."""
     grid = request.grid
-    state = {"grid": grid.to_dict(), "photo": photo if request.content is not None else None,
-             "painting": painting if request.style is not None and painting else None, "preset": request.preset_id}
+    state = {"grid": grid.to_dict(), "photo": photo if request.photo is not None else None,
+             "painting": painting if request.painting is not None and painting else None, "preset": request.preset_id}
     if stop.is_set():
         yield {"explore_status": NOT_STARTED}
         return
@@ -174,20 +174,21 @@ def explore_run(request: ExploreRequest, stop: StopFlag, link: str, photo: str |
 
 Arg = tuple[str, type, object, str]  # name, type, default, description
 IMAGE_ARGS: list[Arg] = [
-    ("content", str, None, "the photo to paint (an image URL, or a data: URL)"),
-    ("preset", str, "", f"preset painting id, one of {', '.join(studio.assets.presets)}; ignored if style_upload is "
+    ("photo", str, None, "the photo to paint (an image URL, or a data: URL)"),
+    ("preset", str, "", f"preset painting id, one of {', '.join(studio.assets.presets)}; ignored if painting is "
                         "given"),
-    ("style_upload", str, None, "your own painting (an image URL or data: URL) instead of a preset"),
-    ("extra_styles", list, None, f"more style images to blend in (URLs or data: URLs), at most "
-                                 f"{studio.limits.max_styles - 1}")]
-MASKS_ARG: Arg = ("masks", list, None, "where each style goes (spatial control, Gatys et al. 2017): one mask per style "
-                  "image (URLs or data: URLs), in order: the painting's first, then one per extra_styles entry. White "
-                  "(or, on a transparent image, whatever is painted) marks that style's region; pixels no mask covers "
+    ("painting", str, None, "your own painting (an image URL or data: URL) instead of a preset"),
+    ("extra_paintings", list, None, f"more paintings to blend in (URLs or data: URLs), at most "
+                                    f"{studio.limits.max_styles - 1}")]
+MASKS_ARG: Arg = ("masks", list, None, "where each painting goes (spatial control, Gatys et al. 2017): one mask per "
+                  "painting (URLs or data: URLs), in order: the painting's first, then one per extra_paintings entry. "
+                  "White (or, on a transparent image, whatever is painted) marks that style's region; pixels no mask covers "
                   "keep the photo; overlapping masks share. Stretched to the photo (a notice says so if its shape "
                   "differs). Empty: each style everywhere. Needs style_model gram")
 WEIGHTS_ARG: Arg = ("weights", str, "auto", "which VGG-19 weights to use; one of auto, hub, embedded")
 PAGE_ARGS: list[Arg] = [("token", str, None, "the page's stop token"),
-                        ("regions", dict, None, "the region editor's value"), *[(f"region_{n}", str, None, f"region {n}'s painting") for n in range(1, MAX_REGIONS + 1)]]
+                        ("regions", dict, None, "the region editor's value"),
+                        *[(f"region_{n}", str, None, f"region {n}'s painting") for n in range(1, MAX_REGIONS + 1)]]
 SUMMARY = ("Paint a photo in the style of a painting (Gatys et al. 2015). Streams a preview about twice a second "
            "while it forms; the last update is the finished result (PNG).")
 
@@ -222,8 +223,8 @@ def settings_api(fixed: list[Arg], summary: str, returns: str) -> Callable:
 
 
 def _stylize_request(values: dict, regions: tuple[list, list] | None = None) -> StylizeRequest:
-    return check_stylize(studio, settings_from_values(values, D), values["content"], values["preset"],
-                         values["style_upload"], values["extra_styles"], values.get("masks"), regions,
+    return check_stylize(studio, settings_from_values(values, D), values["photo"], values["preset"],
+                         values["painting"], values["extra_paintings"], values.get("masks"), regions,
                          values["weights"])
 
 
@@ -250,20 +251,20 @@ def stylize_in_page(values: dict, request: gr.Request | None):
             yield from stylize_run(run, stop, link)
 
 
-def _compare_request(content, preset_ids, size, steps, seed, weights, both_models) -> CompareRequest:
+def _compare_request(photo, presets, size, steps, seed, weights, both_models) -> CompareRequest:
     settings = CD.replace(size=int(size), steps=int(steps), seed=int(seed))
-    return check_compare(studio, content, preset_ids, settings, bool(both_models), weights)
+    return check_compare(studio, photo, presets, settings, bool(both_models), weights)
 
 
-def compare(content: str, preset_ids: list[str], size: int = CD.size, steps: int = CD.steps, seed: int = CD.seed,
+def compare(photo: str, presets: list[str], size: int = CD.size, steps: int = CD.steps, seed: int = CD.seed,
             weights: str = "auto", both_models: bool = False):
     """Stylize one photo with several preset paintings, each with its own tuned settings, and return one comparison
     sheet: the photo first, then each result captioned with its painting's title (and style model when both are
     asked), as a PNG, with a status line. The status streams while the results form; the sheet comes at the end.
 
     Args:
-        content: the photo (an image URL, or a data: URL)
-        preset_ids: preset painting ids, at most 6, e.g. ["starry_night", "the_scream"]; duplicates are ignored
+        photo: the photo (an image URL, or a data: URL)
+        presets: preset painting ids, at most 6, e.g. ["starry_night", "the_scream"]; duplicates are ignored
         size: longest side of each result in pixels
         steps: optimizer steps per painting
         seed: random seed (noise initialization)
@@ -274,7 +275,7 @@ def compare(content: str, preset_ids: list[str], size: int = CD.size, steps: int
         the comparison sheet (PNG; None until the end), and a status line
     """
     with user_errors("Can't compare"):
-        run = _compare_request(content, preset_ids, size, steps, seed, weights, both_models)
+        run = _compare_request(photo, presets, size, steps, seed, weights, both_models)
         status = ""
         with StopFlag(None) as stop:
             for out in compare_run(run, stop):
@@ -282,11 +283,11 @@ def compare(content: str, preset_ids: list[str], size: int = CD.size, steps: int
                 yield out.get("compare_image"), status
 
 
-def compare_in_page(content, preset_ids, size, steps, seed, weights, both_models, token, request: gr.Request):
+def compare_in_page(photo, presets, size, steps, seed, weights, both_models, token, request: gr.Request):
     """The Compare button: the results stream into the gallery; the link reopens the comparison."""
     with user_errors("Can't compare"):
-        run = _compare_request(content, preset_ids, size, steps, seed, weights, both_models)
-        link = compare_url(base_url(request), run.preset_ids, run.settings, studio.assets.example_photo_id(content),
+        run = _compare_request(photo, presets, size, steps, seed, weights, both_models)
+        link = compare_url(base_url(request), run.preset_ids, run.settings, studio.assets.example_photo_id(photo),
                            bool(both_models))
         with StopFlag(token) as stop:
             for out in compare_run(run, stop):

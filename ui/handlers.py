@@ -36,7 +36,7 @@ def fresh_token() -> str:
 
 
 def _painting(preset_id: str | None) -> dict[str, Any]:
-    return {"preset": preset_id, "style_upload": None, "style_md": style_label(preset_id)}
+    return {"preset": preset_id, "painting": None, "style_md": style_label(preset_id)}
 
 
 def choose_preset(evt: gr.SelectData) -> dict[str, Any]:
@@ -68,7 +68,7 @@ def choose_example(evt: gr.SelectData) -> dict[str, Any]:
     example = EXAMPLES[evt.index]
     status = (f"Example: **{example.caption}**, made by stylize with these settings. Press **Stylize** to make it "
               "yourself, or change anything first.")
-    return {"content": studio.assets.photo_path(example.photo), **_painting(example.preset),
+    return {"photo": studio.assets.photo_path(example.photo), **_painting(example.preset),
             "result": files.served(example.image), "status": status, **settings_values(example.settings)}
 
 
@@ -81,7 +81,7 @@ def shared_page(request: gr.Request | None) -> bool:
     return "deep_link" in query(request)
 
 
-LINK_FILES = ("content", "style_upload", "result", "before_after", "png", "compare_content", "compare_image",
+LINK_FILES = ("photo", "painting", "result", "before_after", "png", "compare_photo", "compare_image",
               "compare_gallery", "explore_photo", "explore_painting", "explore_image", "explore_gallery")
 
 
@@ -104,18 +104,18 @@ def prefill(request: gr.Request) -> dict[str, Any]:
 
 # ---- estimates beside the buttons ('' while a value is out of range) -----------------------------------------
 
-def run_estimate(size, steps, scales, style_scale, style_model, extra_styles) -> str:
+def run_estimate(size, steps, scales, style_scale, style_model, extra_paintings) -> str:
     try:
         settings = settings_from_values({"size": size, "steps": steps, "scales": scales, "style_scale": style_scale,
                                          "style_model": style_model}, D)
     except (StylizeError, TypeError, ValueError):
         return ""
-    return estimate_note(studio.budget.estimate(settings, styles=1 + len(extra_styles or [])))
+    return estimate_note(studio.budget.estimate(settings, styles=1 + len(extra_paintings or [])))
 
 
-def compare_estimate(preset_ids, size, steps, both_models) -> str:
+def compare_estimate(presets, size, steps, both_models) -> str:
     try:
-        count = len(dict.fromkeys(preset_ids or [])) * (2 if both_models else 1)
+        count = len(dict.fromkeys(presets or [])) * (2 if both_models else 1)
         settings = CD.replace(size=int(size), steps=int(steps))
     except (StylizeError, TypeError, ValueError):
         return ""
@@ -170,7 +170,7 @@ def prefill_compare(request: gr.Request) -> dict[str, Any]:
                   "" if link.photo_id else " Add a photo and press **Compare**.")),
               "compare_opened": True, "compare_autorun": link.autorun}
     if link.photo_id:
-        values["content"] = studio.assets.photo_path(link.photo_id)
+        values["photo"] = studio.assets.photo_path(link.photo_id)
     return values
 
 
@@ -213,9 +213,9 @@ def explore_cell(state: dict | None, evt: gr.SelectData) -> dict[str, Any]:
     caption = cell_caption(grid, evt.index)
     values: dict[str, Any] = settings_values(grid.cell_settings()[evt.index], KEEP_ON_PRESET)
     if state.get("photo"):
-        values["content"] = state["photo"]
+        values["photo"] = state["photo"]
     if state.get("painting"):
-        values.update(preset=None, style_upload=state["painting"],
+        values.update(preset=None, painting=state["painting"],
                       style_md="Style: **your painting** (from the Explore grid)")
     elif state.get("preset"):
         values.update(_painting(state["preset"]))
