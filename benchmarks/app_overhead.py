@@ -66,7 +66,7 @@ def main() -> None:
         nice = os.getpriority(os.PRIO_PROCESS, 0)
         os.nice(19)  # the client stands for a browser on another machine
         started, first, images = time.perf_counter(), None, 0
-        for out in client.submit(content=handle_file(args.photo), preset=args.preset, size=args.size,
+        for out in client.submit(photo=handle_file(args.photo), preset=args.preset, size=args.size,
                                  steps=args.steps, scales=args.scales, api_name="/stylize"):
             if isinstance(out[0], str):
                 images += 1
