@@ -14,7 +14,7 @@ import gradio as gr  # noqa: E402
 from stylize.explore import MAX_CELLS  # noqa: E402
 from stylize.params import ABOUT  # noqa: E402
 from stylize.regions import MAX_REGIONS  # noqa: E402
-from ui import endpoints, handlers as h, serve, text as t  # noqa: E402
+from ui import endpoints, handlers as h, runs, serve, text as t  # noqa: E402
 from ui.components import (PhotoInput, RowsInput, control, finished_result, named, region_editor,  # noqa: E402
                            results_column, strength_controls, thumbs)
 from ui.service import studio  # noqa: E402
@@ -184,7 +184,7 @@ with gr.Blocks(title="stylize — neural style transfer") as demo:  # files: ui/
              ["explore_gallery", "explore_status", "explore_image", "explore_link", "explore_state"])):
         started = on(C[f"{prefix}_run"].click, h.fresh_token, [], [f"{prefix}_token"], **private)
         event = on(started.then, fn, inputs, outputs, **page, show_progress_on=C[outputs[1]])
-        on(C[f"{prefix}_stop"].click, endpoints.stop, [f"{prefix}_token"], [], **private)
+        on(C[f"{prefix}_stop"].click, runs.stop, [f"{prefix}_token"], [], **private)
         if prefix == "stylize":  # shown once there is a finished result
             event.success(lambda: gr.Column(visible=True), None, C["finished"], **private)
     on(C["strength_scale"].release, t.strength_from_log, ["strength_scale"], ["style_strength"], **private)

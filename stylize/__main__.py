@@ -35,9 +35,14 @@ def build_parser() -> argparse.ArgumentParser:
         parser.add_argument(flag, **kwargs)
     parser.add_argument("--masks", nargs="+", default=None, metavar="MASK",
                         help="one mask image per style (white: that style applies there; uncovered pixels keep the photo)")
+    parser.add_argument("--save-every", type=int, default=0, help="also save OUT-<step>.png every N steps (0: never)")
+    return with_machine_flags(parser)
+
+
+def with_machine_flags(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The flags both commands share: which weights, device and precision, and the progress bar."""
     parser.add_argument("--weights", default=None,
                         help="hub, embedded, or a .safetensors path (default: $STYLIZE_WEIGHTS, else the Hub, else embedded)")
-    parser.add_argument("--save-every", type=int, default=0, help="also save OUT-<step>.png every N steps (0: never)")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     parser.add_argument("--precision", default=None, choices=PRECISIONS,
                         help="the convolutions' precision; auto: the faster here, measured (default: "
@@ -79,14 +84,21 @@ def build_explore_parser() -> argparse.ArgumentParser:
                         help="starting image of the style grid (texture and reconstruction start from noise)")
     parser.add_argument("--pooling", default=defaults.pooling, choices=CHOICES["pooling"], help=ABOUT["pooling"].help)
     parser.add_argument("--tv-weight", type=float, default=defaults.tv_weight, help=ABOUT["tv_weight"].help)
-    parser.add_argument("--weights", default=None,
-                        help="hub, embedded, or a .safetensors path (default: $STYLIZE_WEIGHTS, else the Hub, else embedded)")
-    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    parser.add_argument("--precision", default=None, choices=PRECISIONS,
-                        help="the convolutions' precision; auto: the faster here, measured (default: "
-                             f"${PRECISION_ENV}, else auto)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    return parser
+    return with_machine_flags(parser)
+
+
+def engine_for(args: argparse.Namespace, layers: set[str]):
+    """The engine (a Stylizer) the flags ask for, loaded only as deep as `layers` need; says which weights and
+    precision. Imported here: `--help` stays fast without torch."""
+    from .engine import Stylizer
+    from .vgg import deepest
+    from .weights import load_weights
+
+    weights = load_weights(args.weights, upto=deepest(layers))
+    print(f"weights: {weights.summary}", file=sys.stderr)
+    stylizer = Stylizer(weights, args.device, precision=args.precision)
+    print(f"precision: {stylizer.chosen.reason}", file=sys.stderr)
+    return stylizer
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -109,9 +121,6 @@ def _run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from . import images
-    from .engine import Stylizer
-    from .vgg import deepest
-    from .weights import load_weights
 
     settings = Settings(**{f.name: getattr(args, f.name) for f in fields(Settings)})
     output = Path(args.output)
@@ -128,10 +137,7 @@ def _run(args: argparse.Namespace) -> int:
 
         for notice in load_masks(args.masks, len(styles), images.fit_size(content.size, settings.size))[1]:
             print(f"note: {notice}", file=sys.stderr)
-    weights = load_weights(args.weights, upto=deepest(settings.layers_in_use))
-    print(f"weights: {weights.summary}", file=sys.stderr)
-    stylizer = Stylizer(weights, args.device, precision=args.precision)
-    print(f"precision: {stylizer.chosen.reason}", file=sys.stderr)
+    stylizer = engine_for(args, settings.layers_in_use)
     started = time.perf_counter()
     frame = None
     last_report = [0.0]
@@ -157,7 +163,7 @@ def _run(args: argparse.Namespace) -> int:
     undone = f"; {frame.resets[0]} steps undone by the guard" if frame.resets[0] else ""
     print(f"saved {output} ({frame.image.width}×{frame.image.height}) in {time.perf_counter() - started:.1f} s, "
           f"{frame.total_steps} steps on {stylizer.device}; losses of this image: {losses}{undone}; "
-          f"weights: {weights.source}")
+          f"weights: {stylizer.weights.source}")
     return 0
 
 
@@ -177,10 +183,7 @@ def _explore(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from . import images
-    from .engine import Stylizer
     from .explore import Grid, run_grid
-    from .vgg import deepest
-    from .weights import load_weights
 
     settings = Settings(size=args.size, steps=args.steps, seed=args.seed, content_layer=args.content_layer,
                         init=args.init, pooling=args.pooling, tv_weight=args.tv_weight)
@@ -200,10 +203,7 @@ def _explore(args: argparse.Namespace) -> int:
             print(f"note: the {args.kind} grid uses no {name}; --{name} ignored", file=sys.stderr)
     content = images.load_image(args.photo, max_side=4 * args.size) if args.photo and "photo" in needs else None
     style = images.load_image(args.painting, max_side=4 * args.size) if args.painting and "painting" in needs else None
-    weights = load_weights(args.weights, upto=deepest(grid.layers_in_use))
-    print(f"weights: {weights.summary}", file=sys.stderr)
-    stylizer = Stylizer(weights, args.device, precision=args.precision)
-    print(f"precision: {stylizer.chosen.reason}", file=sys.stderr)
+    stylizer = engine_for(args, grid.layers_in_use)
     started = time.perf_counter()
     frame = None
     with tqdm(total=settings.steps, disable=args.quiet, unit="step", file=sys.stderr) as bar:
@@ -222,7 +222,7 @@ def _explore(args: argparse.Namespace) -> int:
     rows, columns = grid.shape
     print(f"saved {output} ({rows} × {columns} cells of {frame.size[0]}×{frame.size[1]}) in "
           f"{time.perf_counter() - started:.1f} s, {frame.total_steps} steps on {stylizer.device}; "
-          f"weights: {weights.source}")
+          f"weights: {stylizer.weights.source}")
     return 0
 
 

@@ -2,8 +2,8 @@
 
 A step at 512 px allocates and frees ~70 MB of feature maps and gradients. glibc hands blocks that large back
 to the kernel (mmap, or trimming the heap's top) and the next step faults them in again, page by page: 18,400
-minor faults per step on the main thread (the command line, the bench), 13–15 % of a step at 512 px
-(Intel Xeon with AMX, bf16, measured back to back: floor 181 → 158 ms, step 279 → 238 ms).
+minor faults per step on the main thread (the command line, the bench), 13–15 % of a step at 512 px (README,
+Performance).
 Gradio's worker threads happened not to fault (their arenas keep memory), but one arena for all threads, no
 mmap and no trimming make both the same.
 

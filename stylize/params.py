@@ -298,13 +298,10 @@ def _format(value: Any) -> str:
     return repr(value) if isinstance(value, float) else str(value)
 
 
-# Starting points per device, from `python -m benchmarks.bench` (README, Performance). On 2 CPU cores a run must end
-# within a minute with a first image within 3 s: 512 px (a picture worth keeping) in 3 levels √2 apart
-# (256 → 362 → 512 px, 50 steps each) took 33 s on AMD EPYC and 19 s on Intel Xeon (AMX), first image 0.1 s.
-# Single scale in that time ends at a lower loss but paints smaller, busier texture; the coarse levels give the
-# large coherent strokes. A GPU affords
-# 1024 px, coarse-to-fine (not measured on a GPU here: no device was lent to this project; 500 steps are the
-# classic tools' count).
+# Starting points per device, before the time budget fits them to the machine (budget.py; README, Performance):
+# 512 px in 3 levels √2 apart (256 → 362 → 512 px, 50 steps each) where the machine allows, because single scale
+# in the same time ends at a lower loss but paints smaller, busier texture, and the coarse levels give the large
+# coherent strokes. A GPU affords 1024 px and the classic tools' 500 steps.
 CPU_DEFAULTS = {"size": 512, "steps": 150, "scales": 3}
 GPU_DEFAULTS = {"size": 1024, "steps": 500, "scales": 3}
 

@@ -44,6 +44,25 @@ def wait_for_new_result(page, previous: str | None, timeout_s: float = 60) -> st
     return result_src(page)
 
 
+def run_until_done(page, size: int, steps: int) -> None:
+    """Stylize at this size and step count, and wait for the run's end (an error fails with its message)."""
+    set_number(page, "steps", steps)
+    set_number(page, "size", size)
+    page.locator("#run").click()
+    done = f"Done {steps}/{steps}"
+    pattern = done.replace("/", "\\/") + "|rror"
+    page.wait_for_function(f"() => /{pattern}/.test(document.querySelector('#status')?.innerText || '')",
+                           timeout=120_000)
+    assert done in page.locator("#status").inner_text(), page.locator("#status").inner_text()
+
+
+def share_this_page(page) -> str:
+    """What *Share this page with your images* does: Gradio saves the session's values as a deep link; its id."""
+    return page.evaluate("async () => (await (await fetch("
+                         "`gradio_api/deep_link?session_hash=${window.__gradio_session_hash__}`)).text())"
+                         ".replace(/^\"|\"$/g, '')")
+
+
 def set_number(page, elem_id: str, value: int) -> None:
     box = page.locator(f"#{elem_id} input[type=number]")
     box.fill(str(value))
@@ -265,20 +284,13 @@ def test_paint_the_sky_of_tubingen_give_it_a_painting_run_and_share_it(browser, 
     page.locator("#region-1 input").click()
     page.get_by_role("option", name="The Starry Night").first.click()
     page.screenshot(path=str(ARTIFACTS / "browser-regions-painted.png"), full_page=True)
-    set_number(page, "steps", 10)
-    set_number(page, "size", 96)
-    page.locator("#run").click()
-    page.wait_for_function("() => /Done 10\\/10|rror/.test(document.querySelector('#status')?.innerText || '')",
-                           timeout=120_000)
-    assert "Done 10/10" in page.locator("#status").inner_text(), page.locator("#status").inner_text()
+    run_until_done(page, size=96, steps=10)
     page.wait_for_selector("#result img", timeout=10_000)
     assert page.locator(".toast-body").count() == 0
     page.screenshot(path=str(ARTIFACTS / "browser-regions-result.png"), full_page=True)
 
     # "Share this page with your images" (Gradio's deep link) carries the painted layers and the region's choice.
-    deep_link = page.evaluate("async () => (await (await fetch("
-                              "`gradio_api/deep_link?session_hash=${window.__gradio_session_hash__}`)).text())"
-                              ".replace(/^\"|\"$/g, '')")
+    deep_link = share_this_page(page)
     assert deep_link
     shared = browser.new_page(viewport={"width": 1280, "height": 1000})
     shared.goto(f"{server}?deep_link={deep_link}")
@@ -382,15 +394,8 @@ def test_a_shared_page_whose_images_were_swept_opens_with_its_settings_and_one_m
     page.locator("#presets img").nth(1).click()  # The Scream
     page.locator("#photos img").first.click()
     page.wait_for_selector("#photo img", timeout=10_000)
-    set_number(page, "steps", 3)
-    set_number(page, "size", 64)
-    page.locator("#run").click()
-    page.wait_for_function("() => /Done 3\\/3|rror/.test(document.querySelector('#status')?.innerText || '')",
-                           timeout=120_000)
-    assert "Done 3/3" in page.locator("#status").inner_text(), page.locator("#status").inner_text()
-    link_id = page.evaluate("async () => (await (await fetch("
-                            "`gradio_api/deep_link?session_hash=${window.__gradio_session_hash__}`)).text())"
-                            ".replace(/^\"|\"$/g, '')")
+    run_until_done(page, size=64, steps=3)
+    link_id = share_this_page(page)
     assert missing_files(disk.CACHE, link_id) == {}  # the link's images are all there
     keeper = disk.housekeeper(app_module.demo)
     states = sum(p.stat().st_size for p in (disk.CACHE / "deep_links").rglob("*") if p.is_file())

@@ -50,11 +50,12 @@ def zerogpu(app_module, monkeypatch):
                                   size=lambda: 0, move=lambda callback=None: None)
     monkeypatch.setattr(wrappers, "client", client)
     monkeypatch.setattr(wrappers, "torch", torch_links)
-    endpoints = app_module.endpoints
+    from ui import runs
+
     app_module.studio.warmed.wait(120)  # no engine work in flight when the worker is forked
     for kind in ("run", "compare", "explore"):
-        monkeypatch.setattr(endpoints, f"{kind}_on_gpu", wrappers.generator_function_wrapper(
-            getattr(endpoints, f"{kind}_on_gpu"), getattr(endpoints, f"{kind}_seconds"), None))
+        monkeypatch.setattr(runs, f"{kind}_on_gpu", wrappers.generator_function_wrapper(
+            getattr(runs, f"{kind}_on_gpu"), getattr(runs, f"{kind}_seconds"), None))
     yield scheduled
     for child in multiprocessing.active_children():  # the reusable worker processes
         child.kill()
@@ -107,7 +108,7 @@ def test_stylize_streams_from_a_forked_worker_and_stop_from_the_parent_ends_it(a
             images_seen.append(image)
         if len(images_seen) >= 3 and not stop_pressed:
             stop_pressed.append(time.perf_counter())
-            app.endpoints.stop(token)  # what the Stop button calls, in the parent
+            app.runs.stop(token)  # what the Stop button calls, in the parent
 
     asked = app.studio.budget.request(app.D.replace(size=64, steps=1000))  # before the run teaches the budget
     started = time.perf_counter()
@@ -191,7 +192,7 @@ def test_compare_runs_in_the_worker_and_stop_ends_the_batch_with_every_image(app
     def on_output(output, outputs):
         if "in one batch" in output.get("compare_status", "") and "Step" in output["compare_status"] and not pressed:
             pressed.append(True)
-            app.endpoints.stop(token)
+            app.runs.stop(token)
 
     outputs = consume(app.endpoints.compare_in_page(str(photo), ids, 64, 1000, 0, "auto", False, token,
                                                     request(token)), on_output)
@@ -216,7 +217,7 @@ def test_explore_streams_every_cell_from_the_worker_and_stop_ends_the_grid(app_m
     def on_output(output, outputs):
         if sum(isinstance(o.get("explore_gallery"), list) for o in outputs) >= 2 and not pressed:
             pressed.append(True)
-            app.endpoints.stop(token)
+            app.runs.stop(token)
 
     outputs = consume(app.endpoints.explore_in_page("texture", None, None, ["a", "c"], "0, 1", 64, 1000, 0,
                                                     "starry_night", "auto", token, request(token)), on_output)
@@ -248,7 +249,7 @@ def test_an_error_in_the_worker_reaches_the_user_as_its_message(app_module, zero
     broken = StylizeRequest(gradient_photo(), [stripes_painting()], app.D.replace(size=64, steps=3), weights="../x")
     with StopFlag("zerogpu-error") as stop:
         with pytest.raises(gr.Error, match="weights must be one of auto, hub, embedded"):
-            consume(app.endpoints.run_on_gpu(broken, stop), lambda *_: None)
+            consume(app.runs.run_on_gpu(broken, stop), lambda *_: None)
 
 
 def test_under_zerogpus_cuda_emulation_the_app_imports_ready_to_fork(tmp_path, preset_dir):
@@ -270,8 +271,8 @@ print(json.dumps({
     "engines": {k: str(v.device) for k, v in studio._engines.items()},
     "compute_thread": studio._compute is not None,
     "threads": [t.name for t in threading.enumerate()],
-    "wrapped": [hasattr(app.endpoints.run_on_gpu, "zerogpu"), hasattr(app.endpoints.compare_on_gpu, "zerogpu"),
-                hasattr(app.endpoints.explore_on_gpu, "zerogpu")],
+    "wrapped": [hasattr(app.runs.run_on_gpu, "zerogpu"), hasattr(app.runs.compare_on_gpu, "zerogpu"),
+                hasattr(app.runs.explore_on_gpu, "zerogpu")],
     "weights": studio.weights_status(),
 }))
 """

@@ -1,0 +1,168 @@
+"""The runs behind the endpoints and the page, and the GPU part.
+
+ZeroGPU: the three `@spaces.GPU` functions are the only code that touches the GPU. On a ZeroGPU Space each runs in
+a forked worker process and what it yields is pickled back; everything else (checking inputs, links, result
+files) runs in the web server's process. Elsewhere the decorator does nothing. Each run yields its outputs by
+name: the public endpoints pick the image and the status line, the page takes them all.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import asdict
+from typing import Any, Iterator
+
+import gradio as gr
+import spaces
+from PIL import Image
+
+from stylize import StylizeError, files, images
+from stylize.comparison import RUNNING, comparison_sheet
+from stylize.links import space_base_url
+from stylize.requests import CompareRequest, ExploreRequest, StylizeRequest
+from stylize.stopping import StopFlag
+from stylize.streaming import closing_in_background, preview
+
+from .service import studio
+from .text import gallery_columns, loss_table
+
+log = logging.getLogger("stylize.app")
+NOT_STARTED = "Stopped before it started: nothing ran."
+
+
+@contextlib.contextmanager
+def user_errors(title: str):
+    """Errors as one clear message for the user (a gr.Error also crosses ZeroGPU's process boundary intact)."""
+    try:
+        yield
+    except StylizeError as exc:  # the visitor's to fix: a message, no trace in the log
+        raise gr.Error(str(exc), title=title, print_exception=False) from None
+    except gr.Error:
+        raise
+    except Exception as exc:  # keep serving; the log has the trace
+        log.exception("run failed")
+        raise gr.Error(f"Something went wrong ({type(exc).__name__}: {exc}). Your inputs are unchanged; try again.",
+                       title=title) from None
+
+
+def base_url(request: gr.Request | None) -> str:
+    if space_base_url():
+        return space_base_url()
+    if request is not None and getattr(request, "request", None) is not None:
+        return str(request.request.base_url)
+    return "http://127.0.0.1:7860/"
+
+
+# ---- the GPU part (on ZeroGPU: a forked worker process) -------------------------------------------------------
+
+def run_seconds(request: StylizeRequest, stop: StopFlag) -> int:
+    """The duration a Stylize run asks ZeroGPU for."""
+    return studio.budget.request(request.settings, styles=len(request.styles))
+
+
+def compare_seconds(request: CompareRequest, stop: StopFlag) -> int:
+    return studio.compare_seconds(request.cells)
+
+
+def explore_seconds(request: ExploreRequest, stop: StopFlag) -> int:
+    return studio.budget.request(request.grid.settings, batch=request.grid.cells)
+
+
+@spaces.GPU(duration=run_seconds)
+def run_on_gpu(request: StylizeRequest, stop: StopFlag):
+    """The engine's part of a Stylize run: throttled `Update`s (picklable), ended by `stop` (a file)."""
+    with user_errors("Can't stylize this"):
+        yield from studio.run(request, stop)
+
+
+@spaces.GPU(duration=compare_seconds)
+def compare_on_gpu(request: CompareRequest, stop: StopFlag):
+    """The engine's part of a comparison: (gallery items, status) as the results form (batched)."""
+    with user_errors("Can't compare"):
+        yield from studio.compare(request, stop)
+
+
+@spaces.GPU(duration=explore_seconds)
+def explore_on_gpu(request: ExploreRequest, stop: StopFlag):
+    """The engine's part of a grid: every cell in one batch, `GridUpdate`s (picklable), ended by `stop`."""
+    with user_errors("Can't run this grid"):
+        yield from studio.explore(request, stop)
+
+
+# ---- the runs, shared by the endpoints and the page -----------------------------------------------------------
+
+def stylize_run(request: StylizeRequest, stop: StopFlag, link: str) -> Iterator[dict[str, Any]]:
+    """A Stylize run's outputs by name: previews with a status line, then the PNG, the before/after pair and the
+    loss table. Stopped before it started, it ends at once, and no GPU is asked for."""
+    note = "".join(f" · {notice}" for notice in request.notices)
+    if stop.is_set():
+        yield {"status": NOT_STARTED, "link": link}
+        return
+    yield {"result": None, "status": "Starting…" + note, "link": link}
+    update = None
+    for update in closing_in_background(run_on_gpu(request, stop)):
+        if not update.final:
+            yield {"result": preview(update.frame.image), "status": update.status + note}
+    if update is None or not update.final:
+        raise StylizeError("the run ended without a result; try again")
+    studio.observe(request.settings, update.frame, styles=len(request.styles))  # the estimates learn this speed
+    image = update.frame.image
+    png = files.save_result(image)
+    yield {"result": png, "status": update.status + note, "before_after": (images.resize(request.photo, image.size),
+                                                                         image),
+           "png": png, "loss_plot": loss_table(update.history), "link": link}
+
+
+def compare_run(request: CompareRequest, stop: StopFlag) -> Iterator[dict[str, Any]]:
+    """A comparison's outputs by name: the gallery (finished results as their PNG files) and status as the results
+    form, then the sheet and the finished results' cells (what a click on one needs)."""
+    if stop.is_set():
+        yield {"compare_status": NOT_STARTED}
+        return
+    by_caption = {**{c.caption: c for c in request.cells}, **{c.title + RUNNING: c for c in request.cells}}
+    saved: dict[str, str] = {}  # caption -> lossless PNG of a finished result, written once
+    for gallery, status in closing_in_background(compare_on_gpu(request, stop)):
+        # A finished result is sent as its file from then on: Gradio would otherwise encode it again for every
+        # update, rewriting the same cache file while a browser may be downloading it.
+        for image, caption in gallery:
+            if not caption.endswith(RUNNING) and caption not in saved:
+                saved[caption] = files.save_result(image)
+        yield {"compare_gallery": [(saved.get(c) or preview(image), c) for image, c in gallery],
+               "compare_status": status, "compare_state": [cell_state(by_caption[c]) for _, c in gallery]}
+    finished = [cell for cell in request.cells if cell.caption in saved]
+    sheet = comparison_sheet(request.photo, [Image.open(saved[c.caption]) for c in finished],
+                             [c.title for c in finished])
+    yield {"compare_image": files.save_result(sheet), "compare_state": [cell_state(c) for c in finished]}
+
+
+def cell_state(cell) -> dict:
+    """What a click on a comparison's result needs of it (kept in the page's state)."""
+    return {"preset": cell.preset_id, "caption": cell.caption, "settings": asdict(cell.settings)}
+
+
+def explore_run(request: ExploreRequest, stop: StopFlag, link: str, photo: str | None,
+                painting: str | None) -> Iterator[dict[str, Any]]:
+    """A grid's outputs by name: every cell and a status line about once a second, then the labelled grid."""
+    grid = request.grid
+    state = {"grid": grid.to_dict(), "photo": photo if request.photo is not None else None,
+             "painting": painting if request.painting is not None and painting else None, "preset": request.preset_id}
+    if stop.is_set():
+        yield {"explore_status": NOT_STARTED}
+        return
+    yield {"explore_image": None, "explore_gallery": gr.Gallery(value=[], columns=gallery_columns(grid)),
+           "explore_status": "Starting…", "explore_link": link, "explore_state": state}
+    update = None
+    for update in closing_in_background(explore_on_gpu(request, stop)):
+        if not update.final:
+            yield {"explore_gallery": update.cells, "explore_status": update.status}
+    if update is None or not update.final:
+        raise StylizeError("the grid ended without a result; try again")
+    yield {"explore_image": files.save_result(grid.labelled(update.images)), "explore_gallery": update.cells,
+           "explore_status": update.status}
+
+
+def stop(token: str | None) -> None:
+    """Stop: the page's run ends after its current step and keeps its image; a queued run never starts."""
+    if token:
+        StopFlag(token).set()
