@@ -417,3 +417,50 @@ def test_a_shared_page_whose_images_were_swept_opens_with_its_settings_and_one_m
     shared.screenshot(path=str(ARTIFACTS / "browser-link-expired.png"), full_page=True)
     shared.close()
     page.close()
+
+
+def test_a_queued_run_that_is_stopped_or_whose_tab_closes_never_takes_the_gpu(browser, server, app_module,
+                                                                               monkeypatch):
+    """Issue 22: while one visitor's run holds the GPU, a second visitor's run waits in the queue; Stop pressed
+    then ends it before it starts (no GPU asked for), and a third visitor who closes the tab while waiting never
+    runs at all. The GPU function is watched where the runs call it (the server runs in this process)."""
+    from ui import runs
+
+    asked = []
+    real = runs.run_on_gpu
+
+    def watched(request, stop):
+        asked.append(request.settings.steps)
+        yield from real(request, stop)
+
+    monkeypatch.setattr(runs, "run_on_gpu", watched)
+
+    def visitor(steps: int):
+        page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        page.goto(server)
+        page.wait_for_function(ALL_IMAGES_LOADED, arg="#photos img", timeout=30_000)
+        page.locator("#presets img").first.click()
+        page.locator("#photos img").first.click()
+        page.wait_for_selector("#photo img", timeout=10_000)
+        set_number(page, "steps", steps)
+        set_number(page, "size", 64)
+        return page
+
+    first, second, third = visitor(1000), visitor(7), visitor(9)
+    first.locator("#run").click()
+    first.wait_for_function("() => /Step/.test(document.querySelector('#status')?.innerText || '')", timeout=60_000)
+    second.locator("#run").click()
+    third.locator("#run").click()
+    time.sleep(2)  # both wait in the queue behind the first
+    second.locator("#stop").click()
+    third.close()
+    time.sleep(1)
+    first.locator("#stop").click()
+    first.wait_for_function("() => /Stopped at step/.test(document.querySelector('#status')?.innerText || '')",
+                            timeout=60_000)
+    second.wait_for_function("() => /before it started/.test(document.querySelector('#status')?.innerText || '')",
+                             timeout=60_000)
+    time.sleep(3)  # time for a third run to start, were it going to
+    assert asked == [1000], asked  # only the first visitor's run asked for the GPU
+    first.close()
+    second.close()

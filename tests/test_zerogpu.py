@@ -286,3 +286,17 @@ print(json.dumps({
     assert not state["compute_thread"] and state["threads"] == ["MainThread"]
     assert state["wrapped"] == [True, True, True]
     assert state["weights"].startswith("Running on a ZeroGPU GPU")
+
+
+def test_a_run_stopped_while_it_waits_asks_zerogpu_for_nothing(app_module, zerogpu, tmp_path):
+    """Stop pressed while the run waits in the queue: the run ends at once when its turn comes, no GPU asked."""
+    from stylize.stopping import StopFlag
+    from ui.runs import NOT_STARTED
+
+    photo = tmp_path / "photo.png"
+    gradient_photo(96, 64).save(photo)
+    token = new_token()
+    StopFlag(token).set()  # what Stop does while the run is queued
+    outputs = consume(page_run(app_module, token, photo=str(photo), size=64, steps=5), lambda *_: None)
+    assert outputs[-1]["status"] == NOT_STARTED and zerogpu == []
+    assert not StopFlag(token).is_set()  # its flag went with it
