@@ -272,7 +272,8 @@ def soak(args, base: str, pid: int, work: Path, cache: Path, own: Path, log_path
           f"{args.cap_mb:.0f} MB; sweeps that evicted for the cap: {log.count('for the cap') - log.count(' 0 for the cap')}")
     if page_seconds:
         print(f"second page interactive: median {statistics.median(page_seconds):.2f} s, max {max(page_seconds):.2f} s "
-              f"({len(page_seconds)} loads under load); idle: median {statistics.median(idle_seconds or [0]):.2f} s")
+              f"({len(page_seconds)} loads under load, {sum(t >= 2 for t in page_seconds)} of them 2 s or more); idle: median "
+              f"{statistics.median(idle_seconds or [0]):.2f} s")
     tracebacks = log.count("Traceback")
     print(f"tracebacks in the server log: {tracebacks}")
     broken = [failures and "failures", samples[-1][2] > args.cap_mb and "disk over the cap",
