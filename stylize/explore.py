@@ -130,7 +130,7 @@ class Grid:
                 found.append(f"unknown content layer{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; "
                              f"valid: {', '.join(FEATURE_LAYERS)}")
         else:
-            unknown = [r for r in rows if not self._known_style_row(r)]
+            unknown = [r for r in rows if not known_row("style", r)]
             if unknown:
                 found.append(f"unknown style layer set{'s' if len(unknown) > 1 else ''} "
                              f"{', '.join(map(repr, unknown))}; {_valid_style_rows()}")
@@ -146,13 +146,6 @@ class Grid:
             except StylizeError as exc:
                 found.append(str(exc))
         return found
-
-    @staticmethod
-    def _known_style_row(row: str) -> bool:
-        if row in STYLE_LAYER_SETS:
-            return True
-        names = [part.strip() for part in row.split(",") if part.strip()]
-        return bool(names) and all(n in FEATURE_LAYERS for n in names)
 
     def _column_problems(self, columns: tuple) -> list[str]:
         found = []
@@ -300,6 +293,16 @@ class Grid:
                     raise StylizeError(f"columns must be numbers (got {part!r})") from None
             columns = tuple(columns)
         return cls(str(data.get("kind", "style")), tuple(rows) if rows is not None else None, columns, settings)
+
+
+def known_row(kind: str, row: str) -> bool:
+    """Whether a grid of `kind` accepts `row`: a content layer, or a style layer set a–e or a list of layers."""
+    if kind == "reconstruction":
+        return row in FEATURE_LAYERS
+    if row in STYLE_LAYER_SETS:
+        return True
+    names = [part.strip() for part in row.split(",") if part.strip()]
+    return bool(names) and all(n in FEATURE_LAYERS for n in names)
 
 
 def split_list(value: Any, also_commas: bool = False) -> list[str]:

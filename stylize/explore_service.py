@@ -10,7 +10,7 @@ from PIL import Image
 
 from .engine import Frame
 from .errors import StylizeError
-from .explore import KINDS, Grid, split_list
+from .explore import DEFAULT_CONTENT_LAYERS, KINDS, Grid, split_list
 from .params import STYLE_LAYER_SETS, Settings
 from .streaming import progress
 
@@ -20,7 +20,6 @@ GRID_DEFAULTS = {"cpu": {"size": 128, "steps": 100, "scales": 1}, "cuda": {"size
 # Default rows of the style and texture grids: on a CPU three of the paper's five sets keep the default 3 × 4 grid
 # near a minute; a GPU takes all five.
 STYLE_ROWS = {"cpu": ("a", "c", "e"), "cuda": tuple(STYLE_LAYER_SETS)}
-CONTENT_ROWS = tuple(f"relu{b}_1" for b in range(1, 6))
 
 
 def grid_defaults(defaults: Settings, device_type: str) -> Settings:
@@ -31,7 +30,7 @@ def grid_defaults(defaults: Settings, device_type: str) -> Settings:
 def default_rows(kind: str, device_type: str) -> tuple[str, ...] | None:
     """A kind's default rows on this device (None for an unknown kind: the Grid says what is valid)."""
     if kind == "reconstruction":
-        return CONTENT_ROWS
+        return DEFAULT_CONTENT_LAYERS
     return STYLE_ROWS[device_type] if kind in KINDS else None
 
 

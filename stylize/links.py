@@ -11,9 +11,8 @@ from typing import Any, Callable, Mapping, Sequence
 from urllib.parse import urlencode
 
 from .errors import StylizeError
-from .explore import KINDS, MAX_CELLS, Grid, split_list
+from .explore import KINDS, MAX_CELLS, Grid, known_row, split_list
 from .params import RANGES, Settings, within_limits
-from .vgg import FEATURE_LAYERS
 
 GRID_FIELDS = ("kind", "rows", "columns", "size", "steps", "seed")
 COMPARE_FIELDS = ("presets", "size", "steps", "seed", "photo", "both")
@@ -108,17 +107,6 @@ def columns_text(grid: Grid) -> str:
     if grid.kind != "style" and grid.columns == (grid.settings.seed,):
         return ""
     return ", ".join(f"{c:g}" for c in grid.columns)
-
-
-def known_row(kind: str, row: str) -> bool:
-    """Whether a grid of `kind` accepts `row`: a content layer, or a style layer set a–e or list of layers."""
-    if kind == "reconstruction":
-        return row in FEATURE_LAYERS
-    try:
-        Settings(style_layers=row)
-    except StylizeError:
-        return False
-    return True
 
 
 def _columns(kind: str, raw: Any, notices: list[str]) -> list[float]:
