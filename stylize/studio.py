@@ -137,6 +137,16 @@ class Studio:
             return self._engines[weights]
 
     @property
+    def loaded(self) -> dict[str, Stylizer]:
+        """The engines loaded so far, by weight source."""
+        return dict(self._engines)
+
+    @property
+    def has_compute_thread(self) -> bool:
+        """Whether runs go to this process's compute thread (not on ZeroGPU, whose runs work in a forked child)."""
+        return self._compute is not None
+
+    @property
     def ready(self) -> bool:
         """Whether the default weights are loaded (they load while the app is imported)."""
         return "auto" in self._engines
@@ -180,7 +190,7 @@ class Studio:
 
     # ---- runs (on ZeroGPU: in the GPU worker process) ----------------------------------------------------------
 
-    def _on_compute_thread(self, items: Iterator) -> Iterator:
+    def on_compute_thread(self, items: Iterator) -> Iterator:
         """`items` advanced on the compute thread, or in place where there is none: on ZeroGPU, and in any forked
         child (the thread does not exist there; waiting for it would hang)."""
         if self._compute is not None and os.getpid() == self._pid:
@@ -192,12 +202,12 @@ class Studio:
         frames = self.engine(request.weights).run(request.photo, request.styles, request.settings,
                                                  report_every=Reporter(), masks=request.masks,
                                                  should_stop=should_stop)
-        return self._on_compute_thread(throttle(frames))
+        return self.on_compute_thread(throttle(frames))
 
     def run_batch(self, jobs: list[Job], weights: str = "auto", should_stop: ShouldStop = never) -> Iterator[Update]:
         """Several images of one size in one batch, streamed like `run` (images and losses per item)."""
         frames = self.engine(weights).run_batch(jobs, report_every=Reporter(), should_stop=should_stop)
-        return self._on_compute_thread(throttle(frames))
+        return self.on_compute_thread(throttle(frames))
 
     def compare(self, request: CompareRequest, should_stop: ShouldStop = never) -> Iterator[tuple[Gallery, str]]:
         """One photo × several presets: (gallery, status) as the results form, in batches that fit this device."""
@@ -214,7 +224,7 @@ class Studio:
         frames = run_grid(self.engine(request.weights), grid, request.photo, request.painting,
                           report_every=Reporter(GRID_UPDATE_INTERVAL_S), should_stop=should_stop,
                           chunks=self.gpu_batches([images.fit_size(aspect, grid.settings.size)] * grid.cells))
-        return self._on_compute_thread(grid_updates(grid, frames))
+        return self.on_compute_thread(grid_updates(grid, frames))
 
     def gpu_batches(self, sizes: Sequence[tuple[int, int]]) -> list[list[int]] | None:
         """On a GPU, the items (output sizes) split into batches that fit its free memory now (`budget.plan_batches`);

@@ -240,9 +240,9 @@ def test_runs_advance_in_place_in_a_forked_child(app_module, monkeypatch):
     def where():
         yield threading.current_thread().name
 
-    assert list(studio._on_compute_thread(where()))[0].startswith("stylize-compute")  # here: the compute thread
+    assert list(studio.on_compute_thread(where()))[0].startswith("stylize-compute")  # here: the compute thread
     monkeypatch.setattr(os, "getpid", lambda: -1)  # as seen from a forked child
-    assert list(studio._on_compute_thread(where())) == [threading.current_thread().name]  # in place
+    assert list(studio.on_compute_thread(where())) == [threading.current_thread().name]  # in place
 
 
 def test_settings_come_from_values_by_field_name():

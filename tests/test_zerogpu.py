@@ -268,8 +268,8 @@ import app
 studio = app.studio
 print(json.dumps({
     "zero_gpu": studio.zero_gpu,
-    "engines": {k: str(v.device) for k, v in studio._engines.items()},
-    "compute_thread": studio._compute is not None,
+    "engines": {k: str(v.device) for k, v in studio.loaded.items()},
+    "compute_thread": studio.has_compute_thread,
     "threads": [t.name for t in threading.enumerate()],
     "wrapped": [hasattr(app.runs.run_on_gpu, "zerogpu"), hasattr(app.runs.compare_on_gpu, "zerogpu"),
                 hasattr(app.runs.explore_on_gpu, "zerogpu")],
