@@ -30,7 +30,7 @@ from .explore_service import GRID_UPDATE_INTERVAL_S, GridUpdate, default_rows, g
 from .inputs import Inputs
 from .machine import cpu_name, default_device, requested_precision
 from .params import Settings, defaults_for
-from .requests import WEIGHT_SOURCES, CompareRequest, ExploreRequest, StylizeRequest
+from .requests import WEIGHT_SOURCES, CompareRequest, ExploreRequest, StylizeRequest, check_weights
 from .streaming import Reporter, Update, on_thread, out_of_memory_as_message, throttle
 from .weights import load_weights
 
@@ -123,8 +123,7 @@ class Studio:
 
     def engine(self, weights: str = "auto") -> Stylizer:
         """The shared engine for a weight source (auto, hub, embedded), loaded on first use."""
-        if weights not in WEIGHT_SOURCES:
-            raise StylizeError(f"weights must be one of {', '.join(WEIGHT_SOURCES)} (got {weights!r})")
+        weights = check_weights(weights)
         with self._lock:
             if weights not in self._engines:
                 auto = self._engines.get("auto")

@@ -6,7 +6,7 @@ Their signatures and parameter docs come from the settings' descriptions (styliz
 from __future__ import annotations
 
 import inspect
-from typing import Callable
+from typing import Any, Callable, Iterator
 
 import gradio as gr
 
@@ -37,9 +37,9 @@ IMAGE_ARGS: list[Arg] = [
                                     f"{studio.limits.max_styles - 1}")]
 MASKS_ARG: Arg = ("masks", list, None, "where each painting goes (spatial control, Gatys et al. 2017): one mask per "
                   "painting (URLs or data: URLs), in order: the painting's first, then one per extra_paintings entry. "
-                  "White (or, on a transparent image, whatever is painted) marks that style's region; pixels no mask covers "
-                  "keep the photo; overlapping masks share. Stretched to the photo (a notice says so if its shape "
-                  "differs). Empty: each style everywhere. Needs style_model gram")
+                  "White (or, on a transparent image, whatever is painted) marks that style's region; pixels no mask "
+                  "covers keep the photo; overlapping masks share. Stretched to the photo (a notice says so if its "
+                  "shape differs). Empty: each style everywhere. Needs style_model gram")
 WEIGHTS_ARG: Arg = ("weights", str, "auto", "which VGG-19 weights to use; one of auto, hub, embedded")
 PAGE_ARGS: list[Arg] = [("token", str, None, "the page's stop token"),
                         ("regions", dict, None, "the region editor's value"),
@@ -77,6 +77,15 @@ def settings_api(fixed: list[Arg], summary: str, returns: str) -> Callable:
     return decorate
 
 
+def image_and_status(outputs: Iterator[dict[str, Any]], image: str, status: str) -> Iterator[tuple[Any, str]]:
+    """A public endpoint's answer from a run's outputs by name: (its image where an output has one, else None; the
+    latest status line)."""
+    line = ""
+    for out in outputs:
+        line = out.get(status, line)
+        yield out.get(image), line
+
+
 def _stylize_request(values: dict, regions: tuple[list, list] | None = None) -> StylizeRequest:
     return check_stylize(studio, settings_from_values(values, D), values["photo"], values["preset"],
                          values["painting"], values["extra_paintings"], values.get("masks"), regions,
@@ -89,8 +98,7 @@ def stylize(values: dict, request: gr.Request | None):
         run = _stylize_request(values)
         link = share_url(base_url(request), run.settings, [run.preset_id] if run.preset_id else [])
         with StopFlag(None) as stop:
-            for out in stylize_run(run, stop, link):
-                yield out.get("result"), out["status"]
+            yield from image_and_status(stylize_run(run, stop, link), "result", "status")
 
 
 @settings_api([*IMAGE_ARGS, *PAGE_ARGS, WEIGHTS_ARG], SUMMARY, "the page's outputs")
@@ -131,11 +139,8 @@ def compare(photo: str, presets: list[str], size: int = CD.size, steps: int = CD
     """
     with user_errors("Can't compare"):
         run = _compare_request(photo, presets, size, steps, seed, weights, both_models)
-        status = ""
         with StopFlag(None) as stop:
-            for out in compare_run(run, stop):
-                status = out.get("compare_status", status)
-                yield out.get("compare_image"), status
+            yield from image_and_status(compare_run(run, stop), "compare_image", "compare_status")
 
 
 def compare_in_page(photo, presets, size, steps, seed, weights, both_models, token, request: gr.Request):
@@ -172,11 +177,8 @@ def explore(kind: str = "style", photo: str | None = None, painting: str | None 
     """
     with user_errors("Can't run this grid"):
         run = _explore_request(kind, photo, painting, rows, columns, size, steps, seed, preset, weights)
-        status = ""
         with StopFlag(None) as stop:
-            for out in explore_run(run, stop, "", photo, painting):
-                status = out.get("explore_status", status)
-                yield out.get("explore_image"), status
+            yield from image_and_status(explore_run(run, stop, "", photo, painting), "explore_image", "explore_status")
 
 
 explore.__doc__ = explore.__doc__.format(
