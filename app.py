@@ -81,7 +81,7 @@ with gr.Blocks(title="stylize — neural style transfer") as demo:  # files: ui/
                 C["link"] = gr.Textbox(label="Link to these settings", buttons=["copy"], elem_id="share-link")
                 gr.DeepLinkButton(value="Share this page with your images")
                 with gr.Accordion("Advanced", open=False):
-                    for row in (("content_layer", "style_layers"), ("layer_weights",), ("tv_weight", "seed"),
+                    for row in (("content_layer", "style_layers"), ("layer_weights",), ("calm", "tv_weight", "seed"),
                                 ("scales", "style_scale"), ("init",), ("pooling",), ("preserve_color",),
                                 ("style_model",), ("mrf_layers", "mrf_patch")):
                         with gr.Row():

@@ -116,7 +116,7 @@ class Stylizer:
         return self.targets.scales(pooling)
 
     def losses(self, x: torch.Tensor, objective: Objective, rematch: bool = False) -> torch.Tensor:
-        """The objective's weighted terms per item, (B, 4) (`Objective.losses`): every evaluation of a run and
+        """The objective's weighted terms per item, (B, 5) (`Objective.losses`): every evaluation of a run and
         of `evaluate` goes through here."""
         return objective.losses(self.net, x, rematch)
 

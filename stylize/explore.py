@@ -204,7 +204,8 @@ class Grid:
                 elif self.kind == "texture":
                     s = base.replace(style_layers=row, layer_weights="", style_blend="", seed=int(column), init="noise")
                 else:
-                    s = base.replace(content_layer=row, seed=int(column), init="noise")
+                    # the paper's reconstructions show what a layer keeps: nothing smooths them
+                    s = base.replace(content_layer=row, seed=int(column), init="noise", calm=0.0)
                 out.append(s)
         return out
 

@@ -17,9 +17,9 @@ numbers, all on the result's 8-bit pixels (0–255), all restricted to where the
   (tests/test_look.py): grey with a coloured dot every 4 px scores 27, random noise of the same energy 1.4,
   a flat or slowly varying image ~0.
 
-What it found (README, *Calm where the photo is calm*): the dots are not locked to the pixel grid (the share of
-`lattice` at harmonics of 1/16 px⁻¹ is the ~1/4 any spectrum puts there); they are a pattern the optimization
-builds where average pooling hides fine detail from the deep layers.
+What it found (README, *Calm where the photo is calm*): the paper's objective puts the painting's finest texture
+wherever it costs least, which is where the photo is calm; average pooling makes it an even lattice. Max pooling
+and the engine's calm term (`losses.calm_loss`, which reads the same `local_detail`) keep those regions smooth.
 """
 
 from __future__ import annotations
@@ -27,7 +27,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 from PIL import Image
+
+from .losses import gaussian_blur, local_detail
 
 FLAT_DETAIL = 1.5  # grey levels of local detail below which the photo is calm
 BORDER = 8  # px left out at the image's edges (padding artefacts are another matter)
@@ -35,28 +38,12 @@ TILE = 32
 MIN_FLAT_FRACTION = 0.9  # of a tile's pixels, for the tile to count
 
 
-def _gauss_kernel(sigma: float) -> np.ndarray:
-    radius = max(1, int(round(3 * sigma)))
-    t = np.arange(-radius, radius + 1, dtype=np.float64)
-    k = np.exp(-0.5 * (t / sigma) ** 2)
-    return k / k.sum()
-
-
 def blur(x: np.ndarray, sigma: float) -> np.ndarray:
-    """Separable Gaussian blur of (H, W) or (H, W, C), edges reflected."""
-    k = _gauss_kernel(sigma)
-    r = len(k) // 2
-    out = x.astype(np.float64)
-    for axis in (0, 1):
-        pad = [(0, 0)] * out.ndim
-        pad[axis] = (r, r)
-        padded = np.pad(out, pad, mode="reflect")
-        acc = np.zeros_like(out)
-        n = out.shape[axis]
-        for i, w in enumerate(k):
-            acc += w * np.take(padded, np.arange(i, i + n), axis=axis)
-        out = acc
-    return out
+    """Gaussian blur of (H, W) or (H, W, C) in float64, edges reflected: the engine's (`losses.gaussian_blur`)."""
+    t = torch.from_numpy(np.asarray(x, dtype=np.float64))
+    t = t[None, None] if t.ndim == 2 else t.permute(2, 0, 1)[None]
+    out = gaussian_blur(t, sigma)[0]
+    return (out[0] if x.ndim == 2 else out.permute(1, 2, 0)).numpy()
 
 
 def _pixels(img: Image.Image | np.ndarray) -> np.ndarray:
@@ -71,10 +58,8 @@ def flat_mask(photo: Image.Image | np.ndarray, size: tuple[int, int] | None = No
     """(H, W) bool: where the photo is calm, at `size` (width, height; default the photo's own)."""
     if isinstance(photo, Image.Image) and size is not None and photo.size != tuple(size):
         photo = photo.convert("RGB").resize(tuple(size), Image.LANCZOS)
-    rgb = _pixels(photo)
-    y = rgb @ np.array([0.299, 0.587, 0.114])
-    detail = blur(np.abs(y - blur(y, 2.0)), 4.0)
-    mask = detail < FLAT_DETAIL
+    rgb = torch.from_numpy(_pixels(photo) / 255.0).permute(2, 0, 1)[None]
+    mask = local_detail(rgb)[0, 0].numpy() < FLAT_DETAIL  # the detail the engine's calm term reads
     mask[:BORDER], mask[-BORDER:], mask[:, :BORDER], mask[:, -BORDER:] = False, False, False, False
     return mask
 
@@ -134,12 +119,17 @@ class Look:
     highpass: float  # all fine energy there (σ = 1.5 px), (grey levels)²
     flat: float  # fraction of the image that is flat
     tiles: int  # flat tiles the lattice measure averaged
+    texture: float  # all fine energy where the photo is *not* flat, (grey levels)²: what calm must leave alone
 
     def __str__(self) -> str:
-        return f"lattice {self.lattice:7.2f}  highpass {self.highpass:7.2f}  flat {self.flat:5.1%} ({self.tiles} tiles)"
+        return (f"lattice {self.lattice:7.2f}  highpass {self.highpass:7.2f}  texture {self.texture:7.2f}  "
+                f"flat {self.flat:5.1%} ({self.tiles} tiles)")
 
 
 def measure(result: Image.Image, photo: Image.Image) -> Look:
     """The look of a finished result against its photo (resized to the result's size)."""
     mask = flat_mask(photo, result.size)
-    return Look(lattice(result, mask), highpass(result, mask), float(mask.mean()), len(_tiles(mask)))
+    busy = ~mask
+    busy[:BORDER], busy[-BORDER:], busy[:, :BORDER], busy[:, -BORDER:] = False, False, False, False
+    return Look(lattice(result, mask), highpass(result, mask), float(mask.mean()), len(_tiles(mask)),
+                highpass(result, busy))

@@ -19,13 +19,13 @@ from typing import Sequence
 import torch
 
 from . import mrf
-from .losses import content_loss, style_layer_loss, tv_loss
+from .losses import calm_loss, calm_weights, content_loss, style_layer_loss, tv_loss
 from .masks import guided_style_loss
 from .plan import Job, Plan
 from .targets import Targets
 from .vgg import FEATURE_LAYERS, VGGFeatures, carried, deepest, gram_of
 
-TERMS = ("content", "style", "tv")
+TERMS = ("content", "style", "tv", "calm")
 COLUMNS = (*TERMS, "total")  # the columns of `Objective.losses`
 MRF_REMATCH_EVERY = 5  # evaluations between nearest-patch searches: the search is the patch model's main cost
 # The patch loss pulls far harder per unit than the Gram loss: at the Gram model's default strength the photo
@@ -86,6 +86,8 @@ class Objective:
     mrf: list[MrfTerm]
     tv: torch.Tensor  # (B,)
     tv_on: bool  # known on the host: no device read per evaluation
+    calm: torch.Tensor  # (B,) the calm term's weight
+    calm_maps: torch.Tensor | None  # (B, 1, H, W) where each photo is calm (`calm_weights`); None: no calm term
     present: list[tuple[str, ...]]  # the columns each item reports
     depths: list[str] | None  # each item's deepest layer, where they differ: the network drops items past theirs
     pooling: str
@@ -110,7 +112,7 @@ class Objective:
         return bool(self.mrf) and evaluation % MRF_REMATCH_EVERY == 0
 
     def losses(self, net: VGGFeatures, x: torch.Tensor, rematch: bool = False) -> torch.Tensor:
-        """The weighted terms per item, (B, 4): content, style, tv and their sum, which L-BFGS minimizes.
+        """The weighted terms per item, (B, 5): content, style, tv, calm and their sum, which L-BFGS minimizes.
 
         With `rematch` the MRF terms first match this evaluation's features anew; otherwise they keep their
         matches (a term without any is matched regardless).
@@ -121,7 +123,8 @@ class Objective:
         content = self._content_loss(feats, zero)
         style = self._mrf_loss(feats, self._gram_loss(feats, zero), rematch)
         tv = self.tv * tv_loss(x) if self.tv_on else zero
-        return torch.stack([content, style, tv, content + style + tv], dim=1)
+        calm = self.calm * calm_loss(x, self.calm_maps) if self.calm_maps is not None else zero
+        return torch.stack([content, style, tv, calm, content + style + tv + calm], dim=1)
 
     def _content_loss(self, feats: dict[str, torch.Tensor], total: torch.Tensor) -> torch.Tensor:
         for layer, term in self.content.items():
@@ -196,6 +199,8 @@ def build(jobs: Sequence[Job], contents: list[torch.Tensor | None], size: tuple[
             terms.append("style")
         if s.tv_weight:
             terms.append("tv")
+        if s.calm and photo is not None:
+            terms.append("calm")
         present.append((*terms, "total"))
         depths.append(deepest(layers) if layers else FEATURE_LAYERS[0])
     differ = depths if len(set(depths)) > 1 else None
@@ -207,7 +212,18 @@ def build(jobs: Sequence[Job], contents: list[torch.Tensor | None], size: tuple[
                      index=torch.tensor([item], device=device)) for item, layer, bank, weight in patches],
         tv=torch.tensor([j.settings.tv_weight for j in jobs], device=device),
         tv_on=any(j.settings.tv_weight for j in jobs),
+        calm=torch.tensor([j.settings.calm if c is not None else 0.0 for j, c in zip(jobs, contents)], device=device),
+        calm_maps=_calm_maps(jobs, contents),
         present=present, depths=differ, pooling=plan.pooling)
+
+
+def _calm_maps(jobs: Sequence[Job], contents: list[torch.Tensor | None]) -> torch.Tensor | None:
+    """Where each photo is calm, at this level's size (items without a photo or calm: zeros); None if no item
+    asks for calm."""
+    if not any(j.settings.calm and c is not None for j, c in zip(jobs, contents)):
+        return None
+    like = next(c for c in contents if c is not None)
+    return torch.cat([calm_weights(c) if c is not None else torch.zeros_like(like[:, :1]) for c in contents])
 
 
 def _gram_terms(item: int, job: Job, targets: Targets, photo: torch.Tensor | None, size: tuple[int, int],

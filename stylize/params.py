@@ -87,6 +87,9 @@ class Settings:
     layer_weights: str = setting("", "Style layer weights, one per layer (e.g. 1,1,1,1,1)",
                                  "comma-separated weight per style layer; empty: equal")
     tv_weight: float = setting(0.0, "Smoothing (TV weight)", "total-variation smoothing weight", low=0.0, high=100.0)
+    # Calm where the photo is calm: without it the painting's finest texture dots skies and walls (README).
+    calm: float = setting(30.0, "Calm (smooth where the photo is smooth)", "weight of the smoothing asked only "
+                          "where the photo itself is smooth (skies, walls); 0: off", low=0.0, high=100.0)
     init: str = setting("content", "Start from", "the starting image: the photo, noise or the painting",
                         ("content", "noise", "style"))
     # max, as in VGG and the classic tools: the paper's average pooling dots calm skies with a lattice (README).

@@ -75,7 +75,7 @@ def test_the_stylize_button_also_gives_the_pair_the_loss_table_and_a_link(app_mo
     assert before.size == after.size == (64, 43)
     table = final["loss_plot"]  # every step's terms, log scale (a zero, content at step 1, has no logarithm)
     assert list(table.columns) == ["step", "term", "log10 loss"] and set(table["step"]) == {1, 2, 3, 4, 5}
-    assert set(table["term"]) == {"content", "style", "total"}
+    assert set(table["term"]) == {"content", "style", "calm", "total"}
     query = parse_qs(urlparse(final["link"]).query)
     assert query["preset"] == ["starry_night"] and query["steps"] == ["5"] and query["size"] == ["64"]
 

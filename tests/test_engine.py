@@ -26,7 +26,7 @@ def test_frames_report_every_step_with_previews_and_a_falling_loss(stylizer, pho
     assert [f.step for f in frames if f.losses is not None] == [5, 10, 15]  # read back only when reported
     assert [f.done for f in frames] == [False] * 14 + [True]
     assert frames[-1].image.size == (64, 43) and frames[-1].size == (64, 43)
-    assert set(frames[-1].losses) == {"content", "style", "total"}
+    assert set(frames[-1].losses) == {"content", "style", "calm", "total"}
     history = frames[-1].history
     assert [step for step, _ in history] == list(range(1, 16))  # every evaluation, read in one go at the end
     assert frames[-1].losses["total"] < 0.5 * history[0][1]["total"]
@@ -76,7 +76,7 @@ def test_should_stop_ends_the_run_after_that_step_and_reports_its_image(stylizer
     assert [f.step for f in frames] == [1, 2, 3, 4] and asked == [1, 2, 3, 4]
     last = frames[-1]
     assert last.stopped and not last.done and last.image.size == (64, 43)  # reported like a last frame
-    assert set(last.losses) == {"content", "style", "total"} and [k for k, _ in last.history] == [1, 2, 3, 4]
+    assert set(last.losses) == {"content", "style", "calm", "total"} and [k for k, _ in last.history] == [1, 2, 3, 4]
     assert all(f.image is None and not f.stopped for f in frames[:-1])  # report_every still decides the others
     with pytest.raises(StopIteration):
         next(run)
@@ -167,8 +167,9 @@ def test_a_batch_optimizes_each_item_for_its_own_objective(stylizer, photo, pain
             Job(photo, [painting], Settings(size=64, steps=12, style_layers="a", style_strength=200, seed=3))]
     final = list(stylizer.run_batch(jobs, report_every=100))[-1]
     assert len(final.images) == 3 and all(img.size == (64, 43) for img in final.images)
-    assert [set(losses) for losses in final.item_losses] == [{"content", "style", "total"}, {"content", "total"},
-                                                             {"content", "style", "total"}]
+    assert [set(losses) for losses in final.item_losses] == [{"content", "style", "calm", "total"},
+                                                             {"content", "calm", "total"},
+                                                             {"content", "style", "calm", "total"}]
     for item, history in enumerate(final.histories):
         assert final.item_losses[item]["total"] < 0.5 * history[0][1]["total"]
     # The first evaluation of each item equals the same job run alone (the targets and weights are its own).

@@ -23,7 +23,7 @@ def test_a_2x2_style_grid_gives_four_distinct_images_whose_losses_fall(stylizer,
     assert len(final.images) == 4 and all(img.size == (64, 43) for img in final.images)
     assert len({img.tobytes() for img in final.images}) == 4
     for losses, history in zip(final.item_losses, final.histories):
-        assert set(losses) == {"content", "style", "total"}
+        assert set(losses) == {"content", "style", "calm", "total"}
         assert losses["total"] < 0.75 * history[0][1]["total"]
     # Row-major: a stronger style weighs more in the objective at the start (same image: the photo).
     start = [h[0][1]["style"] for h in final.histories]

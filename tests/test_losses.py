@@ -5,7 +5,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from stylize.losses import content_loss, gram, style_layer_loss, tv_loss
+from stylize.losses import (CALM_DETAIL, calm_loss, calm_weights, content_loss, gaussian_blur, gram, local_detail,
+                            style_layer_loss, tv_loss)
 from stylize.vgg import CONV_LAYERS, VGGFeatures, avg_pool, conv_relu, conv_shapes, deepest, gram_of
 from stylize.weights import IMAGENET
 
@@ -172,3 +173,50 @@ def test_fused_convolution_and_relu_give_what_torch_gives(dtype):
     out.backward(upstream)
     expected.backward(upstream)
     assert torch.equal(ours.grad, theirs.grad)
+
+
+# ---- calm: smoothness where the photo is smooth ----------------------------------------------------------
+
+def test_calm_loss_by_hand():
+    # x = [[0, 1], [0, 0]]: horizontal pairs (0,1), (0,0); vertical pairs (0,0), (1,0). Each pair is weighted by
+    # its second pixel's calm.
+    x = torch.tensor([[0.0, 1.0], [0.0, 0.0]]).view(1, 1, 2, 2)
+    everywhere = torch.ones(1, 1, 2, 2)
+    assert calm_loss(x, everywhere).item() == pytest.approx(0.5 + 0.5)  # mean of (1, 0) twice, as tv_loss
+    assert calm_loss(x, everywhere).item() == pytest.approx(tv_loss(x).item())
+    busy_corner = torch.tensor([[1.0, 0.0], [1.0, 1.0]]).view(1, 1, 2, 2)  # the top-right pixel is not calm
+    assert calm_loss(x, busy_corner).item() == pytest.approx(0.0 + 0.5)  # its horizontal pair drops out
+    assert calm_loss(x, torch.zeros(1, 1, 2, 2)).item() == 0.0
+
+
+def test_calm_loss_gradient_smooths_only_where_the_photo_is_calm():
+    x = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(0)).requires_grad_(True)
+    weights = torch.zeros(1, 1, 16, 16)
+    weights[..., :, :8] = 1.0  # the left half is calm
+    calm_loss(x, weights).backward()
+    assert x.grad[..., :, :7].abs().min() > 0  # every calm pixel is pulled towards its neighbours
+    assert x.grad[..., :, 9:].abs().max() == 0  # the busy half is left alone
+    step = x.detach() - 50 * x.grad  # a gradient step smooths the calm half and only it
+    assert tv_loss(step[..., :, :7]) < 0.5 * tv_loss(x.detach()[..., :, :7])
+    assert torch.equal(step[..., :, 9:], x.detach()[..., :, 9:])
+
+
+def test_gaussian_blur_keeps_constants_and_sums_to_one():
+    flat = torch.full((1, 1, 20, 30), 0.3, dtype=torch.float64)
+    assert torch.allclose(gaussian_blur(flat, 2.0), flat)
+    impulse = torch.zeros(1, 1, 41, 41, dtype=torch.float64)
+    impulse[..., 20, 20] = 1.0
+    spread = gaussian_blur(impulse, 2.0)
+    assert spread.sum().item() == pytest.approx(1.0)
+    assert spread[..., 20, 20].item() == pytest.approx(1 / (2 * torch.pi * 4), rel=0.01)  # the 2-D Gaussian's peak
+
+
+def test_calm_weights_one_on_a_plain_sky_zero_on_busy_detail():
+    sky = torch.linspace(0.4, 0.6, 48).view(1, 1, 1, 48).expand(1, 3, 32, 48)  # a slow gradient: calm
+    noise = torch.rand(1, 3, 32, 48, generator=torch.Generator().manual_seed(1))  # detail of ~60 grey levels
+    photo = torch.cat([sky, noise], dim=3)  # sky on the left, busy on the right
+    weights = calm_weights(photo)
+    assert weights.shape == (1, 1, 32, 96)
+    assert weights[..., :, 12:30].min() > 0.95  # (the edge: reflection puts a kink in the gradient)
+    assert weights[..., :, 66:].max() == 0.0
+    assert local_detail(photo)[..., :, 66:].min() > 10 * CALM_DETAIL

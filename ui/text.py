@@ -13,7 +13,7 @@ from stylize.regions import KEEP, UPLOAD
 
 from .service import studio
 
-LOSS_COLOURS = {"total": "#1f2937", "content": "#2563eb", "style": "#dc2626"}  # the legend, in this order
+LOSS_COLOURS = {"total": "#1f2937", "content": "#2563eb", "style": "#dc2626", "calm": "#059669", "tv": "#9333ea"}  # the legend
 KIND_CHOICES = [("Style transfer grid (Fig. 3)", "style"), ("Texture synthesis (Fig. 1)", "texture"),
                 ("Content reconstruction (Fig. 1)", "reconstruction")]
 CONTENT_ROW_CHOICES = tuple(f"relu{b}_{c}" for b in range(1, 6) for c in (1, 2))  # offered as check boxes
