@@ -54,14 +54,19 @@ def _pixels(img: Image.Image | np.ndarray) -> np.ndarray:
     return np.repeat(arr[..., None], 3, axis=2) if arr.ndim == 2 else arr
 
 
+def _inside(mask: np.ndarray) -> np.ndarray:
+    """`mask` with the BORDER left out (padding artefacts are another matter), in place."""
+    mask[:BORDER], mask[-BORDER:], mask[:, :BORDER], mask[:, -BORDER:] = False, False, False, False
+    return mask
+
+
 def flat_mask(photo: Image.Image | np.ndarray, size: tuple[int, int] | None = None) -> np.ndarray:
     """(H, W) bool: where the photo is calm, at `size` (width, height; default the photo's own)."""
     if isinstance(photo, Image.Image) and size is not None and photo.size != tuple(size):
         photo = photo.convert("RGB").resize(tuple(size), Image.LANCZOS)
     rgb = torch.from_numpy(_pixels(photo) / 255.0).permute(2, 0, 1)[None]
     mask = local_detail(rgb)[0, 0].numpy() < FLAT_DETAIL  # the detail the engine's calm term reads
-    mask[:BORDER], mask[-BORDER:], mask[:, :BORDER], mask[:, -BORDER:] = False, False, False, False
-    return mask
+    return _inside(mask)
 
 
 def highpass(result: Image.Image | np.ndarray, mask: np.ndarray, sigma: float = 1.5) -> float:
@@ -129,7 +134,6 @@ class Look:
 def measure(result: Image.Image, photo: Image.Image) -> Look:
     """The look of a finished result against its photo (resized to the result's size)."""
     mask = flat_mask(photo, result.size)
-    busy = ~mask
-    busy[:BORDER], busy[-BORDER:], busy[:, :BORDER], busy[:, -BORDER:] = False, False, False, False
+    busy = _inside(~mask)
     return Look(lattice(result, mask), highpass(result, mask), float(mask.mean()), len(_tiles(mask)),
                 highpass(result, busy))
