@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import sys
 import threading
 import time
 from concurrent.futures import Executor
@@ -26,6 +28,21 @@ log = logging.getLogger(__name__)
 
 UPDATE_INTERVAL_S = 0.5  # about two streamed images a second
 PREVIEW_MAX_SIDE = 1024  # previews are sent at most this large (the result itself is a full-size PNG)
+COMPUTE_NICENESS = 10  # Linux's scheduler then gives the server's threads ~10× the compute threads' share
+
+
+def behind_the_server(niceness: int = COMPUTE_NICENESS) -> None:
+    """Lower the calling thread's CPU priority, so that on a CPU shared by a run and the web server the server
+    goes first: a page or a preview waiting behind a run's convolutions is what a visitor notices; a run slowed
+    for the second a page takes is not. Called on the compute thread before its first torch call: torch's OpenMP
+    workers, created by that thread, inherit the priority. Linux only (elsewhere a thread id is no process id)."""
+    if sys.platform != "linux":
+        return
+    thread = threading.get_native_id()
+    try:
+        os.setpriority(os.PRIO_PROCESS, thread, min(19, os.getpriority(os.PRIO_PROCESS, thread) + niceness))
+    except OSError as exc:  # costs the page's speed only
+        log.warning("could not lower the compute thread's priority: %s", exc)
 
 
 @dataclass

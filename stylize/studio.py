@@ -31,7 +31,7 @@ from .inputs import Inputs
 from .machine import cpu_name, default_device, requested_precision
 from .params import Settings, defaults_for
 from .requests import WEIGHT_SOURCES, CompareRequest, ExploreRequest, StylizeRequest, check_weights
-from .streaming import Reporter, Update, on_thread, out_of_memory_as_message, throttle
+from .streaming import Reporter, Update, behind_the_server, on_thread, out_of_memory_as_message, throttle
 from .weights import load_weights
 
 log = logging.getLogger(__name__)
@@ -80,14 +80,15 @@ class Studio:
         self.grid_defaults = grid_defaults(self.defaults, self.device.type)
         self.warmed = threading.Event()
         # Off ZeroGPU, engine work runs on one dedicated thread however the web server's workers hop between calls
-        # (torch's OpenMP team belongs to the calling thread). On ZeroGPU the work runs in a forked process, where
-        # threads of this one do not exist.
+        # (torch's OpenMP team belongs to the calling thread); on a CPU it runs behind the server's threads. On
+        # ZeroGPU the work runs in a forked process, where threads of this one do not exist.
         self._compute: ThreadPoolExecutor | None = None
         if self.zero_gpu:
             self.warmed.set()
         else:
             self._compute = ThreadPoolExecutor(max_workers=int(os.environ.get("STYLIZE_CONCURRENCY", 1)),
-                                               thread_name_prefix="stylize-compute")
+                                               thread_name_prefix="stylize-compute",
+                                               initializer=behind_the_server if self.device.type == "cpu" else None)
             self._compute.submit(self._warm_up)
 
     # ---- this machine ------------------------------------------------------------------------------------------

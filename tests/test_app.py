@@ -230,6 +230,24 @@ def test_private_queue_attributes_still_exist(app_module):
         "gradio's Queue.progress_update_sleep_when_free is gone"
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="uvloop has no Windows build")
+def test_the_server_is_set_up_to_serve_a_page_s_many_requests_fast(server):
+    """A page is ~140 requests: uvicorn serves them with uvloop and httptools (requirements.txt), and launch()
+    freezes start-up's objects out of the collector's full passes (README, Files and disk)."""
+    import gc
+
+    from uvicorn.loops.auto import auto_loop_factory
+    from uvicorn.protocols.http.auto import AutoHTTPProtocol
+
+    assert AutoHTTPProtocol.__name__ == "HttpToolsProtocol"
+    loop = auto_loop_factory()()
+    try:
+        assert type(loop).__module__.startswith("uvloop"), type(loop)
+    finally:
+        loop.close()
+    assert gc.get_freeze_count() > 100_000
+
+
 def test_python_app_py_serves_the_page_within_15_seconds(tmp_path, preset_dir):
     import httpx
 

@@ -1,13 +1,15 @@
 """The app's UI-free glue: throttling, stopping, status lines, thumbnails."""
 
+import sys
 import threading
+from pathlib import Path
 
 import pytest
 
 from stylize import Settings
 from stylize.engine import Frame
 from stylize.requests import StylizeRequest
-from stylize.streaming import Reporter, status_line, throttle
+from stylize.streaming import COMPUTE_NICENESS, Reporter, status_line, throttle
 from stylize.studio import Studio
 
 from PIL import Image
@@ -243,6 +245,30 @@ def test_runs_advance_in_place_in_a_forked_child(app_module, monkeypatch):
     assert list(studio.on_compute_thread(where()))[0].startswith("stylize-compute")  # here: the compute thread
     monkeypatch.setattr(os, "getpid", lambda: -1)  # as seen from a forked child
     assert list(studio.on_compute_thread(where())) == [threading.current_thread().name]  # in place
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="per-thread priority is Linux's")
+def test_runs_on_a_cpu_go_behind_the_web_server(app_module):
+    """On a CPU the compute thread and the OpenMP workers it starts run at a lower priority than the server's
+    threads, so a page loads while a run computes; the server's own threads keep theirs."""
+    import os
+
+    import torch
+
+    studio = app_module.studio
+    assert studio.device.type == "cpu"
+
+    def niceness():
+        x = torch.randn(1, 16, 64, 64)
+        torch.nn.functional.conv2d(x, torch.randn(16, 16, 3, 3), padding=1)  # starts the OpenMP team, if any
+        yield os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    here = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    assert list(studio.on_compute_thread(niceness())) == [min(19, here + COMPUTE_NICENESS)]
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == here
+    tasks = Path(f"/proc/{os.getpid()}/task")
+    lowered = [t for t in tasks.iterdir() if int((t / "stat").read_text().rsplit(")", 1)[1].split()[16]) > here]
+    assert len(lowered) >= min(torch.get_num_threads(), 2)  # the compute thread and its OpenMP workers
 
 
 def test_settings_come_from_values_by_field_name():
