@@ -6,8 +6,8 @@ disk), and exits non-zero if a promise broke:
 - every request done, cancelled by its client, or refused with a message (never anything else);
 - the app's disk use under its cap at the end (the cap is small here, so the sweep must evict);
 - the server's memory flat after warm-up;
-- a second page interactive in under 2 s throughout (or, where this machine's browser alone takes longer on the
-  idle server, within 1 s of that);
+- a second page interactive in under 2 s throughout, on the page's own clock (or, where this machine's browser
+  alone takes 2 s or more on the idle server, within 1 s of that);
 - no traceback in the server's log.
 
     python tools/soak.py                          # 12 clients, 324 requests, an 8 MB disk cap
@@ -144,10 +144,18 @@ def own_cpu(names: tuple[str, ...] = ("chromium", "node")) -> None:
             continue
 
 
-def browser_probe(base: str, stop: threading.Event, idle_done: threading.Event, idle: list[float],
-                  busy: list[float], idle_loads: int = 3, every: float = 5.0) -> None:
+# When the Stylize button is first visible, on the page's own clock (from the start of its navigation): the
+# soak's Python side, busy with a dozen clients, would otherwise add its own waiting to the page's time.
+RUN_VISIBLE_AT = """() => { const b = document.querySelector('#run');
+    return b !== null && b.getClientRects().length > 0 && getComputedStyle(b).visibility !== 'hidden'
+        && performance.now(); }"""
+
+
+def browser_probe(base: str, stop: threading.Event, idle_done: threading.Event, idle: list[tuple[float, float]],
+                  busy: list[tuple[float, float]], idle_loads: int = 3, every: float = 5.0) -> None:
     """A second visitor's page, timed until the Stylize button can be clicked: `idle_loads` times before the load
-    starts (then `idle_done`), and every few seconds under it."""
+    starts (then `idle_done`), and every few seconds under it. Each load gives (seconds on the page's clock,
+    seconds as this process saw them)."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
@@ -158,8 +166,9 @@ def browser_probe(base: str, stop: threading.Event, idle_done: threading.Event, 
                 own_cpu()  # the new page's renderer too
                 started = time.perf_counter()
                 page.goto(base)
-                page.wait_for_selector("#run", state="visible", timeout=60_000)
-                (busy if idle_done.is_set() else idle).append(time.perf_counter() - started)
+                visible_ms = page.wait_for_function(RUN_VISIBLE_AT, timeout=60_000).json_value()
+                seen = (visible_ms / 1000, time.perf_counter() - started)
+                (busy if idle_done.is_set() else idle).append(seen)
                 page.close()
                 if len(idle) >= idle_loads:
                     idle_done.set()
@@ -216,8 +225,8 @@ def soak(args, base: str, pid: int, work: Path, cache: Path, own: Path, log_path
     failures: list[str] = []
     lock = threading.Lock()
     samples: list[tuple[float, float, float]] = []  # (seconds, RSS MB, disk MB)
-    page_seconds: list[float] = []
-    idle_seconds: list[float] = []
+    page_loads: list[tuple[float, float]] = []  # (page's clock, this process's), under load
+    idle_loads: list[tuple[float, float]] = []
     stop, idle_done = threading.Event(), threading.Event()
     started = time.perf_counter()
 
@@ -245,7 +254,7 @@ def soak(args, base: str, pid: int, work: Path, cache: Path, own: Path, log_path
             client.close()
 
     threads = [threading.Thread(target=monitor, daemon=True),
-               threading.Thread(target=browser_probe, args=(base, stop, idle_done, idle_seconds, page_seconds),
+               threading.Thread(target=browser_probe, args=(base, stop, idle_done, idle_loads, page_loads),
                                 daemon=True)]
     visitors = [threading.Thread(target=visitor, args=(n,)) for n in range(args.clients)]
     for thread in threads:
@@ -272,15 +281,18 @@ def soak(args, base: str, pid: int, work: Path, cache: Path, own: Path, log_path
           f"(last quarter median {statistics.median(warm[-max(1, len(warm) // 4):]):.0f} MB)")
     print(f"app disk: peak {max(d for *_, d in samples):.1f} MB, at the end {samples[-1][2]:.1f} MB; cap "
           f"{args.cap_mb:.0f} MB; sweeps that evicted for the cap: {log.count('for the cap') - log.count(' 0 for the cap')}")
+    page_seconds = [page for page, _ in page_loads]
+    idle_page = statistics.median([page for page, _ in idle_loads] or [0])
     if page_seconds:
         print(f"second page interactive: median {statistics.median(page_seconds):.2f} s, max {max(page_seconds):.2f} s "
-              f"({len(page_seconds)} loads under load, {sum(t >= 2 for t in page_seconds)} of them 2 s or more); idle: median "
-              f"{statistics.median(idle_seconds or [0]):.2f} s")
+              f"({len(page_seconds)} loads under load, {sum(t >= 2 for t in page_seconds)} of them 2 s or more); idle: "
+              f"median {idle_page:.2f} s (on the page's clock; as this process saw them: median "
+              f"{statistics.median(seen for _, seen in page_loads):.2f} s, max {max(seen for _, seen in page_loads):.2f} s)")
     tracebacks = log.count("Traceback")
     print(f"tracebacks in the server log: {tracebacks}")
     broken = [failures and "failures", samples[-1][2] > args.cap_mb and "disk over the cap",
-              page_seconds and max(page_seconds) >= max(2.0, statistics.median(idle_seconds or [0]) + 1.0)
-              and "a page took 2 s or more (and 1 s over the idle page)", tracebacks and "tracebacks",
+              page_seconds and max(page_seconds) >= (2.0 if idle_page < 2.0 else idle_page + 1.0)
+              and "a page took 2 s or more (or, where the idle page alone does, 1 s over it)", tracebacks and "tracebacks",
               max(warm) - min(warm) > 300 and "memory grew"]
     broken = [b for b in broken if b]
     print("OK" if not broken else "BROKEN: " + ", ".join(broken))
