@@ -152,8 +152,8 @@ RUN_VISIBLE_AT = """() => { const b = document.querySelector('#run');
 
 
 def browser_probe(base: str, stop: threading.Event, idle_done: threading.Event, idle: list[tuple[float, float]],
-                  busy: list[tuple[float, float]], idle_loads: int = 3, every: float = 5.0) -> None:
-    """A second visitor's page, timed until the Stylize button can be clicked: `idle_loads` times before the load
+                  busy: list[tuple[float, float]], idle_count: int = 3, every: float = 5.0) -> None:
+    """A second visitor's page, timed until the Stylize button can be clicked: `idle_count` times before the load
     starts (then `idle_done`), and every few seconds under it. Each load gives (seconds on the page's clock,
     seconds as this process saw them)."""
     from playwright.sync_api import sync_playwright
@@ -170,7 +170,7 @@ def browser_probe(base: str, stop: threading.Event, idle_done: threading.Event, 
                 seen = (visible_ms / 1000, time.perf_counter() - started)
                 (busy if idle_done.is_set() else idle).append(seen)
                 page.close()
-                if len(idle) >= idle_loads:
+                if len(idle) >= idle_count:
                     idle_done.set()
                 if idle_done.is_set():
                     stop.wait(every)
