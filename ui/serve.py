@@ -27,7 +27,7 @@ def launch(demo: gr.Blocks, **overrides):
     # 12 % of a run's speed (README, Performance). tests/test_app.py fails if a Gradio upgrade removes them.
     demo._queue.sleep_when_free = max(demo._queue.sleep_when_free, 0.05)
     demo._queue.progress_update_sleep_when_free = max(demo._queue.progress_update_sleep_when_free, 0.1)
-    # Start-up leaves ~350,000 long-lived objects (torch, gradio, their modules); frozen, the collector's full
+    # Start-up leaves ~345,000 long-lived objects (torch, gradio, their modules); frozen, the collector's full
     # passes skip them instead of pausing every thread of the server for 0.1–0.4 s (README, Files and disk).
     gc.collect()
     gc.freeze()
