@@ -7,19 +7,31 @@ import os
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
+import gradio as gr  # noqa: E402
 import spaces  # noqa: E402,F401  (must come before anything touches CUDA; a no-op off ZeroGPU)
 
-import gradio as gr  # noqa: E402
-
-from stylize.explore import MAX_CELLS  # noqa: E402
+from stylize.experiments.explore import MAX_CELLS  # noqa: E402
 from stylize.params import ABOUT  # noqa: E402
-from stylize.regions import MAX_REGIONS  # noqa: E402
-from ui import endpoints, handlers as h, runs, serve, text as t  # noqa: E402
-from ui.components import (PhotoInput, RowsInput, control, finished_result, named, region_editor,  # noqa: E402
-                           results_column, strength_controls, thumbs)
-from ui.service import studio  # noqa: E402
+from stylize.service.regions import MAX_REGIONS  # noqa: E402
+from ui import endpoints, runs, serve  # noqa: E402
+from ui import handlers as h
+from ui import text as t
+from ui.components import (  # noqa: E402
+    PhotoInput,
+    RowsInput,
+    control,
+    finished_result,
+    named,
+    region_editor,
+    results_column,
+    strength_controls,
+    thumbs,
+)
+from ui.service import COMPARE_DEFAULTS as CD  # noqa: E402,E501
+from ui.service import DEFAULTS as D
+from ui.service import GRID_DEFAULTS as EX
+from ui.service import LIMITS, studio
 
-D, CD, EX, LIMITS = studio.defaults, studio.compare_defaults, studio.grid_defaults, studio.limits
 SHOWN = h.PRESETS_SHOWN
 SETTINGS = list(ABOUT)  # one control per Settings field, named like it: the API's parameters, in this order
 C: dict[str, gr.components.Component] = {}  # every component the events use, by name

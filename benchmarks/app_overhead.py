@@ -21,7 +21,7 @@ ENGINE_RUN = """
 import sys, time
 from stylize import Settings, Stylizer, load_image, load_weights
 from stylize.presets import PresetImages, load_manifest
-from stylize.streaming import Reporter
+from stylize.engine.updates import Reporter
 photo, preset, size, steps, scales = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
 presets = load_manifest()
 settings = presets[preset].apply(Settings(size=size, steps=steps, scales=scales))

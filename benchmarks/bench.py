@@ -28,15 +28,15 @@ import torch
 from PIL import Image
 
 from stylize import images
-from stylize.budget import RUN_BUDGET_S, Budget
-from stylize.engine import Job, Stylizer
-from stylize.lbfgs import LBFGS
-from stylize.losses import gram
-from stylize.machine import cpu_name, default_device
+from stylize.cost.budget import RUN_BUDGET_S, Budget
+from stylize.engine.lbfgs import LBFGS
+from stylize.engine.loop import Job, Stylizer
+from stylize.engine.losses import gram
+from stylize.engine.precision import cpu_name, default_device
+from stylize.engine.schedule import schedule
+from stylize.engine.vgg import deepest
+from stylize.engine.weights import hub_cache_file, load_embedded, load_file, save_safetensors
 from stylize.params import Settings, defaults_for
-from stylize.plan import schedule
-from stylize.vgg import deepest
-from stylize.weights import hub_cache_file, load_embedded, load_file, save_safetensors
 
 ROOT = Path(__file__).resolve().parent.parent
 SECTIONS = ("steps", "optimizer", "gram", "history", "schedule", "batch", "models", "guard", "default", "cold")
@@ -194,7 +194,7 @@ def cold_start() -> dict:
         os.link(path, hub_cache_file(tmp))
         code = textwrap.dedent("""
             import time
-            from stylize.weights import load_hub
+            from stylize.engine.weights import load_hub
             started = time.perf_counter()
             load_hub()
             print(time.perf_counter() - started)
@@ -363,7 +363,7 @@ def main(argv: list[str] | None = None) -> int:
 
     content, style, source = reference_images()
     weights = load_embedded()
-    auto = Stylizer(weights, device, precision="auto")  # what this machine is given, and why (machine.py)
+    auto = Stylizer(weights, device, precision="auto")  # what this machine is given, and why (engine/precision.py)
     native = auto.precision
     precisions = ["fp32", "bf16"] if device.type == "cpu" or native == "bf16" else ["fp32"]
     stylizers = {p: Stylizer(weights, device, precision=p) for p in precisions}

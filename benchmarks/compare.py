@@ -24,10 +24,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from stylize import Stylizer, load_image, load_weights  # noqa: E402
-from stylize.engine import Job  # noqa: E402
+from stylize.engine.loop import Job  # noqa: E402
+from stylize.engine.updates import Reporter  # noqa: E402
 from stylize.params import defaults_for  # noqa: E402
 from stylize.presets import PHOTOS_DIR, PresetImages, load_manifest  # noqa: E402
-from stylize.streaming import Reporter  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,10 +17,10 @@ from typing import Any
 import torch
 from PIL import Image
 
-from stylize.engine import Stylizer
-from stylize.explore import Grid, run_grid
+from stylize.engine.loop import Stylizer
+from stylize.engine.weights import load_embedded
+from stylize.experiments.explore import Grid, run_grid
 from stylize.params import Settings
-from stylize.weights import load_embedded
 
 from .bench import reference_images
 

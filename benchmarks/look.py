@@ -7,7 +7,7 @@
     python benchmarks/look.py --measure presets/examples         # finished results (examples.json), no run
 
 For each (photo, preset, pooling, calm) it runs the preset's tuned settings (seed 0, fp32, one thread unless
---threads; calm 'preset': the preset's own), then prints `stylize.look.measure` of the 8-bit result —
+--threads; calm 'preset': the preset's own), then prints `benchmarks.lattice.measure` of the 8-bit result —
 `lattice` (periodic fine energy where the photo is flat), `highpass` (all fine energy there) and `texture` (all
 fine energy where it is not) — and the result's style and content losses under fixed judges: `Stylizer.evaluate`
 with pooling avg and with pooling max for every result, whatever pooling made it (losses under different
@@ -53,9 +53,10 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from PIL import Image
 
-    from stylize import Settings, Stylizer, load_image, look
+    from benchmarks import lattice as look
+    from stylize import Settings, Stylizer, load_image
+    from stylize.engine.weights import load_embedded
     from stylize.presets import PHOTOS_DIR, PresetImages, load_manifest
-    from stylize.weights import load_embedded
 
     torch.set_num_threads(args.threads)
     presets = load_manifest()

@@ -10,9 +10,11 @@ import time
 from dataclasses import fields
 from pathlib import Path
 
+from stylize.engine.precision import PRECISION_ENV, PRECISIONS, requested_precision
+
 from .errors import StylizeError
-from .machine import PRECISION_ENV, PRECISIONS, requested_precision
 from .params import ABOUT, CHOICES, Settings
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -52,7 +54,7 @@ def with_machine_flags(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
 
 
 def build_explore_parser() -> argparse.ArgumentParser:
-    from .explore import DEFAULT_CONTENT_LAYERS, DEFAULT_STRENGTHS, KINDS, MAX_CELLS
+    from stylize.experiments.explore import DEFAULT_CONTENT_LAYERS, DEFAULT_STRENGTHS, KINDS, MAX_CELLS
 
     defaults = Settings()
     parser = argparse.ArgumentParser(
@@ -90,9 +92,9 @@ def build_explore_parser() -> argparse.ArgumentParser:
 def engine_for(args: argparse.Namespace, layers: set[str]):
     """The engine (a Stylizer) the flags ask for, loaded only as deep as `layers` need; says which weights and
     precision. Imported here: `--help` stays fast without torch."""
-    from .engine import Stylizer
-    from .vgg import deepest
-    from .weights import load_weights
+    from stylize.engine.loop import Stylizer
+    from stylize.engine.vgg import deepest
+    from stylize.engine.weights import load_weights
 
     weights = load_weights(args.weights, upto=deepest(layers))
     print(f"weights: {weights.summary}", file=sys.stderr)
@@ -133,7 +135,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.masks and content is None:
         raise StylizeError("masks need a photo: they say where on it each style goes")
     if args.masks:
-        from .masks import load_masks
+        from stylize.engine.masks import load_masks
 
         for notice in load_masks(args.masks, len(styles), images.fit_size(content.size, settings.size))[1]:
             print(f"note: {notice}", file=sys.stderr)
@@ -182,8 +184,9 @@ def _numbers(texts: list[str] | None) -> tuple[float, ...] | None:
 def _explore(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from stylize.experiments.explore import Grid, run_grid
+
     from . import images
-    from .explore import Grid, run_grid
 
     settings = Settings(size=args.size, steps=args.steps, seed=args.seed, content_layer=args.content_layer,
                         init=args.init, pooling=args.pooling, tv_weight=args.tv_weight)

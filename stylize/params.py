@@ -12,8 +12,9 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Mapping
 from urllib.parse import urlencode
 
+from stylize.engine.vgg import FEATURE_LAYERS
+
 from .errors import StylizeError
-from .vgg import FEATURE_LAYERS
 
 # The paper's five style representations (Fig. 1, rows a–e).
 STYLE_LAYER_SETS: dict[str, tuple[str, ...]] = {

@@ -20,7 +20,7 @@ PAINTINGS = ROOT.parent / "shared" / "paintings"
 
 @pytest.fixture(scope="session")
 def embedded():
-    from stylize.weights import load_embedded
+    from stylize.engine.weights import load_embedded
 
     return load_embedded()
 

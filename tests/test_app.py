@@ -9,9 +9,8 @@ import time
 from urllib.parse import parse_qs, urlparse
 
 import pytest
-from PIL import Image
-
 from conftest import ROOT, free_port
+from PIL import Image
 
 
 def submit(client, photo, **kwargs):
@@ -136,8 +135,8 @@ def sheet_cells(sheet_path: str, titles: list[str], size=(64, 43)) -> list:
     """The photo's and each result's pixels in a comparison sheet, where the sheet's own layout puts them."""
     import numpy as np
 
-    from stylize.comparison import PHOTO_CAPTION, SHEET_COLUMNS
-    from stylize.grid_image import grid_layout
+    from stylize.experiments.compare import PHOTO_CAPTION, SHEET_COLUMNS
+    from stylize.experiments.sheets import grid_layout
 
     sheet = Image.open(sheet_path).convert("RGB")
     captions = [PHOTO_CAPTION, *titles]
@@ -202,8 +201,8 @@ def test_prefill_reads_the_query_string_with_notices(app_module):
 
 def test_share_links_round_trip_through_prefill(app_module):
     from stylize import Settings
-    from stylize.links import share_url
     from stylize.params import settings_from_values
+    from stylize.service.links import share_url
 
     settings = Settings(size=128, steps=77, style_strength=3.5, init="noise", preserve_color="luminance", seed=9,
                         style_layers="relu1_1,relu2_1", layer_weights="1,3")
@@ -338,7 +337,7 @@ def test_compare_with_both_models_runs_every_preset_twice(client, photo_file, ap
     sheet, status = job.result()
     assert status == "4/4 done"
     assert Image.open(sheet).height > 2 * 43  # the photo and four results: two rows
-    from stylize.comparison import compare_cells
+    from stylize.experiments.compare import compare_cells
 
     presets = app_module.studio.assets.presets
     cells = compare_cells([presets["starry_night"], presets["the_scream"]], app_module.CD, both_models=True)
@@ -396,7 +395,7 @@ def explore_job(client, **kwargs):
 def test_explore_streams_a_2x2_style_grid_with_captions_a_labelled_image_and_a_link(app_module, photo_file):
     from types import SimpleNamespace
 
-    from stylize.explore import Grid
+    from stylize.experiments.explore import Grid
 
     request = SimpleNamespace(session_hash="explore-page", request=None, query_params={}, headers={})
     outputs = list(app_module.endpoints.explore_in_page("style", photo_file, None, ["a", "e"], "2, 200", 64, 20, 0,
@@ -465,10 +464,10 @@ def explore_prefilled(app_module, query: dict) -> list:
 def test_an_explore_link_opens_the_explore_tab_validated_and_clamped(app_module):
     import gradio as gr
 
-    from stylize.explore import Grid
+    from stylize.experiments.explore import Grid
 
     grid = Grid("texture", ("a", "relu1_1,relu3_1"), (0, 7), app_module.EX.replace(size=96, steps=40, seed=3))
-    from stylize.links import explore_url
+    from stylize.service.links import explore_url
 
     url = explore_url("https://huggingface.co/spaces/someone/stylize", grid, "the_scream")
     query = {k: v[0] for k, v in parse_qs(urlparse(url).query).items()}
@@ -504,7 +503,7 @@ def test_an_explore_link_opens_the_explore_tab_validated_and_clamped(app_module)
 def test_clicking_a_cell_sends_its_settings_to_the_stylize_tab(app_module):
     import gradio as gr
 
-    from stylize.explore import Grid
+    from stylize.experiments.explore import Grid
 
     grid = Grid("style", ("a", "relu2_1,relu4_1"), (2, 200), app_module.EX.replace(size=64, steps=5, seed=2))
     state = {"grid": grid.to_dict(), "photo": "/tmp/photo.png", "painting": None, "preset": "the_scream"}

@@ -26,7 +26,7 @@ def test_bench_quick_writes_json_markdown_and_a_chart(tmp_path):
 
 def test_grid_bench_times_a_small_grid_both_ways(stylizer, photo, painting, tmp_path):
     from benchmarks.grid import bench_grid
-    from stylize.explore import Grid
+    from stylize.experiments.explore import Grid
 
     grid = Grid("style", rows=("a", "c"), columns=(2.0, 20.0))
     result = bench_grid(stylizer, photo, painting, size=64, steps=2, grid=grid, save_to=tmp_path / "grid.png")

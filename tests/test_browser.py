@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT, gradient_photo
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -347,8 +346,8 @@ def test_compare_carries_the_photo_picks_paintings_runs_downloads_a_sheet_and_re
     src = page.locator("#compare-sheet img").first.get_attribute("src")
     sheet = Image.open(io.BytesIO(page.request.get(src).body())).convert("RGB")
     photo = Image.open(app_module.studio.assets.photos[photo_id].path).convert("RGB")
-    from stylize.comparison import PHOTO_CAPTION
-    from stylize.grid_image import grid_layout
+    from stylize.experiments.compare import PHOTO_CAPTION
+    from stylize.experiments.sheets import grid_layout
 
     size = (64, round(64 * photo.height / photo.width)) if photo.width >= photo.height else None
     layout = grid_layout(size, [""], [PHOTO_CAPTION, *titles])
@@ -385,7 +384,7 @@ def test_a_shared_page_whose_images_were_swept_opens_with_its_settings_and_one_m
     """Issue 22: a shared page keeps its settings when the disk cap has evicted its images: the real sweep runs
     (files aged past its grace period, a cap that leaves only the link states and what every page shows), then the
     link opens in the browser: one message, the image boxes empty, the settings as shared."""
-    from stylize.housekeeping import Folder, Housekeeper, missing_files
+    from stylize.service.housekeeping import Folder, Housekeeper, missing_files
     from ui import disk
 
     page = browser.new_page(viewport={"width": 1280, "height": 1000})

@@ -8,13 +8,25 @@ from datetime import timedelta
 import pytest
 import torch
 
-from stylize.budget import (COMPARE_BUDGET_S, MIN_COMPARE_SIZE, MIN_DEFAULT_STEPS, RUN_BUDGET_S, SAFETY,
-                            ZEROGPU_DEFAULT_S, ZEROGPU_FLOOR_S, ZEROGPU_MAX_S, Budget, ZeroGpu, bytes_per_pixel,
-                            fit_defaults, plan_batches)
+from stylize.cost.budget import (
+    COMPARE_BUDGET_S,
+    MIN_COMPARE_SIZE,
+    MIN_DEFAULT_STEPS,
+    RUN_BUDGET_S,
+    SAFETY,
+    ZEROGPU_DEFAULT_S,
+    ZEROGPU_FLOOR_S,
+    ZEROGPU_MAX_S,
+    Budget,
+    ZeroGpu,
+    bytes_per_pixel,
+    fit_defaults,
+    plan_batches,
+)
+from stylize.cost.timing import ENGINE_FACTOR, GPU_SECONDS_PER_MPX, StepCost
 from stylize.errors import StylizeError
-from stylize.machine import ENGINE_FACTOR, GPU_SECONDS_PER_MPX, StepCost
 from stylize.params import defaults_for
-from stylize.streaming import out_of_memory_as_message
+from stylize.service.compute import out_of_memory_as_message
 
 CPU = defaults_for("cpu")
 GPU = defaults_for("cuda")

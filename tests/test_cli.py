@@ -3,9 +3,8 @@
 import subprocess
 import sys
 
-from PIL import Image
-
 from conftest import ROOT, gradient_photo, stripes_painting
+from PIL import Image
 
 
 def cli(*args: str, cwd=ROOT) -> subprocess.CompletedProcess:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from stylize.comparison import PHOTO_CAPTION, SHEET_COLUMNS, comparison_sheet
-from stylize.links import compare_url, open_compare_link
-from stylize.grid_image import grid_layout
+from stylize.experiments.compare import PHOTO_CAPTION, SHEET_COLUMNS, comparison_sheet
+from stylize.experiments.sheets import grid_layout
 from stylize.params import Settings
+from stylize.service.links import compare_url, open_compare_link
 
 
 def solid(colour, size=(64, 48)) -> Image.Image:

@@ -5,12 +5,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import gradient_photo, stripes_painting
 from PIL import Image
 
 from stylize import Settings, StylizeError
 from stylize.images import rgb_to_yiq, to_tensor
-
-from conftest import gradient_photo, stripes_painting
 
 PRESETS = Path(__file__).resolve().parent.parent / "presets"
 
@@ -160,7 +159,7 @@ def test_one_strength_gives_the_same_balance_with_either_pooling(stylizer):
 
 
 def test_a_batch_optimizes_each_item_for_its_own_objective(stylizer, photo, painting):
-    from stylize.engine import Job
+    from stylize.engine.loop import Job
 
     jobs = [Job(photo, [painting], Settings(size=64, steps=12)),
             Job(photo, [], Settings(size=64, steps=12, content_layer="relu1_1", init="noise")),
@@ -182,7 +181,7 @@ def test_a_batch_optimizes_each_item_for_its_own_objective(stylizer, photo, pain
 def test_a_batch_of_mixed_depths_scores_each_item_as_if_alone(stylizer, photo, painting):
     # The network drops each item after its own deepest layer (relu1_1, relu2_1, relu4_1, relu5_1 here): masked
     # Gram, patch (MRF) and plain terms must still find their item's features among those carried.
-    from stylize.engine import Job
+    from stylize.engine.loop import Job
 
     left = Image.new("L", photo.size, 0)
     left.paste(255, (0, 0, photo.width // 2, photo.height))
@@ -201,7 +200,7 @@ def test_a_batch_of_mixed_depths_scores_each_item_as_if_alone(stylizer, photo, p
 
 
 def test_the_network_carries_an_item_only_as_deep_as_it_needs(stylizer):
-    from stylize.vgg import carried
+    from stylize.engine.vgg import carried
 
     x = torch.rand(3, 3, 32, 48)
     depths = ["relu1_1", "relu5_1", "relu3_1"]
@@ -215,7 +214,7 @@ def test_the_network_carries_an_item_only_as_deep_as_it_needs(stylizer):
 
 
 def test_a_batch_must_share_the_shape_of_the_work(stylizer, photo, painting):
-    from stylize.engine import Job
+    from stylize.engine.loop import Job
 
     with pytest.raises(StylizeError, match="must share output size"):
         stylizer.run_batch([Job(photo, [painting], Settings(size=64)), Job(photo, [painting], Settings(size=96))])
@@ -362,7 +361,7 @@ def test_an_all_white_mask_gives_the_same_result_as_no_mask(stylizer, photo, pai
 
 
 def test_each_half_takes_the_style_of_its_own_painting(stylizer, photo):
-    from stylize.losses import gram
+    from stylize.engine.losses import gram
 
     warm, cool = stripes_painting(96, 96, seed=1), Image.new("RGB", (96, 96), (30, 60, 200))
     cool = Image.fromarray(np.clip(np.asarray(cool, float) + np.random.default_rng(0).normal(0, 40, (96, 96, 3)),

@@ -6,13 +6,12 @@ from urllib.parse import parse_qs, urlencode
 
 import numpy as np
 import pytest
+from conftest import ROOT, gradient_photo, stripes_painting
 from PIL import Image
 
 from stylize import Settings, StylizeError
-from stylize.explore import MAX_CELLS, Grid, run_grid, style_set_label
-from stylize.grid_image import GAP, PAD, grid_layout, labelled_grid
-
-from conftest import ROOT, gradient_photo, stripes_painting
+from stylize.experiments.explore import MAX_CELLS, Grid, run_grid, style_set_label
+from stylize.experiments.sheets import GAP, PAD, grid_layout, labelled_grid
 
 
 def test_a_2x2_style_grid_gives_four_distinct_images_whose_losses_fall(stylizer, photo, painting):
@@ -237,7 +236,7 @@ def test_the_cli_refuses_bad_input_with_one_line(tmp_path):
 
 def test_a_grid_too_large_for_the_gpu_runs_as_batches_one_after_another(stylizer, photo, painting):
     """Chunks (as the GPU memory planner makes them) give every cell, row-major, in one stream of frames."""
-    from stylize.explore import Grid, run_grid
+    from stylize.experiments.explore import Grid, run_grid
 
     grid = Grid("style", ("a", "c"), (10.0, 100.0), Settings(size=64, steps=3, scales=1))
     whole = list(run_grid(stylizer, grid, photo, painting, report_every=1))

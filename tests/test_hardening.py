@@ -7,15 +7,14 @@ import re
 import time
 from pathlib import Path
 
+import corpus
 import httpx
 import numpy as np
 import pytest
+from conftest import gradient_photo
 from PIL import Image
 
-import corpus
-from conftest import gradient_photo
-from stylize import images
-from stylize import StylizeError, load_image
+from stylize import StylizeError, images, load_image
 from stylize.images import fit_size
 
 UPLOAD_CAP = 10 * 2**20  # app.MAX_UPLOAD
@@ -46,7 +45,7 @@ def test_the_corpus_through_the_engine(cases):
 
 def loader_spy(monkeypatch) -> list:
     """What stylize's loader made of each upload, as (what, image), while the real loader runs."""
-    from stylize import inputs
+    from stylize.service import inputs
 
     seen, original = [], inputs.load_upload
 

@@ -16,9 +16,9 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import free_port, gradient_photo
-from stylize.housekeeping import DAY, LINKS, Folder, Housekeeper, missing_files
+
+from stylize.service.housekeeping import DAY, LINKS, Folder, Housekeeper, missing_files
 
 NOW = time.time() + 365 * DAY
 HOUR = 3600.0

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from stylize.lbfgs import LBFGS, times_history
+from stylize.engine.lbfgs import LBFGS, times_history
 
 
 def problem(n: int = 40, seed: int = 0):

@@ -1,4 +1,4 @@
-"""The lattice measure (stylize/look.py) on hand-made images, and a small fixed run that fails if the lattice of
+"""The lattice measure (benchmarks/lattice.py) on hand-made images, and a small fixed run that fails if the lattice of
 issue #20 comes back (coloured dots on a grid over a calm sky)."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from stylize import look
+from benchmarks import lattice as look
 
 H, W = 128, 160
 GREY = np.full((H, W, 3), 128.0)

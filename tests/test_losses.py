@@ -5,10 +5,19 @@ import torch
 import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from stylize.losses import (CALM_DETAIL, calm_loss, calm_weights, content_loss, gaussian_blur, gram, local_detail,
-                            style_layer_loss, tv_loss)
-from stylize.vgg import CONV_LAYERS, VGGFeatures, avg_pool, conv_relu, conv_shapes, deepest, gram_of
-from stylize.weights import IMAGENET
+from stylize.engine.losses import (
+    CALM_DETAIL,
+    calm_loss,
+    calm_weights,
+    content_loss,
+    gaussian_blur,
+    gram,
+    local_detail,
+    style_layer_loss,
+    tv_loss,
+)
+from stylize.engine.vgg import CONV_LAYERS, VGGFeatures, avg_pool, conv_relu, conv_shapes, deepest, gram_of
+from stylize.engine.weights import IMAGENET
 
 
 def test_gram_is_f_f_transpose():

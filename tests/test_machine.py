@@ -10,11 +10,11 @@ import time
 
 import pytest
 import torch
-
 from conftest import ROOT
+
+from stylize.cost.timing import StepCost, megapixel_steps
+from stylize.engine.precision import BF16_MARGIN, cpu_precision, gpu_precision, requested_precision, time_floor
 from stylize.errors import StylizeError
-from stylize.machine import (BF16_MARGIN, StepCost, cpu_precision, gpu_precision, megapixel_steps,
-                             requested_precision, time_floor)
 from stylize.params import Settings
 
 
@@ -107,7 +107,7 @@ def test_a_bad_precision_stops_the_cli_and_the_app_with_one_line(command):
 
 
 def test_an_x86_cpu_without_bf16_instructions_is_never_given_bf16():
-    from stylize.machine import lacks_bf16
+    from stylize.engine.precision import lacks_bf16
 
     assert lacks_bf16({"architecture": "x86_64", "avx512_bf16": False, "amx_bf16": False})  # this workplace's Xeon
     assert not lacks_bf16({"architecture": "x86_64", "avx512_bf16": True, "amx_bf16": False})  # Zen 4: probe it

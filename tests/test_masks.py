@@ -7,10 +7,10 @@ import pytest
 import torch
 from PIL import Image
 
+from stylize.engine.losses import gram, style_layer_loss
+from stylize.engine.masks import block_of, guided_gram, guided_style_loss, layer_masks, load_masks, normalize_masks
+from stylize.engine.vgg import VGGFeatures
 from stylize.errors import StylizeError
-from stylize.losses import gram, style_layer_loss
-from stylize.masks import block_of, guided_gram, guided_style_loss, layer_masks, load_masks, normalize_masks
-from stylize.vgg import VGGFeatures
 
 # ---- layer_masks -------------------------------------------------------------------------------
 

@@ -10,9 +10,9 @@ from dataclasses import fields
 
 import httpx
 import numpy as np
+from conftest import gradient_photo
 from PIL import Image
 
-from conftest import gradient_photo
 from stylize import Settings
 
 

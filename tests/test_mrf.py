@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
+from stylize.engine.mrf import PatchBank, mrf_loss, mrf_target, nearest_patches, patch_bank, target_loss
 from stylize.errors import StylizeError
-from stylize.mrf import PatchBank, mrf_loss, mrf_target, nearest_patches, patch_bank, target_loss
 
 
 def rand_map(c: int, h: int, w: int, seed: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:

@@ -3,14 +3,13 @@
 import re
 
 import pytest
+from conftest import stripes_painting
 from PIL import Image
 
 import stylize.presets as presets_module
 from stylize import Settings, StylizeError
 from stylize.images import load_image
 from stylize.presets import MANIFEST, PRESETS_DIR, PresetImages, example_photos, load_manifest, load_photos
-
-from conftest import stripes_painting
 
 EXAMPLE_PHOTOS = {"tubingen", "chelsea_cat", "grace_hopper", "nyc_storm_skyline", "macaque", "sagarmatha"}
 # CC BY photos: the photographer and the licence the credit must name.

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import gradient_photo
 from PIL import Image, ImageDraw
 
 from stylize import Settings, StylizeError
-from stylize.regions import KEEP, MAIN, UPLOAD, read_regions, region_masks
-
-from conftest import gradient_photo
+from stylize.service.regions import KEEP, MAIN, UPLOAD, read_regions, region_masks
 
 W, H = 90, 60
 
@@ -103,7 +102,7 @@ def test_studio_region_inputs_load_the_paintings_and_say_what_is_missing(app_mod
 
 def test_api_masks_are_checked_and_counted_against_the_styles(app_module, tmp_path, photo_file):
     studio = app_module.studio
-    from stylize.inputs import load_upload
+    from stylize.service.inputs import load_upload
 
     photo = load_upload(photo_file, "the photo")
     white, black, square = tmp_path / "white.png", tmp_path / "black.png", tmp_path / "square.png"
@@ -138,7 +137,7 @@ def test_a_preset_may_choose_the_patch_model(tmp_path):
 def test_shareable_links_carry_the_patch_model(app_module):
     from urllib.parse import parse_qs, urlparse
 
-    from stylize.links import share_url
+    from stylize.service.links import share_url
 
     settings = app_module.D.replace(style_model="mrf", mrf_layers="relu2_1,relu3_1", mrf_patch=5)
     url = share_url("http://127.0.0.1:7860/", settings, ["the_scream"])
@@ -149,7 +148,7 @@ def test_shareable_links_carry_the_patch_model(app_module):
 
 
 def test_compare_cells_show_both_models_with_captions_and_batch_what_can_share_a_batch(app_module):
-    from stylize.comparison import compare_batches, compare_cells
+    from stylize.experiments.compare import compare_batches, compare_cells
 
     studio = app_module.studio
     presets = studio.assets.presets
@@ -165,7 +164,7 @@ def test_compare_cells_show_both_models_with_captions_and_batch_what_can_share_a
     assert compare_batches(cells, range(len(cells)), (4, 3), studio.gpu_batches) == [[0, 1, 2, 3], [4]]
     assert compare_batches(cells, [0, 4, 2], (4, 3), studio.gpu_batches) == [[0, 2], [4]]
     # The GPU time asked for covers each result's own run, with one request's start-up and margin.
-    from stylize.budget import ZeroGpu
+    from stylize.cost.budget import ZeroGpu
 
     both = studio.budget.seconds(base) + studio.budget.seconds(base.replace(style_model="mrf"))
     assert studio.compare_seconds(compare_cells([presets["starry_night"]], base, True)) == ZeroGpu.request(both)

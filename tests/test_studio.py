@@ -5,16 +5,15 @@ import threading
 from pathlib import Path
 
 import pytest
-
-from stylize import Settings
-from stylize.engine import Frame
-from stylize.requests import StylizeRequest
-from stylize.streaming import COMPUTE_NICENESS, Reporter, status_line, throttle
-from stylize.studio import Studio
-
+from conftest import gradient_photo, stripes_painting
 from PIL import Image
 
-from conftest import gradient_photo, stripes_painting
+from stylize import Settings
+from stylize.engine.loop import Frame
+from stylize.engine.updates import Reporter, status_line, throttle
+from stylize.service.checks import StylizeRequest
+from stylize.service.compute import COMPUTE_NICENESS
+from stylize.service.studio import Studio
 
 
 def fake_frames(count: int, log: list, report):
@@ -66,7 +65,7 @@ def test_status_line_reads_well():
 
 
 def test_stop_belongs_to_the_run_token_and_may_come_before_the_run(tmp_path, monkeypatch):
-    from stylize.stopping import StopFlag, new_token
+    from stylize.service.stopping import StopFlag, new_token
 
     monkeypatch.setenv("STYLIZE_FILES_DIR", str(tmp_path))
     mine, other = new_token(), new_token()
@@ -82,7 +81,7 @@ def test_stop_belongs_to_the_run_token_and_may_come_before_the_run(tmp_path, mon
 def test_a_stop_flag_set_in_one_process_is_seen_in_a_forked_one(tmp_path, monkeypatch):
     import multiprocessing
 
-    from stylize.stopping import StopFlag
+    from stylize.service.stopping import StopFlag
 
     monkeypatch.setenv("STYLIZE_FILES_DIR", str(tmp_path))
     ctx = multiprocessing.get_context("fork")
@@ -122,97 +121,20 @@ def test_studio_runs_a_preset_and_makes_thumbnails(app_module):
 def test_saved_results_are_lossless_with_unguessable_names(tmp_path, monkeypatch):
     from pathlib import Path
 
-    from stylize import files
+    from stylize.service import storage
 
     monkeypatch.setenv("STYLIZE_FILES_DIR", str(tmp_path))
     image = gradient_photo()
-    first, second = Path(files.save_result(image)), Path(files.save_result(image))
+    first, second = Path(storage.save_result(image)), Path(storage.save_result(image))
     assert first.parent == tmp_path / "results" and first != second
     assert Image.open(first).format == "PNG" and Image.open(first).tobytes() == image.tobytes()
     assert not [p for p in first.parent.iterdir() if p.suffix == ".part"]  # written whole, then renamed
 
 
-def test_on_thread_runs_ahead_keeps_the_newest_and_always_delivers_the_last():
-    """The optimization never waits for its reader: a slow reader gets the newest item each time (older ones are
-    dropped), the last item always arrives, and everything runs on the one compute thread."""
-    import time
-    from concurrent.futures import ThreadPoolExecutor
-
-    from stylize.streaming import on_thread
-
-    seen, closed = [], []
-
-    def numbers():
-        try:
-            for i in range(20):
-                seen.append(threading.get_ident())
-                time.sleep(0.01)
-                yield i
-        finally:
-            closed.append(threading.get_ident())
-
-    with ThreadPoolExecutor(1) as executor:
-        got = []
-        for item in on_thread(numbers(), executor):
-            got.append(item)
-            time.sleep(0.06)  # a reader six times slower than the producer
-    assert got[-1] == 19 and got == sorted(got) and len(got) < 10, got
-    assert len(seen) == 20  # the producer never waited for the reader
-    assert len(set(seen + closed)) == 1 and seen[0] != threading.get_ident()
-
-
-def test_on_thread_hands_an_error_to_its_reader_after_the_items_before_it():
-    from concurrent.futures import ThreadPoolExecutor
-
-    from stylize.errors import StylizeError
-    from stylize.streaming import on_thread
-
-    def failing():
-        yield "first"
-        raise StylizeError("the optimization diverged")
-
-    with ThreadPoolExecutor(1) as executor:
-        items = on_thread(failing(), executor)
-        assert next(items) == "first"
-        with pytest.raises(StylizeError, match="diverged"):
-            next(items)
-
-
-def test_closing_a_run_never_waits_for_the_compute_thread():
-    """A cancel closes the run on the web server's event-loop thread: it must return at once, and the close
-    still happens on the compute thread once its current step is done."""
-    import time
-    from concurrent.futures import ThreadPoolExecutor
-
-    from stylize.streaming import on_thread
-
-    closed, step_running = [], threading.Event()
-
-    def slow_steps():
-        try:
-            while True:
-                step_running.set()
-                time.sleep(0.05)
-                yield 1
-        finally:
-            closed.append(threading.current_thread().name)
-
-    with ThreadPoolExecutor(1, thread_name_prefix="compute") as executor:
-        items = on_thread(slow_steps(), executor)
-        next(items)
-        busy = executor.submit(time.sleep, 1.5)  # the compute thread is busy for a while
-        started = time.perf_counter()
-        items.close()
-        assert time.perf_counter() - started < 0.2
-        assert not closed
-        busy.result()
-    assert closed and closed[0].startswith("compute")
-
-
 def test_closing_in_background_does_not_wait_for_a_slow_close():
     import time
 
-    from stylize.streaming import closing_in_background
+    from stylize.service.compute import closing_in_background
 
     closed = threading.Event()
 
@@ -233,18 +155,26 @@ def test_closing_in_background_does_not_wait_for_a_slow_close():
     assert list(closing_in_background(iter([1, 2]))) == [1, 2]
 
 
+def stepping_thread(studio, probe):
+    """Run a tiny real run through the studio and return what `probe()` says on the thread that steps it."""
+    from stylize.engine.loop import Job
+
+    seen = []
+    job = Job(gradient_photo(), [gradient_photo(seed=1)], Settings(size=64, steps=3, scales=1))
+    run = studio.engine().prepare([job], should_stop=lambda: bool(seen.append(probe())))
+    list(studio.frames(run))
+    return seen[0]
+
+
 def test_runs_advance_in_place_in_a_forked_child(app_module, monkeypatch):
-    """In a forked process (ZeroGPU's worker) the compute thread does not exist: work must not be sent to it."""
+    """In a forked process (ZeroGPU's worker) the scheduler's thread does not exist: a run steps by itself there."""
     import os
 
     studio = app_module.studio
-
-    def where():
-        yield threading.current_thread().name
-
-    assert list(studio.on_compute_thread(where()))[0].startswith("stylize-compute")  # here: the compute thread
+    name = lambda: threading.current_thread().name  # noqa: E731
+    assert stepping_thread(studio, name) == studio.scheduler.thread_name  # here: the compute thread
     monkeypatch.setattr(os, "getpid", lambda: -1)  # as seen from a forked child
-    assert list(studio.on_compute_thread(where())) == [threading.current_thread().name]  # in place
+    assert stepping_thread(studio, name) == threading.current_thread().name  # in place
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="per-thread priority is Linux's")
@@ -257,14 +187,9 @@ def test_runs_on_a_cpu_go_behind_the_web_server(app_module):
 
     studio = app_module.studio
     assert studio.device.type == "cpu"
-
-    def niceness():
-        x = torch.randn(1, 16, 64, 64)
-        torch.nn.functional.conv2d(x, torch.randn(16, 16, 3, 3), padding=1)  # starts the OpenMP team, if any
-        yield os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
-
     here = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
-    assert list(studio.on_compute_thread(niceness())) == [min(19, here + COMPUTE_NICENESS)]
+    niceness = stepping_thread(studio, lambda: os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+    assert niceness == min(19, here + COMPUTE_NICENESS)
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == here
     tasks = Path(f"/proc/{os.getpid()}/task")
     lowered = [t for t in tasks.iterdir() if int((t / "stat").read_text().rsplit(")", 1)[1].split()[16]) > here]
@@ -283,7 +208,7 @@ def test_settings_come_from_values_by_field_name():
 
 def test_limits_and_bounded_work(app_module, photo_file):
     from stylize import StylizeError
-    from stylize.requests import check_compare, check_stylize
+    from stylize.service.checks import check_compare, check_stylize
 
     studio = app_module.studio
     limits, d = studio.limits, studio.defaults
@@ -308,8 +233,8 @@ def test_limits_and_bounded_work(app_module, photo_file):
     with pytest.raises(StylizeError, match="add a photo first"):
         check_compare(studio, None, ["starry_night"], studio.compare_defaults)
     # On ZeroGPU a request is also bounded by the duration a task may ask for (the platform's maximum).
-    from stylize.budget import Budget, ZeroGpu
-    from stylize.machine import StepCost
+    from stylize.cost.budget import Budget, ZeroGpu
+    from stylize.cost.timing import StepCost
 
     zero = Budget("cuda", StepCost.from_floor(None), ZeroGpu(1.5))
     zero.check(Settings(size=1024, steps=500))
@@ -358,8 +283,8 @@ def test_make_examples_writes_images_and_a_manifest(tmp_path, monkeypatch):
 
 
 def test_page_loads_start_from_defaults_that_follow_the_runs_measured(app_module):
-    from stylize.budget import RUN_BUDGET_S, SAFETY, Budget
-    from stylize.machine import StepCost
+    from stylize.cost.budget import RUN_BUDGET_S, SAFETY, Budget
+    from stylize.cost.timing import StepCost
 
     studio = Studio.__new__(Studio)
     studio.device, studio.budget = app_module.studio.device, Budget("cpu", StepCost(1.0, "a fast probe"))

@@ -8,13 +8,20 @@ import textwrap
 
 import pytest
 import torch
+from conftest import ROOT, gradient_photo, stripes_painting
 from safetensors.torch import save_file
 
-from stylize import Settings, Stylizer, StylizeError
-from stylize.vgg import CONV_LAYERS
-from stylize.weights import CAFFE, HUB_REPO, IMAGENET, TORCHVISION_INDEX, hub_cache_file, load_file, load_safetensors
-
-from conftest import ROOT, gradient_photo, stripes_painting
+from stylize import Settings, StylizeError, Stylizer
+from stylize.engine.vgg import CONV_LAYERS
+from stylize.engine.weights import (
+    CAFFE,
+    HUB_REPO,
+    IMAGENET,
+    TORCHVISION_INDEX,
+    hub_cache_file,
+    load_file,
+    load_safetensors,
+)
 
 
 def as_torchvision(embedded, layer_factors=None) -> dict[str, torch.Tensor]:
@@ -110,7 +117,7 @@ def run_python(code: str, env: dict[str, str]) -> subprocess.CompletedProcess:
 
 LOAD_AUTO = """
     import json, time
-    from stylize.weights import load_weights
+    from stylize.engine.weights import load_weights
     started = time.perf_counter()
     w = load_weights("auto")
     print(json.dumps({"source": w.source, "reason": w.reason, "summary": w.summary,
@@ -140,7 +147,7 @@ def test_unreachable_hub_falls_back_to_embedded_within_3s_and_says_why(tmp_path)
 
 
 LOAD_HUB = """
-    from stylize.weights import load_weights
+    from stylize.engine.weights import load_weights
     from stylize.errors import StylizeError
     try:
         load_weights("hub")
@@ -173,7 +180,7 @@ def test_a_truncated_cached_hub_file_gives_a_clear_reason_and_the_fallback(tmp_p
 
 
 def test_auto_honours_STYLIZE_WEIGHTS(tmp_path, embedded, monkeypatch):
-    from stylize.weights import load_weights
+    from stylize.engine.weights import load_weights
 
     path = tmp_path / "mine.safetensors"
     save_file(as_torchvision(embedded), str(path))
@@ -187,6 +194,6 @@ def test_auto_honours_STYLIZE_WEIGHTS(tmp_path, embedded, monkeypatch):
 
 
 def test_only_the_layers_in_use_are_loaded(embedded):
-    from stylize.weights import load_embedded
+    from stylize.engine.weights import load_embedded
 
     assert list(load_embedded(upto="relu3_1").convs) == ["conv1_1", "conv1_2", "conv2_1", "conv2_2", "conv3_1"]

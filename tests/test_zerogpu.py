@@ -20,10 +20,10 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from conftest import gradient_photo
 from PIL import Image
 
-from conftest import gradient_photo
-from stylize.stopping import new_token
+from stylize.service.stopping import new_token
 
 DEADLINE_S = 240
 
@@ -131,7 +131,7 @@ def test_stylize_streams_from_a_forked_worker_and_stop_from_the_parent_ends_it(a
     assert any(child.pid != os.getpid() for child in multiprocessing.active_children())
     assert zerogpu and zerogpu[0] == asked
     # The run's stop file is gone with the run.
-    from stylize.stopping import StopFlag
+    from stylize.service.stopping import StopFlag
 
     assert not StopFlag(token).is_set()
 
@@ -180,7 +180,7 @@ def test_masks_cross_to_the_worker_as_images_and_keep_the_photo_where_none_cover
 def test_compare_runs_in_the_worker_and_stop_ends_the_batch_with_every_image(app_module, zerogpu, tmp_path):
     """The presets run as one batch in the worker; Stop, pressed in the parent, ends it and every preset keeps its
     image; the sheet shows what was made."""
-    from stylize.comparison import compare_cells
+    from stylize.experiments.compare import compare_cells
 
     app = app_module
     photo = tmp_path / "photo.png"
@@ -229,7 +229,7 @@ def test_explore_streams_every_cell_from_the_worker_and_stop_ends_the_grid(app_m
                                                                            "c · seed 1"]
     assert all(np.asarray(image).shape == (64, 64, 3) for image, _ in cells)
     assert Image.open(labelled).width > 2 * 64 and "tab=explore" in link and state["preset"] == "starry_night"
-    from stylize.explore import Grid
+    from stylize.experiments.explore import Grid
 
     grid = Grid("texture", ("a", "c"), (0, 1), app.EX.replace(size=64, steps=1000))
     assert zerogpu == [app.studio.budget.request(grid.settings, batch=4)]
@@ -239,11 +239,10 @@ def test_an_error_in_the_worker_reaches_the_user_as_its_message(app_module, zero
     """A StylizeError raised in the worker crosses the process boundary as a gr.Error with its message (spaces
     turns any other exception into a bare "ZeroGPU worker error")."""
     import gradio as gr
-
     from conftest import stripes_painting
 
-    from stylize.requests import StylizeRequest
-    from stylize.stopping import StopFlag
+    from stylize.service.checks import StylizeRequest
+    from stylize.service.stopping import StopFlag
 
     app = app_module
     broken = StylizeRequest(gradient_photo(), [stripes_painting()], app.D.replace(size=64, steps=3), weights="../x")
@@ -290,7 +289,7 @@ print(json.dumps({
 
 def test_a_run_stopped_while_it_waits_asks_zerogpu_for_nothing(app_module, zerogpu, tmp_path):
     """Stop pressed while the run waits in the queue: the run ends at once when its turn comes, no GPU asked."""
-    from stylize.stopping import StopFlag
+    from stylize.service.stopping import StopFlag
     from ui.runs import NOT_STARTED
 
     photo = tmp_path / "photo.png"

@@ -13,8 +13,8 @@ from pathlib import Path
 import gradio as gr
 from gradio.utils import get_upload_folder
 
-from stylize import files
-from stylize.housekeeping import DAY, Folder, Housekeeper, missing_files
+from stylize.service import storage
+from stylize.service.housekeeping import DAY, Folder, Housekeeper, missing_files
 
 log = logging.getLogger("stylize.disk")
 CACHE = Path(get_upload_folder())  # gradio's: uploads, previews, results shown, MCP inputs, editor layers, links
@@ -32,10 +32,10 @@ def housekeeper(demo: gr.Blocks) -> Housekeeper:
 
     folders = [Folder(CACHE, "gradio cache (uploads, previews, results shown, MCP inputs, editor layers, links)", HOUR,
                       links=True),
-               Folder(files.folder("results"), "result PNGs (gradio copies them when shown)", 600),
-               Folder(files.folder("regions"), "region editor backgrounds", HOUR),
-               Folder(files.folder("stops"), "stop flags (longer than any queue wait)", 6 * HOUR),
-               Folder(files.folder("thumbnails"), "copies of shipped images", None)]
+               Folder(storage.folder("results"), "result PNGs (gradio copies them when shown)", 600),
+               Folder(storage.folder("regions"), "region editor backgrounds", HOUR),
+               Folder(storage.folder("stops"), "stop flags (longer than any queue wait)", 6 * HOUR),
+               Folder(storage.folder("thumbnails"), "copies of shipped images", None)]
     cap = int(float(os.environ.get("STYLIZE_DISK_CAP_GB", 5)) * 1e9)
     return Housekeeper(folders, cap=cap, link_age=LINK_DAYS * DAY, keep=shown_to_every_page)
 

@@ -1,5 +1,5 @@
 """The public endpoints (API and MCP tools: /stylize, /compare, /explore) and the page's runs that share their
-code: each checks its request once (stylize/requests.py) and runs it (runs.py). A public endpoint returns its image
+code: each checks its request once (stylize/service/checks.py) and runs it (runs.py). A public endpoint returns its image
 once, at the end, and one status line; the page's runs also stream previews and fill the page's other outputs.
 Their signatures and parameter docs come from the settings' descriptions (stylize/params.py)."""
 
@@ -10,20 +10,26 @@ from typing import Any, Callable, Iterator
 
 import gradio as gr
 
-from stylize.explore import MAX_CELLS
-from stylize.links import compare_url, explore_url, share_url
+from stylize.experiments.explore import MAX_CELLS
 from stylize.params import ABOUT, RANGES, settings_from_values
-from stylize.regions import MAX_REGIONS
-from stylize.requests import (CompareRequest, ExploreRequest, StylizeRequest, check_compare, check_explore,
-                              check_stylize)
-from stylize.stopping import StopFlag
+from stylize.service.checks import (
+    CompareRequest,
+    ExploreRequest,
+    StylizeRequest,
+    check_compare,
+    check_explore,
+    check_stylize,
+)
+from stylize.service.links import compare_url, explore_url, share_url
+from stylize.service.regions import MAX_REGIONS
+from stylize.service.stopping import StopFlag
 
 from .handlers import EXPLORE_PRESET
 from .runs import base_url, compare_run, explore_run, stylize_run, user_errors
+from .service import COMPARE_DEFAULTS as CD
+from .service import DEFAULTS as D
+from .service import GRID_DEFAULTS as EX
 from .service import studio
-
-D, CD, EX = studio.defaults, studio.compare_defaults, studio.grid_defaults
-
 
 # ---- public signatures, from the settings' descriptions -------------------------------------------------------
 

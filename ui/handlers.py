@@ -8,19 +8,21 @@ from typing import Any
 
 import gradio as gr
 
-from stylize import StylizeError, files
-from stylize.explore import Grid
-from stylize.explore_service import cell_caption, default_rows, make_grid
-from stylize.inputs import editor_background
+from stylize import StylizeError
+from stylize.experiments.explore import Grid, cell_caption, default_rows, make_grid
 from stylize.params import Settings, settings_from_values
-from stylize.stopping import new_token
+from stylize.service import storage
+from stylize.service.inputs import editor_background
+from stylize.service.stopping import new_token
 
 from . import disk
 from .components import settings_values
+from .service import COMPARE_DEFAULTS as CD
+from .service import DEFAULTS as D
+from .service import GRID_DEFAULTS as EX
 from .service import studio
 from .text import STYLIZE_HINT, adjusted, estimate_note, row_choices, style_label
 
-D, CD, EX = studio.defaults, studio.compare_defaults, studio.grid_defaults
 PRESETS_SHOWN = studio.assets.available_presets()
 PHOTO_IDS = list(studio.assets.photos)
 EXPLORE_PRESET = "starry_night" if "starry_night" in PRESETS_SHOWN else (PRESETS_SHOWN or [""])[0]
@@ -69,7 +71,7 @@ def choose_example(evt: gr.SelectData) -> dict[str, Any]:
     status = (f"Example: **{example.caption}**, made by stylize with these settings. Press **Stylize** to make it "
               "yourself, or change anything first.")
     return {"photo": studio.assets.photo_path(example.photo), **_painting(example.preset),
-            "result": files.served(example.image), "status": status, **settings_values(example.settings)}
+            "result": storage.served(example.image), "status": status, **settings_values(example.settings)}
 
 
 def query(request: gr.Request | None) -> dict[str, Any]:

@@ -17,12 +17,14 @@ import gradio as gr
 import spaces
 from PIL import Image
 
-from stylize import StylizeError, files, images
-from stylize.comparison import RUNNING, comparison_sheet
-from stylize.links import space_base_url
-from stylize.requests import CompareRequest, ExploreRequest, StylizeRequest
-from stylize.stopping import StopFlag
-from stylize.streaming import closing_in_background, preview
+from stylize import StylizeError, images
+from stylize.engine.updates import preview
+from stylize.experiments.compare import RUNNING, comparison_sheet
+from stylize.service import storage
+from stylize.service.checks import CompareRequest, ExploreRequest, StylizeRequest
+from stylize.service.compute import closing_in_background
+from stylize.service.links import space_base_url
+from stylize.service.stopping import StopFlag
 
 from .service import studio
 from .text import gallery_columns, loss_table
@@ -102,13 +104,15 @@ def stylize_run(request: StylizeRequest, stop: StopFlag, link: str) -> Iterator[
     yield {"result": None, "status": "Starting…" + note, "link": link}
     update = None
     for update in closing_in_background(run_on_gpu(request, stop)):
-        if not update.final:
+        if update.frame is None:  # waiting for its turn on a busy machine
+            yield {"status": update.status + note}
+        elif not update.final:
             yield {"result": preview(update.frame.image), "status": update.status + note}
     if update is None or not update.final:
         raise StylizeError("the run ended without a result; try again")
     studio.observe(request.settings, update.frame, styles=len(request.styles))  # the estimates learn this speed
     image = update.frame.image
-    png = files.save_result(image)
+    png = storage.save_result(image)
     yield {"result": png, "status": update.status + note, "before_after": (images.resize(request.photo, image.size),
                                                                          image),
            "png": png, "loss_plot": loss_table(update.history), "link": link}
@@ -127,13 +131,13 @@ def compare_run(request: CompareRequest, stop: StopFlag) -> Iterator[dict[str, A
         # update, rewriting the same cache file while a browser may be downloading it.
         for image, caption in gallery:
             if not caption.endswith(RUNNING) and caption not in saved:
-                saved[caption] = files.save_result(image)
+                saved[caption] = storage.save_result(image)
         yield {"compare_gallery": [(saved.get(c) or preview(image), c) for image, c in gallery],
                "compare_status": status, "compare_state": [cell_state(by_caption[c]) for _, c in gallery]}
     finished = [cell for cell in request.cells if cell.caption in saved]
     sheet = comparison_sheet(request.photo, [Image.open(saved[c.caption]) for c in finished],
                              [c.title for c in finished])
-    yield {"compare_image": files.save_result(sheet), "compare_state": [cell_state(c) for c in finished]}
+    yield {"compare_image": storage.save_result(sheet), "compare_state": [cell_state(c) for c in finished]}
 
 
 def cell_state(cell) -> dict:
@@ -154,11 +158,13 @@ def explore_run(request: ExploreRequest, stop: StopFlag, link: str, photo: str |
            "explore_status": "Starting…", "explore_link": link, "explore_state": state}
     update = None
     for update in closing_in_background(explore_on_gpu(request, stop)):
-        if not update.final:
+        if not update.cells:  # waiting for its turn on a busy machine
+            yield {"explore_status": update.status}
+        elif not update.final:
             yield {"explore_gallery": update.cells, "explore_status": update.status}
     if update is None or not update.final:
         raise StylizeError("the grid ended without a result; try again")
-    yield {"explore_image": files.save_result(grid.labelled(update.images)), "explore_gallery": update.cells,
+    yield {"explore_image": storage.save_result(grid.labelled(update.images)), "explore_gallery": update.cells,
            "explore_status": update.status}
 
 

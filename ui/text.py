@@ -7,9 +7,9 @@ from typing import Sequence
 
 import pandas as pd
 
-from stylize.explore import Grid, style_set_label
+from stylize.experiments.explore import Grid, style_set_label
 from stylize.params import ABOUT, STYLE_LAYER_SETS
-from stylize.regions import KEEP, UPLOAD
+from stylize.service.regions import KEEP, UPLOAD
 
 from .service import studio
 

@@ -19,7 +19,8 @@ from urllib.parse import urlparse
 
 import torch
 
-from .errors import StylizeError
+from stylize.errors import StylizeError
+
 from .vgg import CONV_LAYERS, FEATURE_LAYERS, Preprocess, conv_of, conv_shapes
 
 log = logging.getLogger(__name__)

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .losses import gaussian_blur, local_detail
+from stylize.engine.losses import gaussian_blur, local_detail
 
 FLAT_DETAIL = 1.5  # grey levels of local detail below which the photo is calm
 BORDER = 8  # px left out at the image's edges (padding artefacts are another matter)

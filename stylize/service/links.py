@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 from urllib.parse import urlencode
 
-from .errors import StylizeError
-from .explore import KINDS, MAX_CELLS, Grid, known_row, split_list
-from .params import RANGES, Settings, within_limits
+from stylize.errors import StylizeError
+from stylize.experiments.explore import KINDS, MAX_CELLS, Grid, known_row, split_list
+from stylize.params import RANGES, Settings, within_limits
 
 GRID_FIELDS = ("kind", "rows", "columns", "size", "steps", "seed")
 COMPARE_FIELDS = ("presets", "size", "steps", "seed", "photo", "both")

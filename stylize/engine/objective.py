@@ -21,7 +21,7 @@ import torch
 from . import mrf
 from .losses import calm_loss, calm_weights, content_loss, style_layer_loss, tv_loss
 from .masks import guided_style_loss
-from .plan import Job, Plan
+from .schedule import Job, Plan
 from .targets import Targets
 from .vgg import FEATURE_LAYERS, VGGFeatures, carried, deepest, gram_of
 

@@ -1,7 +1,7 @@
 """What a request may cost on this machine: limits per request, defaults sized to a time budget, GPU batches that fit the GPU's free
 memory, and ZeroGPU durations the platform accepts.
 
-Every figure here is computed from the time model (machine.StepCost) or from activation sizes; none is tuned to
+Every figure here is computed from the time model (timing.StepCost) or from activation sizes; none is tuned to
 one machine.
 """
 
@@ -11,9 +11,11 @@ import math
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-from .errors import StylizeError
-from .machine import GPU_PROBE_SIZE, StepCost, time_floor
-from .params import Settings
+from stylize.engine.precision import time_floor
+from stylize.errors import StylizeError
+from stylize.params import Settings
+
+from .timing import GPU_PROBE_SIZE, StepCost
 
 RUN_BUDGET_S = 45  # a default run ends within this on any machine
 COMPARE_BUDGET_S = 60  # and a default comparison of COMPARE_PRESETS presets
@@ -209,3 +211,30 @@ def _duration(seconds: float) -> str:
     if seconds < 90:
         return f"{seconds:.0f} s"
     return f"{seconds / 60:.0f} min" if seconds >= 600 else f"{seconds / 60:.1f} min"
+
+
+# ---- admission: how many runs the scheduler keeps active at once -------------------------------------------------
+
+# Runs active at once. More do not make the machine faster (same-shape runs batch; others take turns), but each
+# holds its memory and stretches every active run's time: a few on a CPU's handful of cores, more on a GPU.
+MAX_ACTIVE = {"cpu": 4, "cuda": 8}
+MAX_ACTIVE_ENV = "STYLIZE_MAX_RUNS"
+CPU_MEMORY_SHARE = 0.5  # of the memory available at start-up: the rest stays the system's and the server's
+
+
+def admission(device_type: str, free_bytes: float) -> tuple[int, float]:
+    """(runs active at once, the memory they may hold together): `$STYLIZE_MAX_RUNS` or the device type's
+    default (1 serves runs one after another, as before the scheduler), within `free_bytes` (a CPU: a share of the
+    memory available; a GPU: what is free less the reserve)."""
+    import os
+
+    runs = int(os.environ.get(MAX_ACTIVE_ENV) or MAX_ACTIVE.get(device_type, 4))
+    if runs < 1:
+        raise StylizeError(f"{MAX_ACTIVE_ENV} must be 1 or more (got {runs})")
+    share = CPU_MEMORY_SHARE * free_bytes if device_type == "cpu" else free_bytes - GPU_RESERVE_BYTES
+    return runs, max(share, 0.0)
+
+
+def run_memory(pixels: int, items: int, bf16: bool) -> float:
+    """The memory a run of `items` images of `pixels` output pixels holds at its largest level."""
+    return pixels * items * bytes_per_pixel(bf16)

@@ -7,13 +7,14 @@ from dataclasses import dataclass, fields
 from functools import cached_property
 from pathlib import Path
 
-from . import files
-from .errors import StylizeError
-from .params import Settings
-from .presets import ExamplePhoto, Preset, PresetImages, example_photos, load_manifest
+from stylize.errors import StylizeError
+from stylize.params import Settings
+from stylize.presets import PRESETS_DIR, ExamplePhoto, Preset, PresetImages, example_photos, load_manifest
+
+from . import storage
 
 THUMBNAIL_SIDE = 256
-EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "presets" / "examples"
+EXAMPLES_DIR = PRESETS_DIR / "examples"
 EXAMPLES_MANIFEST = EXAMPLES_DIR / "examples.json"
 
 
@@ -42,7 +43,7 @@ class Assets:
 
     def thumbnails(self) -> list[tuple[str, str]]:
         """(thumbnail path, title) for every available preset (the full caption is shown once one is chosen)."""
-        return [(files.served(self.preset_images.local_path(i), THUMBNAIL_SIDE), self.presets[i].title)
+        return [(storage.served(self.preset_images.local_path(i), THUMBNAIL_SIDE), self.presets[i].title)
                 for i in self.available_presets()]
 
     def photo_title(self, photo_id: str) -> str:
@@ -50,24 +51,24 @@ class Assets:
         return self.photos[photo_id].title.split(" (")[0]
 
     def photo_thumbnails(self) -> list[tuple[str, str]]:
-        return [(files.served(photo.path, THUMBNAIL_SIDE), self.photo_title(photo.id)) for photo in self.photos.values()]
+        return [(storage.served(photo.path, THUMBNAIL_SIDE), self.photo_title(photo.id)) for photo in self.photos.values()]
 
     def photo_path(self, photo_id: str) -> str:
         """A servable copy of an example photo, by id."""
         if photo_id not in self.photos:
             raise StylizeError(f"unknown example photo {photo_id[:40]!r}")
-        return files.served(self.photos[photo_id].path)
+        return storage.served(self.photos[photo_id].path)
 
     @cached_property
     def _photo_digests(self) -> dict[str, str]:
-        return {files.digest(Path(self.photo_path(i))): i for i, photo in self.photos.items() if photo.path is not None}
+        return {storage.digest(Path(self.photo_path(i))): i for i, photo in self.photos.items() if photo.path is not None}
 
     def example_photo_id(self, path: str | None) -> str | None:
         """Which example photo a file is (a web UI hands back a byte-identical copy of `photo_path`), if any: a
         comparison's link can then name it."""
         if not path or not Path(path).is_file():
             return None
-        return self._photo_digests.get(files.digest(Path(path)))
+        return self._photo_digests.get(storage.digest(Path(path)))
 
     @cached_property
     def examples(self) -> list[Example]:
@@ -85,4 +86,4 @@ class Assets:
         return found
 
     def example_thumbnails(self) -> list[tuple[str, str]]:
-        return [(files.served(example.image, 384), example.caption) for example in self.examples]
+        return [(storage.served(example.image, 384), example.caption) for example in self.examples]

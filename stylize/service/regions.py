@@ -17,9 +17,9 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-from .errors import StylizeError
-from .images import ImageSource
-from .masks import BLACK, _resize, read_mask
+from stylize.engine.masks import BLACK, _resize, read_mask
+from stylize.errors import StylizeError
+from stylize.images import ImageSource
 
 KEEP = "keep"  # a region that keeps the photo
 UPLOAD = "upload"  # a region painted with the user's uploaded painting

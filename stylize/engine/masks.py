@@ -16,9 +16,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps
 
-from . import images
-from .errors import StylizeError
-from .images import ImageSource
+from stylize import images
+from stylize.errors import StylizeError
+from stylize.images import ImageSource
+
 from .losses import gram_backward, positions, transposed_product
 from .vgg import FEATURE_LAYERS
 

@@ -14,10 +14,12 @@ from collections import OrderedDict
 import torch
 from PIL import Image
 
-from . import images, mrf
+from stylize import images
+
+from . import mrf
 from .losses import gram
 from .masks import layer_masks, load_masks, normalize_masks
-from .plan import Job, Plan
+from .schedule import Job, Plan
 from .vgg import VGGFeatures, layer_scales
 
 CACHE_SIZE = 32  # entries, each one image's maps or Grams at one size: bounds the memory the cache holds

@@ -1,7 +1,7 @@
 """How a run is laid out before any work: what to make (`Job`), its coarse-to-fine sizes and steps, and which
 runs may share a batch (`batch_key`, `plan_batch`).
 
-The engine runs this plan; the cost model (machine.py) and Compare (which groups presets into batches) read the
+The engine runs this plan; the cost model (cost/timing.py) and Compare (which groups presets into batches) read the
 same rules, so an estimate and a batch never disagree with what the engine does.
 """
 
@@ -14,10 +14,10 @@ from typing import Sequence
 import torch
 from PIL import Image
 
-from . import images
-from .errors import StylizeError
-from .images import MIN_SIDE
-from .params import Settings
+from stylize import images
+from stylize.errors import StylizeError
+from stylize.images import MIN_SIDE
+from stylize.params import Settings
 
 SCALE_RATIO = math.sqrt(2)  # coarse-to-fine levels are a factor √2 apart
 

@@ -12,7 +12,7 @@ from typing import Sequence
 
 from PIL import Image, ImageDraw, ImageFont, features
 
-from .errors import StylizeError
+from stylize.errors import StylizeError
 
 PAD = 10  # outer margin
 GAP = 4  # between cells

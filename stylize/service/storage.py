@@ -12,7 +12,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from . import images
+from stylize import images
 
 ROOT_ENV = "STYLIZE_FILES_DIR"
 

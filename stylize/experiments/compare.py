@@ -10,15 +10,16 @@ from typing import Callable, Iterator, Mapping, Sequence
 
 from PIL import Image
 
-from . import images
-from .budget import MAX_COMPARE
-from .engine import Job
-from .errors import StylizeError
-from .grid_image import labelled_grid
-from .params import ABOUT, Settings
-from .plan import batch_key
-from .presets import Preset
-from .streaming import Update, batch_status
+from stylize import images
+from stylize.cost.budget import MAX_COMPARE
+from stylize.engine.loop import Job
+from stylize.engine.schedule import batch_key
+from stylize.engine.updates import Update, batch_status
+from stylize.errors import StylizeError
+from stylize.params import ABOUT, Settings
+from stylize.presets import Preset
+
+from .sheets import labelled_grid
 
 SHEET_COLUMNS = 4  # images a row of the sheet (the photo counts): a phone still shows a row at a useful size
 PHOTO_CAPTION = "The photo"
@@ -102,6 +103,9 @@ def run_comparison(cells: Sequence[CompareCell], styles: Mapping[str, Image.Imag
         jobs = [Job(photo, [styles[cells[k].preset_id]], cells[k].settings) for k in group]
         for update in run_batch(jobs):
             frame = update.frame
+            if frame is None:  # waiting for its turn on a busy machine
+                yield gallery(), f"{len(results)}/{len(cells)} done · {update.status}"
+                continue
             status = (f"{group[0] + 1}/{len(cells)}: {update.status}" if len(group) == 1 else
                       f"{len(results)}/{len(cells)} done · {batch_status(frame, len(group))}")
             yield gallery(dict(zip(group, frame.images))), status

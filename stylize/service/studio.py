@@ -1,6 +1,6 @@
 """What the app runs, without any UI: one shared engine per weight source on its own compute thread, this
 machine's defaults, limits and time budget, and the three runs (Stylize, Compare, Explore) as streams of
-updates. Requests are checked before they get here (requests.py); `app.py` and the ui package only wire.
+updates. Requests are checked before they get here (checks.py); `app.py` and the ui package only wire.
 
 ZeroGPU (Hugging Face's shared GPUs) runs a `@spaces.GPU` function in a *forked child process* and pickles what
 it yields back to the parent. Everything a run touches is therefore picklable or read from disk (a stop flag is
@@ -13,26 +13,47 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
+import torch
 from PIL import Image
 
-from . import images, links
+from stylize import images
+from stylize.cost.budget import (
+    COMPARE_BUDGET_S,
+    COMPARE_PRESETS,
+    MIN_COMPARE_SIZE,
+    RUN_BUDGET_S,
+    Budget,
+    Limits,
+    ZeroGpu,
+    admission,
+    bytes_per_pixel,
+    plan_batches,
+    run_memory,
+)
+from stylize.engine.loop import Frame, Job, ReportEvery, Run, Stylizer, alone
+from stylize.engine.precision import cpu_name, default_device, requested_precision
+from stylize.engine.updates import Reporter, Update, Waiting, throttle
+from stylize.engine.weights import load_weights
+from stylize.errors import StylizeError
+from stylize.experiments.compare import CompareCell, Gallery, compare_batches, run_comparison
+from stylize.experiments.explore import (
+    GRID_UPDATE_INTERVAL_S,
+    GridUpdate,
+    default_rows,
+    grid_defaults,
+    grid_updates,
+    run_grid,
+)
+from stylize.params import Settings, defaults_for
+
+from . import links
 from .assets import Assets
-from .budget import (COMPARE_BUDGET_S, COMPARE_PRESETS, MIN_COMPARE_SIZE, RUN_BUDGET_S, Budget, Limits, ZeroGpu,
-                     bytes_per_pixel, plan_batches)
-from .comparison import CompareCell, Gallery, compare_batches, run_comparison
-from .engine import Frame, Job, Stylizer
-from .errors import StylizeError
-from .explore import run_grid
-from .explore_service import GRID_UPDATE_INTERVAL_S, GridUpdate, default_rows, grid_defaults, grid_updates
+from .checks import WEIGHT_SOURCES, CompareRequest, ExploreRequest, StylizeRequest, check_weights
+from .compute import behind_the_server, out_of_memory_as_message
 from .inputs import Inputs
-from .machine import cpu_name, default_device, requested_precision
-from .params import Settings, defaults_for
-from .requests import WEIGHT_SOURCES, CompareRequest, ExploreRequest, StylizeRequest, check_weights
-from .streaming import Reporter, Update, behind_the_server, on_thread, out_of_memory_as_message, throttle
-from .weights import load_weights
+from .scheduler import Scheduler
 
 log = logging.getLogger(__name__)
 
@@ -79,17 +100,18 @@ class Studio:
                                                 batch=COMPARE_PRESETS, min_size=MIN_COMPARE_SIZE)
         self.grid_defaults = grid_defaults(self.defaults, self.device.type)
         self.warmed = threading.Event()
-        # Off ZeroGPU, engine work runs on one dedicated thread however the web server's workers hop between calls
-        # (torch's OpenMP team belongs to the calling thread); on a CPU it runs behind the server's threads. On
-        # ZeroGPU the work runs in a forked process, where threads of this one do not exist.
-        self._compute: ThreadPoolExecutor | None = None
+        # Off ZeroGPU, one scheduler steps every run on its one compute thread (torch's OpenMP team belongs to the
+        # thread that calls it), batching runs of one shape and sharing the machine fairly (scheduler.py); on a
+        # CPU it runs behind the server's threads. On ZeroGPU each run works in its own forked worker process,
+        # where threads of this one do not exist: it steps there by itself, with the same code.
+        self.scheduler: Scheduler | None = None
         if self.zero_gpu:
             self.warmed.set()
         else:
-            self._compute = ThreadPoolExecutor(max_workers=int(os.environ.get("STYLIZE_CONCURRENCY", 1)),
-                                               thread_name_prefix="stylize-compute",
-                                               initializer=behind_the_server if self.device.type == "cpu" else None)
-            self._compute.submit(self._warm_up)
+            self.scheduler = Scheduler(*admission(self.device.type, free_memory(self.device)),
+                                       seconds_per_mpx=lambda: self.budget.cost.seconds_per_mpx,
+                                       initializer=behind_the_server if self.device.type == "cpu" else None)
+            threading.Thread(target=self._warm_up, name="stylize-warm-up", daemon=True).start()
 
     # ---- this machine ------------------------------------------------------------------------------------------
 
@@ -116,7 +138,7 @@ class Studio:
             if engine is not None:
                 width, height = images.fit_size((4, 3), self.defaults.size)
                 photo, painting = Image.new("RGB", (width, height), "gray"), Image.new("RGB", (width, width), "white")
-                list(engine.run(photo, [painting], self.defaults.replace(steps=2)))
+                list(self.frames(engine.prepare([Job(photo, [painting], self.defaults.replace(steps=2))])))
         except Exception:  # a failed warm-up costs speed only
             log.exception("warm-up failed")
         finally:
@@ -143,8 +165,8 @@ class Studio:
 
     @property
     def has_compute_thread(self) -> bool:
-        """Whether runs go to this process's compute thread (not on ZeroGPU, whose runs work in a forked child)."""
-        return self._compute is not None
+        """Whether runs go to this process's scheduler (not on ZeroGPU, whose runs work in a forked child)."""
+        return self.scheduler is not None
 
     @property
     def ready(self) -> bool:
@@ -156,8 +178,6 @@ class Studio:
         engine = self._engines.get("auto")
         if engine is None:
             return f"The network's weights could not be loaded: {self._errors.get('auto', 'unknown error')}"
-        import torch
-
         if self.zero_gpu:
             where = "a ZeroGPU GPU (lent for each run)"
         elif engine.device.type == "cuda":
@@ -190,24 +210,24 @@ class Studio:
 
     # ---- runs (on ZeroGPU: in the GPU worker process) ----------------------------------------------------------
 
-    def on_compute_thread(self, items: Iterator) -> Iterator:
-        """`items` advanced on the compute thread, or in place where there is none: on ZeroGPU, and in any forked
-        child (the thread does not exist there; waiting for it would hang)."""
-        if self._compute is not None and os.getpid() == self._pid:
-            items = on_thread(items, self._compute)
-        return out_of_memory_as_message(items)
+    def frames(self, run: Run) -> Iterator[Frame | Waiting]:
+        """A run's frames: from the scheduler, with the other visitors' runs, or stepped by itself where there is
+        none (on ZeroGPU, and in any forked child: the scheduler's thread does not exist there)."""
+        if self.scheduler is not None and os.getpid() == self._pid:
+            (width, height), bf16 = run.plan.sizes[-1], run.engine.precision == "bf16"
+            return self.scheduler.frames(run, run_memory(width * height, run.items, bf16))
+        return alone(run)
 
     def run(self, request: StylizeRequest, should_stop: ShouldStop = never) -> Iterator[Update]:
         """Stylize, streaming throttled updates; the last one is final (done, or stopped by `should_stop`)."""
-        frames = self.engine(request.weights).run(request.photo, request.styles, request.settings,
-                                                 report_every=Reporter(), masks=request.masks,
-                                                 should_stop=should_stop)
-        return self.on_compute_thread(throttle(frames))
+        job = Job(request.photo, request.styles, request.settings, request.masks)
+        run = self.engine(request.weights).prepare([job], report_every=Reporter(), should_stop=should_stop)
+        return out_of_memory_as_message(throttle(self.frames(run)))
 
     def run_batch(self, jobs: list[Job], weights: str = "auto", should_stop: ShouldStop = never) -> Iterator[Update]:
         """Several images of one size in one batch, streamed like `run` (images and losses per item)."""
-        frames = self.engine(weights).run_batch(jobs, report_every=Reporter(), should_stop=should_stop)
-        return self.on_compute_thread(throttle(frames))
+        run = self.engine(weights).prepare(jobs, report_every=Reporter(), should_stop=should_stop)
+        return out_of_memory_as_message(throttle(self.frames(run)))
 
     def compare(self, request: CompareRequest, should_stop: ShouldStop = never) -> Iterator[tuple[Gallery, str]]:
         """One photo × several presets: (gallery, status) as the results form, in batches that fit this device."""
@@ -221,18 +241,38 @@ class Studio:
         `GridUpdate`s about once a second."""
         grid = request.grid
         aspect = (request.photo or request.painting).size
-        frames = run_grid(self.engine(request.weights), grid, request.photo, request.painting,
+        frames = run_grid(Scheduled(self, self.engine(request.weights)), grid, request.photo, request.painting,
                           report_every=Reporter(GRID_UPDATE_INTERVAL_S), should_stop=should_stop,
                           chunks=self.gpu_batches([images.fit_size(aspect, grid.settings.size)] * grid.cells))
-        return self.on_compute_thread(grid_updates(grid, frames))
+        return out_of_memory_as_message(grid_updates(grid, frames))
 
     def gpu_batches(self, sizes: Sequence[tuple[int, int]]) -> list[list[int]] | None:
         """On a GPU, the items (output sizes) split into batches that fit its free memory now (`budget.plan_batches`);
         None elsewhere (a CPU's memory is not the limit: one batch)."""
         if self.device.type != "cuda":
             return None
-        import torch
-
         free, _ = torch.cuda.mem_get_info(self.device)
         per_pixel = bytes_per_pixel(self.engine().precision == "bf16")
         return plan_batches([w * h for w, h in sizes], free, per_pixel, max_items=len(sizes))
+
+
+class Scheduled:
+    """An engine whose batches go through the studio's scheduler: what Explore's `run_grid` is handed."""
+
+    def __init__(self, studio: Studio, engine: Stylizer) -> None:
+        self.studio, self.engine = studio, engine
+
+    def run_batch(self, jobs: Sequence[Job], report_every: ReportEvery = 10,
+                  should_stop: ShouldStop | None = None) -> Iterator[Frame | Waiting]:
+        return self.studio.frames(self.engine.prepare(jobs, report_every, should_stop))
+
+
+def free_memory(device: torch.device) -> float:
+    """Bytes this device has free for runs now: the GPU's free memory, or the memory the system has available."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return float(free)
+    try:
+        return float(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):  # not on this system: no memory limit but the run count
+        return float("inf")

@@ -6,21 +6,33 @@ API call these; the engine keeps only the checks that protect itself."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Sequence
+from typing import Protocol, Sequence
 
+import torch
 from PIL import Image
 
-from .comparison import CompareCell, compare_cells
-from .errors import StylizeError
-from .explore import Grid
-from .explore_service import make_grid
-from .inputs import load_photo, load_upload
-from .params import ABOUT, Settings
+from stylize.cost.budget import Budget, Limits
+from stylize.errors import StylizeError
+from stylize.experiments.compare import CompareCell, compare_cells
+from stylize.experiments.explore import Grid, make_grid
+from stylize.params import ABOUT, Settings
 
-if TYPE_CHECKING:
-    from .studio import Studio
+from .assets import Assets
+from .inputs import Inputs, load_photo, load_upload
 
 WEIGHT_SOURCES = ("auto", "hub", "embedded")
+
+
+class Studio(Protocol):
+    """What the checks read of the studio (service/studio.py), named here so that the checks do not import it."""
+
+    assets: Assets
+    inputs: Inputs
+    limits: Limits
+    budget: Budget
+    device: torch.device
+
+    def compare_seconds(self, cells: Sequence[CompareCell]) -> int: ...
 
 
 @dataclass

@@ -7,10 +7,12 @@ from typing import Sequence
 
 from PIL import Image
 
-from . import files, images
-from .errors import StylizeError
-from .masks import BLACK, read_mask
-from .presets import PresetImages
+from stylize import images
+from stylize.engine.masks import BLACK, read_mask
+from stylize.errors import StylizeError
+from stylize.presets import PresetImages
+
+from . import storage
 from .regions import KEEP, MAIN, MAX_REGIONS, UPLOAD, grey_image, read_regions, region_masks
 
 MAX_INPUT_SIDE = 2048  # uploads are decoded at most this large (JPEG draft mode makes big photos cheap)
@@ -42,7 +44,7 @@ def editor_background(photo: str | None) -> str | None:
     if not photo:
         return None
     try:
-        return files.save_background(images.load_image(photo, EDITOR_SIDE, max_bytes=MAX_UPLOAD_BYTES))
+        return storage.save_background(images.load_image(photo, EDITOR_SIDE, max_bytes=MAX_UPLOAD_BYTES))
     except StylizeError:
         return None
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 
-from . import files
+from . import storage
 
 
 def new_token() -> str:
@@ -26,7 +26,7 @@ class StopFlag:
 
     def __init__(self, token: str | None = None) -> None:
         key = hashlib.blake2b((token or new_token()).encode(), digest_size=16).hexdigest()
-        self.path = files.folder("stops") / f"{key}.stop"
+        self.path = storage.folder("stops") / f"{key}.stop"
 
     def is_set(self) -> bool:
         return self.path.exists()

@@ -89,9 +89,24 @@ class _ConvReLU(torch.autograd.Function):
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, None, None]:
         x, weight, y = ctx.saved_tensors
         grad = torch.ops.aten.threshold_backward(grad, y, 0)
-        dx = torch.ops.aten.convolution_backward(grad, x, weight, None, [1, 1], [1, 1], [1, 1], False, [0, 0], 1,
-                                                 [True, False, False])[0]
+        if x.dtype == torch.float32 and x.shape[0] > 1:  # fp32: one item at a time (see `_input_grad`)
+            dx = torch.cat([_input_grad(grad[i:i + 1], x[i:i + 1], weight) for i in range(x.shape[0])])
+        else:
+            dx = _input_grad(grad, x, weight)
         return dx, None, None
+
+
+def _input_grad(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """The gradient of a 3×3 convolution (padding 1) with respect to its input.
+
+    oneDNN computes it along paths that depend on the batch's size (the first layer's 3 input channels, and maps
+    smaller than ~16 × 16), so an image's gradient in a batch differed from its gradient alone in the last bits,
+    and L-BFGS turned that into a visibly different image after a few dozen steps. In fp32 the caller computes it
+    one item at a time, so that a run's images are the same alone or batched with other visitors' runs
+    (tests/test_scheduler.py); in fp32 a CPU gains nothing from a larger batch (README, Performance). In bf16,
+    where batches pay, the gradient is the batch's."""
+    return torch.ops.aten.convolution_backward(grad, x, weight, None, [1, 1], [1, 1], [1, 1], False, [0, 0], 1,
+                                               [True, False, False])[0]
 
 
 def conv_relu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
