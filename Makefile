@@ -3,12 +3,13 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test bench browser
+.PHONY: setup run test bench browser test-oldest gpu-bench
 
-$(STAMP): requirements.txt requirements-dev.txt
+# requirements.txt holds ranges (what a Space installs); requirements.lock pins the versions tested here.
+$(STAMP): requirements.txt requirements-dev.txt requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
-	$(VENV)/bin/pip install --quiet -r requirements-dev.txt
+	$(VENV)/bin/pip install --quiet -c requirements.lock -r requirements-dev.txt
 	touch $@
 
 setup: $(STAMP)
