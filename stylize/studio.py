@@ -21,7 +21,7 @@ from PIL import Image
 from . import images, links
 from .assets import Assets
 from .budget import (COMPARE_BUDGET_S, COMPARE_PRESETS, MIN_COMPARE_SIZE, RUN_BUDGET_S, Budget, Limits, ZeroGpu,
-                     bytes_per_pixel, plan_batches)
+                     gpu_free_bytes, item_memory, plan_batches, release_cache_if_tight)
 from .comparison import CompareCell, Gallery, compare_batches, run_comparison
 from .engine import Frame, Job, Stylizer
 from .errors import StylizeError
@@ -195,7 +195,16 @@ class Studio:
         child (the thread does not exist there; waiting for it would hang)."""
         if self._compute is not None and os.getpid() == self._pid:
             items = on_thread(items, self._compute)
-        return out_of_memory_as_message(items)
+        items = out_of_memory_as_message(items)
+        return self._release_after(items) if self.device.type == "cuda" else items
+
+    def _release_after(self, items: Iterator) -> Iterator:
+        """`items`, then PyTorch's unused cache back to the driver if its free memory is short (`budget`)."""
+        try:
+            yield from items
+        finally:
+            if release_cache_if_tight(self.device):
+                log.info("GPU memory was short after the run: PyTorch's cache was handed back")
 
     def run(self, request: StylizeRequest, should_stop: ShouldStop = never) -> Iterator[Update]:
         """Stylize, streaming throttled updates; the last one is final (done, or stopped by `should_stop`)."""
@@ -223,16 +232,17 @@ class Studio:
         aspect = (request.photo or request.painting).size
         frames = run_grid(self.engine(request.weights), grid, request.photo, request.painting,
                           report_every=Reporter(GRID_UPDATE_INTERVAL_S), should_stop=should_stop,
-                          chunks=self.gpu_batches([images.fit_size(aspect, grid.settings.size)] * grid.cells))
+                          chunks=self.gpu_batches([images.fit_size(aspect, grid.settings.size)] * grid.cells,
+                                                  grid.cell_settings()))
         return self.on_compute_thread(grid_updates(grid, frames))
 
-    def gpu_batches(self, sizes: Sequence[tuple[int, int]]) -> list[list[int]] | None:
-        """On a GPU, the items (output sizes) split into batches that fit its free memory now (`budget.plan_batches`);
-        None elsewhere (a CPU's memory is not the limit: one batch)."""
+    def gpu_batches(self, sizes: Sequence[tuple[int, int]],
+                    settings: Sequence[Settings] | None = None) -> list[list[int]] | None:
+        """On a GPU, the items (output sizes, and their settings: the patch model needs more) split into batches
+        that fit its free memory now (`budget.plan_batches`); None elsewhere (a CPU's memory is not the limit)."""
         if self.device.type != "cuda":
             return None
-        import torch
-
-        free, _ = torch.cuda.mem_get_info(self.device)
-        per_pixel = bytes_per_pixel(self.engine().precision == "bf16")
-        return plan_batches([w * h for w, h in sizes], free, per_pixel, max_items=len(sizes))
+        bf16 = self.engine().precision == "bf16"
+        memory = [item_memory(s, bf16) for s in (settings or [None] * len(sizes))]
+        return plan_batches([w * h for w, h in sizes], gpu_free_bytes(self.device), [m[0] for m in memory],
+                            max_items=len(sizes), fixed=[m[1] for m in memory])
