@@ -175,7 +175,8 @@ def default_run(stylizer: Stylizer, content: Image.Image, style: Image.Image, se
         if first is None and frame.image is not None:
             first = time.perf_counter() - started
     frame.image.save(Path(tempfile.gettempdir()) / "benchmarks-default-run.png")
-    return {"size": f"{frame.size[0]}×{frame.size[1]}", "steps": frame.total_steps, "scales": settings.scales,
+    return {"size": f"{frame.size[0]}×{frame.size[1]}", "steps": frame.total_steps, "steps_done": frame.step,
+            "scales": settings.scales,
             "first_image_s": first, "total_s": time.perf_counter() - started, "final_loss": frame.losses["total"]}
 
 

@@ -10,13 +10,18 @@ an error before any file is touched.
 from __future__ import annotations
 
 import os
-import tomllib
+import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from .errors import StylizeError
 from .params import Settings
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # ZeroGPU's Python 3.10: the same parser, published as tomli before 3.11 took it in
+    import tomli as tomllib
 
 PRESETS_DIR = Path(__file__).resolve().parent.parent / "presets"
 PHOTOS_DIR = PRESETS_DIR / "photos"

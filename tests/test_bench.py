@@ -33,3 +33,34 @@ def test_grid_bench_times_a_small_grid_both_ways(stylizer, photo, painting, tmp_
     assert result["cells"] == 4 and result["shape"] == [2, 2] and result["steps"] == 2
     assert result["batched_s"] > 0 and result["sequential_s"] > 0
     assert (tmp_path / "grid.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_gpu_bench_smoke_run_on_a_cpu_reports_every_section(tmp_path):
+    """`python -m benchmarks.gpu --device cpu --quick`: every section present and consistent. No timing is asserted
+    (only that times were taken): on a CPU the memory figures are computed, the measured ones not applicable."""
+    result = subprocess.run([sys.executable, "-m", "benchmarks.gpu", "--device", "cpu", "--quick", "--steps", "4",
+                             "--out", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads((tmp_path / "gpu.json").read_text())
+    run = report["end_to_end"]
+    assert run["steps"] == run["steps_done"] == 4 and 0 < run["first_image_s"] <= run["total_s"]
+    assert run["anchors_s"] == {}  # the published 512 px × 500 times are shown only beside a run of that size
+    assert {row["precision"] for row in report["steps"]} == {"fp32", "bf16"}
+    for row in report["steps"]:
+        assert row["floor_s"] > 0 and row["step_s"] > 0 and row["ratio"] == row["step_s"] / row["floor_s"]
+    memory = {(r["model"], r["precision"]): r for r in report["memory"]["rows"]}
+    assert report["memory"]["measured_with"].startswith("not applicable on a CPU") and report["memory"]["peak_rss_mb"] > 0
+    assert all(r["measured_bytes_per_pixel"] is None for r in memory.values())
+    # fp32 values take twice bf16's bytes; the patch model needs more than the Gram model, and its banks besides.
+    assert memory["gram", "fp32"]["planned_bytes_per_pixel"] / memory["gram", "bf16"]["planned_bytes_per_pixel"] > 1
+    assert memory["mrf", "fp32"]["planned_bytes_per_pixel"] / memory["gram", "fp32"]["planned_bytes_per_pixel"] > 1
+    assert memory["mrf", "bf16"]["planned_fixed_bytes"] > 0 == memory["gram", "bf16"]["planned_fixed_bytes"]
+    assert report["largest"] == "not applicable on a CPU"
+    compare = report["compare_1024"]
+    assert compare["size"] == "1024×768" and "runs" not in compare
+    assert compare["computed"]["T4"] == [[0, 1, 2, 3], [4, 5]] and compare["computed"]["H100"] == [list(range(6))]
+    (asked,) = report["zerogpu"]
+    assert asked["asked_s"] >= 20 and asked["asked_over_taken"] == asked["asked_s"] / asked["taken_s"]
+    assert asked["charged_rtx_pro_6000_s"] == 1.5 * asked["charged_h200_s"]
+    text = (tmp_path / "gpu.md").read_text()
+    assert "| precision | size | floor (fwd+bwd) | engine step | step / floor |" in text and "Largest size" in text

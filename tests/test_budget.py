@@ -21,7 +21,14 @@ from stylize.cost.budget import (
     ZeroGpu,
     bytes_per_pixel,
     fit_defaults,
+    gpu_free_bytes,
+    item_memory,
+    memory_is_tight,
+    mrf_bytes_per_pixel,
+    patch_bank_bytes,
     plan_batches,
+    release_cache_if_tight,
+    usable_gpu_bytes,
 )
 from stylize.cost.timing import ENGINE_FACTOR, GPU_SECONDS_PER_MPX, StepCost
 from stylize.errors import StylizeError
@@ -84,6 +91,62 @@ def test_batches_are_split_to_fit_the_free_gpu_memory():
     assert plan_batches(pixels, 80 * 2**30, per, max_items=4) == [[0, 1, 2, 3], [4, 5]]
     with pytest.raises(StylizeError, match=r"needs about 12\.\d GB of GPU memory; 3\.0 GB are free: use a smaller size"):
         plan_batches([2048 * 1536], 4 * 2**30, per, max_items=6)
+
+
+GiB = 2**30
+IMAGE_1024 = 1024 * 768  # pixels of one 1024 px result of a 4:3 photo
+
+
+def test_memory_pytorch_holds_unused_counts_as_free():
+    # The driver sees 3 GB free on a 16 GB T4 after a run; PyTorch's cache holds 12 GB, of which 0.5 GB (the
+    # weights) is in use: 14.5 GB are there for the next batch.
+    assert usable_gpu_bytes(free=3 * GiB, reserved=12 * GiB, allocated=0.5 * GiB) == 14.5 * GiB
+    assert usable_gpu_bytes(free=3 * GiB, reserved=2 * GiB, allocated=2 * GiB) == 3 * GiB  # nothing cached
+    # Six fp32 images at 1024 px (4200 bytes a pixel: 3.08 GB each) in 14.5 − 1 GB: four, then two. From the
+    # driver's figure alone not even one would fit.
+    assert plan_batches([IMAGE_1024] * 6, 14.5 * GiB, 4200, max_items=6) == [[0, 1, 2, 3], [4, 5]]
+    with pytest.raises(StylizeError, match=r"needs about 3\.1 GB of GPU memory; 2\.0 GB are free"):
+        plan_batches([IMAGE_1024] * 6, 3 * GiB, 4200, max_items=6)
+
+
+def test_the_cache_goes_back_only_when_the_driver_is_short():
+    assert memory_is_tight(free=3 * GiB, total=16 * GiB)  # under a quarter of the card
+    assert not memory_is_tight(free=5 * GiB, total=16 * GiB)
+    assert not memory_is_tight(free=30 * GiB, total=80 * GiB)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine whose driver cannot answer")
+def test_without_an_answer_from_the_driver_the_plan_assumes_8_gb_and_says_so(caplog):
+    with caplog.at_level("WARNING", logger="stylize.budget"):
+        assert gpu_free_bytes(torch.device("cuda")) == 8 * GiB
+    assert "torch.cuda.mem_get_info failed" in caplog.text and "as if 8 GB were free" in caplog.text
+    assert not release_cache_if_tight(torch.device("cuda"))
+    # 8 GB less the 1 GB reserve: two 1024 px fp32 images a batch.
+    assert plan_batches([IMAGE_1024] * 3, 8 * GiB, bytes_per_pixel(bf16=False), max_items=3) == [[0, 1], [2]]
+
+
+def test_the_patch_model_s_banks_and_maps_are_in_the_memory_model():
+    # Banks at relu3_1 (256 channels) and relu4_1 (512), 3×3 patches, 4096 patches a layer, held twice: fp32
+    # 4096·9·768·2·4 B = 216 MiB; bf16 4096·9·768·(2·2 + 4 for the fp32 copy while laying) B, also 216 MiB.
+    layers = ("relu3_1", "relu4_1")
+    assert patch_bank_bytes(layers, 3, bf16=False) == 216 * 2**20
+    assert patch_bank_bytes(layers, 3, bf16=True) == 216 * 2**20
+    assert patch_bank_bytes(layers, 5, bf16=False) == 600 * 2**20  # 25/9 as many values
+    # Per output pixel: relu3_1's laid target (257 fp32 values on 1/16 of the pixels) = 64.25 B, relu4_1's
+    # (513 on 1/64) = 32.0625 B, the match response (1024 patches at relu3_1) = 1024·4/16 = 256 B in fp32.
+    assert mrf_bytes_per_pixel(layers, bf16=False) == 64.25 + 32.0625 + 256
+    assert mrf_bytes_per_pixel(layers, bf16=True) == 64.25 + 32.0625 + 128
+    mrf = GPU.replace(style_model="mrf", mrf_layers="relu3_1,relu4_1", mrf_patch=3)
+    assert item_memory(mrf, bf16=False) == (4200 + 352.3125, 216 * 2**20)
+    assert item_memory(GPU, bf16=False) == (4200, 0)
+    # 14 GB free (13 after the reserve): Gram items take 3.08 GB each, four a batch; patch-model items
+    # 786432·4552.3 B + 216 MiB = 3.55 GB each, three a batch.
+    gram, patches = item_memory(GPU, False), item_memory(mrf, False)
+    assert plan_batches([IMAGE_1024] * 6, 14 * GiB, gram[0], 6, fixed=gram[1]) == [[0, 1, 2, 3], [4, 5]]
+    assert plan_batches([IMAGE_1024] * 6, 14 * GiB, patches[0], 6, fixed=patches[1]) == [[0, 1, 2], [3, 4, 5]]
+    mixed = [gram, patches, gram, patches, gram, patches]  # Compare with both models: what each item needs
+    assert plan_batches([IMAGE_1024] * 6, 14 * GiB, [m[0] for m in mixed], 6,
+                        fixed=[m[1] for m in mixed]) == [[0, 1, 2], [3, 4, 5]]
 
 
 @pytest.mark.parametrize("config", [0, 1])

@@ -7,15 +7,20 @@ one machine.
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
 from stylize.engine.precision import time_floor
+from stylize.engine.targets import MRF_MAX_PATCHES
+from stylize.engine.vgg import BLOCKS
 from stylize.errors import StylizeError
 from stylize.params import Settings
 
 from .timing import GPU_PROBE_SIZE, StepCost
+
+log = logging.getLogger(__name__)
 
 RUN_BUDGET_S = 45  # a default run ends within this on any machine
 COMPARE_BUDGET_S = 60  # and a default comparison of COMPARE_PRESETS presets
@@ -36,6 +41,20 @@ ACTIVATION_VALUES_PER_PIXEL = 2 * (2 * 64 + 2 * 128 / 4 + 4 * 256 / 16 + 4 * 512
 HISTORY_BYTES_PER_PIXEL = 2 * 20 * 3 * 4
 TRANSIENT = 1.5
 GPU_RESERVE_BYTES = 1 << 30  # cuDNN workspaces, the weights' copies, the allocator's slack
+# Where the driver cannot say what is free (`torch.cuda.mem_get_info` failed): plan as if 8 GB were, half the
+# smallest GPU a Space offers (a T4's 16 GB). One 1024×768 image (3.3 GB in fp32) still runs, two to a batch.
+GPU_FREE_FALLBACK_BYTES = 8 << 30
+# After a run, PyTorch's cache (memory reserved but unused) goes back to the driver when the driver has less than
+# this share of the card free: other processes and cuDNN's workspaces (not from the cache) need it more than the
+# next run needs the cache's speed.
+TIGHT_SHARE = 0.25
+
+# The patch (MRF) model adds, per batch item (mrf.py, targets.py): at each MRF layer one bank of at most
+# MRF_MAX_PATCHES k×k patches (all of the item's paintings together), held twice (the targets and the unit-norm
+# filters) in the network's dtype, and while the targets are laid a fp32 copy of a bf16 bank; per output pixel, each
+# layer's laid target (C channels + the cover, fp32) at the layer's share of the pixels, and while re-matching the
+# response of MATCH_CHUNK patches at one layer at a time (mrf.nearest_patches's chunk), in the network's dtype.
+MATCH_CHUNK = 1024
 
 # ZeroGPU (Hugging Face's shared GPUs): a task asks for its duration up front; the platform multiplies it by the
 # GPU's duration factor (spaces/zero/client.py) and refuses a request over its maximum ("ZeroGPU illegal
@@ -73,15 +92,86 @@ def bytes_per_pixel(bf16: bool) -> float:
     return TRANSIENT * (ACTIVATION_VALUES_PER_PIXEL * (2 if bf16 else 4) + HISTORY_BYTES_PER_PIXEL)
 
 
-def plan_batches(pixels: Sequence[int], free_bytes: float, per_pixel: float, max_items: int,
-                 reserve: float = GPU_RESERVE_BYTES) -> list[list[int]]:
-    """Indices of items (each `pixels[k]` output pixels) grouped, in order, into batches that fit `free_bytes`
-    less `reserve`, at most `max_items` each. An item that fits alone in no batch is refused with what to change."""
+def layer_shape(layer: str) -> tuple[int, int]:
+    """(channels, stride) of a VGG-19 feature layer such as relu3_1: (256, 4)."""
+    block = int(layer.removeprefix("relu").removeprefix("conv").split("_")[0])
+    return BLOCKS[block - 1][1], 2 ** (block - 1)
+
+
+def patch_bank_bytes(layers: Sequence[str], patch: int, bf16: bool) -> float:
+    """GPU memory one batch item's patch banks take whatever the size (see MATCH_CHUNK's comment)."""
+    per_value = 2 * (2 if bf16 else 4) + (4 if bf16 else 0)
+    return sum(MRF_MAX_PATCHES * layer_shape(layer)[0] * patch * patch * per_value for layer in layers)
+
+
+def mrf_bytes_per_pixel(layers: Sequence[str], bf16: bool) -> float:
+    """What the patch model adds per output pixel to the Gram model's `bytes_per_pixel` (see MATCH_CHUNK's comment)."""
+    shapes = [layer_shape(layer) for layer in layers]
+    held = sum((channels + 1) * 4 / stride**2 for channels, stride in shapes)
+    return held + max(MATCH_CHUNK * (2 if bf16 else 4) / stride**2 for _, stride in shapes)
+
+
+def item_memory(settings: Settings | None, bf16: bool) -> tuple[float, float]:
+    """(bytes per output pixel, fixed bytes) one batch item needs: the Gram model's, or the patch model's."""
+    if settings is None or settings.style_model != "mrf":
+        return bytes_per_pixel(bf16), 0.0
+    layers = settings.mrf_layer_names
+    return (bytes_per_pixel(bf16) + mrf_bytes_per_pixel(layers, bf16),
+            patch_bank_bytes(layers, settings.mrf_patch, bf16))
+
+
+def usable_gpu_bytes(free: float, reserved: float, allocated: float) -> float:
+    """What new work may use: the driver's free memory (`mem_get_info`) plus what PyTorch's cache reserved but no
+    tensor uses, which the driver counts as taken but the next batch gets first."""
+    return free + max(reserved - allocated, 0.0)
+
+
+def memory_is_tight(free: float, total: float) -> bool:
+    """Whether the driver has less than TIGHT_SHARE of the card free (then the cache goes back after a run)."""
+    return free < TIGHT_SHARE * total
+
+
+def gpu_free_bytes(device) -> float:
+    """The memory a batch may plan with on `device` now (`usable_gpu_bytes`); GPU_FREE_FALLBACK_BYTES, with a log
+    line, where the driver cannot say."""
+    import torch
+
+    try:
+        free, _ = torch.cuda.mem_get_info(device)
+    except Exception as exc:  # no driver, a lost device, an old driver without cudaMemGetInfo
+        log.warning("torch.cuda.mem_get_info failed (%s): planning GPU batches as if %.0f GB were free",
+                    str(exc).splitlines()[0] if str(exc) else type(exc).__name__, GPU_FREE_FALLBACK_BYTES / 2**30)
+        return float(GPU_FREE_FALLBACK_BYTES)
+    return usable_gpu_bytes(free, torch.cuda.memory_reserved(device), torch.cuda.memory_allocated(device))
+
+
+def release_cache_if_tight(device) -> bool:
+    """After a run: hand PyTorch's unused cache back to the driver if the driver's free memory is short; True if it
+    did."""
+    import torch
+
+    try:
+        free, total = torch.cuda.mem_get_info(device)
+    except Exception:  # nothing to read, nothing to release: gpu_free_bytes logs the failure where it matters
+        return False
+    if not memory_is_tight(free, total) or torch.cuda.memory_reserved(device) <= torch.cuda.memory_allocated(device):
+        return False
+    torch.cuda.empty_cache()
+    return True
+
+
+def plan_batches(pixels: Sequence[int], free_bytes: float, per_pixel: float | Sequence[float], max_items: int,
+                 reserve: float = GPU_RESERVE_BYTES, fixed: float | Sequence[float] = 0.0) -> list[list[int]]:
+    """Indices of items (each `pixels[k]` output pixels at `per_pixel` bytes, plus `fixed` bytes: one figure for
+    all or one per item) grouped, in order, into batches that fit `free_bytes` less `reserve`, at most `max_items`
+    each. An item that fits alone in no batch is refused with what to change."""
     room = free_bytes - reserve
+    per_pixels = [per_pixel] * len(pixels) if isinstance(per_pixel, (int, float)) else list(per_pixel)
+    fixeds = [fixed] * len(pixels) if isinstance(fixed, (int, float)) else list(fixed)
     batches: list[list[int]] = []
     used = 0.0
     for k, count in enumerate(pixels):
-        need = count * per_pixel
+        need = count * per_pixels[k] + fixeds[k]
         if need > room:
             raise StylizeError(f"one image of {count / 1e6:.1f} MP needs about {need / 2**30:.1f} GB of GPU memory; "
                                f"{max(room, 0) / 2**30:.1f} GB are free: use a smaller size")
@@ -235,6 +325,6 @@ def admission(device_type: str, free_bytes: float) -> tuple[int, float]:
     return runs, max(share, 0.0)
 
 
-def run_memory(pixels: int, items: int, bf16: bool) -> float:
-    """The memory a run of `items` images of `pixels` output pixels holds at its largest level."""
-    return pixels * items * bytes_per_pixel(bf16)
+def run_memory(pixels: int, settings: Sequence[Settings], bf16: bool) -> float:
+    """The memory a run of one image per `settings`, each of `pixels` output pixels, holds at its largest level."""
+    return sum(per_pixel * pixels + fixed for per_pixel, fixed in (item_memory(s, bf16) for s in settings))

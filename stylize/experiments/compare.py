@@ -66,10 +66,10 @@ def compare_cells(presets: Sequence[Preset], base: Settings, both_models: bool =
 
 
 def compare_batches(cells: Sequence[CompareCell], indices: Sequence[int], photo_size: tuple[int, int],
-                    split: Callable[[list[tuple[int, int]]], list[list[int]] | None]) -> list[list[int]]:
+                    split: Callable[[list[tuple[int, int]], list[Settings]], list[list[int]] | None]) -> list[list[int]]:
     """`indices` of `cells` grouped into batches, in order of first appearance: results that agree on what a batch
     must share (`plan.batch_key`) run together, at most MAX_COMPARE at a time, each batch split further where
-    `split` (the GPU's free memory) says so."""
+    `split` (the GPU's free memory, given the sizes and settings) says so."""
     groups: dict[tuple, list[int]] = {}
     for k in indices:
         groups.setdefault(batch_key(cells[k].settings), []).append(k)
@@ -77,7 +77,8 @@ def compare_batches(cells: Sequence[CompareCell], indices: Sequence[int], photo_
     planned = []
     for batch in batches:
         size = images.fit_size(photo_size, cells[batch[0]].settings.size)
-        planned += [[batch[j] for j in part] for part in split([size] * len(batch)) or [range(len(batch))]]
+        parts = split([size] * len(batch), [cells[k].settings for k in batch])
+        planned += [[batch[j] for j in part] for part in parts or [range(len(batch))]]
     return planned
 
 

@@ -28,8 +28,10 @@ from stylize.cost.budget import (
     Limits,
     ZeroGpu,
     admission,
-    bytes_per_pixel,
+    gpu_free_bytes,
+    item_memory,
     plan_batches,
+    release_cache_if_tight,
     run_memory,
 )
 from stylize.engine.loop import Frame, Job, ReportEvery, Run, Stylizer, alone
@@ -212,11 +214,23 @@ class Studio:
 
     def frames(self, run: Run) -> Iterator[Frame | Waiting]:
         """A run's frames: from the scheduler, with the other visitors' runs, or stepped by itself where there is
-        none (on ZeroGPU, and in any forked child: the scheduler's thread does not exist there)."""
+        none (on ZeroGPU, and in any forked child: the scheduler's thread does not exist there). On a GPU whose
+        memory is short after the run, PyTorch's unused cache goes back to the driver."""
         if self.scheduler is not None and os.getpid() == self._pid:
-            (width, height), bf16 = run.plan.sizes[-1], run.engine.precision == "bf16"
-            return self.scheduler.frames(run, run_memory(width * height, run.items, bf16))
-        return alone(run)
+            width, height = run.plan.sizes[-1]
+            memory = run_memory(width * height, [job.settings for job in run.jobs], run.engine.precision == "bf16")
+            frames = self.scheduler.frames(run, memory)
+        else:
+            frames = alone(run)
+        return self._release_after(frames) if self.device.type == "cuda" else frames
+
+    def _release_after(self, items: Iterator) -> Iterator:
+        """`items`, then PyTorch's unused cache back to the driver if its free memory is short (`budget`)."""
+        try:
+            yield from items
+        finally:
+            if release_cache_if_tight(self.device):
+                log.info("GPU memory was short after the run: PyTorch's cache was handed back")
 
     def run(self, request: StylizeRequest, should_stop: ShouldStop = never) -> Iterator[Update]:
         """Stylize, streaming throttled updates; the last one is final (done, or stopped by `should_stop`)."""
@@ -243,17 +257,20 @@ class Studio:
         aspect = (request.photo or request.painting).size
         frames = run_grid(Scheduled(self, self.engine(request.weights)), grid, request.photo, request.painting,
                           report_every=Reporter(GRID_UPDATE_INTERVAL_S), should_stop=should_stop,
-                          chunks=self.gpu_batches([images.fit_size(aspect, grid.settings.size)] * grid.cells))
+                          chunks=self.gpu_batches([images.fit_size(aspect, grid.settings.size)] * grid.cells,
+                                                  grid.cell_settings()))
         return out_of_memory_as_message(grid_updates(grid, frames))
 
-    def gpu_batches(self, sizes: Sequence[tuple[int, int]]) -> list[list[int]] | None:
-        """On a GPU, the items (output sizes) split into batches that fit its free memory now (`budget.plan_batches`);
-        None elsewhere (a CPU's memory is not the limit: one batch)."""
+    def gpu_batches(self, sizes: Sequence[tuple[int, int]],
+                    settings: Sequence[Settings] | None = None) -> list[list[int]] | None:
+        """On a GPU, the items (output sizes, and their settings: the patch model needs more) split into batches
+        that fit its free memory now (`budget.plan_batches`); None elsewhere (a CPU's memory is not the limit)."""
         if self.device.type != "cuda":
             return None
-        free, _ = torch.cuda.mem_get_info(self.device)
-        per_pixel = bytes_per_pixel(self.engine().precision == "bf16")
-        return plan_batches([w * h for w, h in sizes], free, per_pixel, max_items=len(sizes))
+        bf16 = self.engine().precision == "bf16"
+        memory = [item_memory(s, bf16) for s in (settings or [None] * len(sizes))]
+        return plan_batches([w * h for w, h in sizes], gpu_free_bytes(self.device), [m[0] for m in memory],
+                            max_items=len(sizes), fixed=[m[1] for m in memory])
 
 
 class Scheduled:
@@ -270,8 +287,7 @@ class Scheduled:
 def free_memory(device: torch.device) -> float:
     """Bytes this device has free for runs now: the GPU's free memory, or the memory the system has available."""
     if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return float(free)
+        return gpu_free_bytes(device)
     try:
         return float(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
     except (ValueError, OSError, AttributeError):  # not on this system: no memory limit but the run count
