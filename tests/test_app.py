@@ -520,3 +520,35 @@ def test_clicking_a_cell_sends_its_settings_to_the_stylize_tab(app_module):
     values = app_module.h.explore_cell(state, gr.SelectData(None, {"index": 0, "value": None}))
     assert values["painting"] == "/tmp/mine.png" and values["preset"] is None
     assert values["init"] == "noise" and values["seed"] == 5 and values["style_layers"] == "b"
+
+
+def test_three_visitors_at_once_each_get_their_own_result_as_if_alone(client, photo_file, app_module):
+    """Three concurrent API jobs of one shape are stepped together by the scheduler; each gets its own image, the
+    one its lone run gives (identical in fp32, the batch's own rounding in bf16: then nearest its own)."""
+    import threading
+
+    import numpy as np
+
+    presets = ["starry_night", "the_scream", "shipwreck"]
+    lone = {p: np.asarray(Image.open(submit(client, photo_file, preset=p, size=64, steps=8).result()[0]), float)
+            for p in presets}
+    shared, results = {}, {}
+
+    def visit(preset: str) -> None:
+        job = submit(client, photo_file, preset=preset, size=64, steps=8)
+        results[preset] = job.result()
+
+    threads = [threading.Thread(target=visit, args=(p,)) for p in presets]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(180)
+    for p in presets:
+        image, status = results[p]
+        assert status.startswith("Done 8/8")
+        shared[p] = np.asarray(Image.open(image), float)
+    for p in presets:
+        distances = {q: np.abs(shared[p] - lone[q]).mean() for q in presets}
+        assert min(distances, key=distances.get) == p, distances  # its own image, not another visitor's
+        if app_module.studio.engine().precision == "fp32":
+            assert distances[p] == 0.0

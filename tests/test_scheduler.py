@@ -168,3 +168,15 @@ def test_a_slow_reader_gets_the_newest_frame_and_always_the_last(stylizer):
         got.append(frame.step)
         time.sleep(0.2)  # far slower than a step at 64 px
     assert got[-1] == 30 and got == sorted(got) and len(got) < 30
+
+
+def test_the_estimate_beside_a_button_says_when_others_share_the_machine(app_module):
+    studio = app_module.studio
+    settings = studio.defaults
+    assert "share the machine" not in studio.estimate(settings)
+    frames = studio.frames(make_run(studio.engine(), steps=2000))
+    next(frames)  # a run on the machine now
+    try:
+        assert "1 other run shares the machine now" in studio.estimate(settings)
+    finally:
+        frames.close()

@@ -112,7 +112,7 @@ def run_estimate(size, steps, scales, style_scale, style_model, extra_paintings)
                                          "style_model": style_model}, D)
     except (StylizeError, TypeError, ValueError):
         return ""
-    return estimate_note(studio.budget.estimate(settings, styles=1 + len(extra_paintings or [])))
+    return estimate_note(studio.estimate(settings, styles=1 + len(extra_paintings or [])))
 
 
 def compare_estimate(presets, size, steps, both_models) -> str:
@@ -121,7 +121,7 @@ def compare_estimate(presets, size, steps, both_models) -> str:
         settings = CD.replace(size=int(size), steps=int(steps))
     except (StylizeError, TypeError, ValueError):
         return ""
-    return estimate_note(studio.budget.estimate(settings, batch=count)) if count else ""
+    return estimate_note(studio.estimate(settings, batch=count)) if count else ""
 
 
 def explore_estimate(kind, rows, columns, size, steps) -> str:
@@ -129,7 +129,7 @@ def explore_estimate(kind, rows, columns, size, steps) -> str:
         grid = make_grid(kind, rows or None, columns, EX.replace(size=int(size), steps=int(steps)), studio.device.type)
     except (StylizeError, TypeError, ValueError) as exc:
         return estimate_note(str(exc)[:200]) if isinstance(exc, StylizeError) else ""
-    return estimate_note(f"{grid.cells} cells, {studio.budget.estimate(grid.settings, batch=grid.cells)}")
+    return estimate_note(f"{grid.cells} cells, {studio.estimate(grid.settings, batch=grid.cells)}")
 
 
 # ---- Compare --------------------------------------------------------------------------------------------------

@@ -288,14 +288,14 @@ class Budget:
     def estimate(self, settings: Settings, batch: int = 1, styles: int = 1) -> str:
         """The estimate a visitor sees before the click: "≈ 40 s on this CPU"."""
         seconds = self.seconds(settings, batch, styles)
-        text = f"≈ {_duration(seconds)}"
+        text = f"≈ {duration(seconds)}"
         if self.zerogpu is not None:
             request = self.request(settings, batch, styles)
             return f"{text} of GPU time (asks ZeroGPU for {self.zerogpu.charged(request):.0f} s)"
         return f"{text} on this {'GPU' if self.device_type == 'cuda' else 'CPU'}"
 
 
-def _duration(seconds: float) -> str:
+def duration(seconds: float) -> str:
     if seconds < 1:
         return "1 s"
     if seconds < 90:

@@ -28,6 +28,7 @@ from stylize.cost.budget import (
     Limits,
     ZeroGpu,
     admission,
+    duration,
     gpu_free_bytes,
     item_memory,
     plan_batches,
@@ -131,6 +132,17 @@ class Studio:
         """The ZeroGPU duration a comparison asks for: every result's own run (a batch does the same work per step
         as its items one after another, and on a GPU does it faster), with the request's margin."""
         return ZeroGpu.request(sum(self.budget.seconds(cell.settings) for cell in cells))
+
+    def estimate(self, settings: Settings, batch: int = 1, styles: int = 1) -> str:
+        """The estimate beside a button: the run alone ("≈ 40 s on this CPU"), or, while other visitors' runs are
+        on the machine, when it would end beside them ("≈ 1 min 10 s — 3 other runs share the machine now")."""
+        text = self.budget.estimate(settings, batch, styles)
+        others = sum(self.scheduler.load()) if self.scheduler is not None else 0
+        if not others:
+            return text
+        shared = self.scheduler.estimate(self.budget.seconds(settings, batch, styles))
+        share = "runs share" if others > 1 else "run shares"
+        return f"≈ {duration(shared)} — {others} other {share} the machine now"
 
     def _warm_up(self) -> None:
         """Two steps at the default size on the compute thread, so the first visitor's first preview does not
