@@ -45,7 +45,7 @@ def on(trigger, fn, inputs: list[str], outputs: list[str], **options):
 
 with gr.Blocks(title="stylize — neural style transfer") as demo:  # files: ui/disk.py sweeps them
     gr.Markdown(t.TITLE)
-    gr.Markdown(studio.weights_status(), elem_id="weights-status")
+    gr.Markdown(studio.weights_status, elem_id="weights-status")  # at each page load: after a refit, as it is now
     C["link_notice"] = gr.Markdown("", elem_id="link-notice")
     C["preset"] = gr.Textbox("", visible=False, elem_id="preset-id")
     C.update(autorun=gr.State(False), stylize_token=gr.State(None), compare_token=gr.State(None),
@@ -119,7 +119,7 @@ with gr.Blocks(title="stylize — neural style transfer") as demo:  # files: ui/
                     C["compare_steps"] = control("steps", CD.steps, maximum=LIMITS.max_steps, elem_id="compare-steps")
                 with gr.Row(equal_height=True):
                     C["compare_run"] = gr.Button("Compare", variant="primary", elem_id="compare-run", scale=2)
-                    C["compare_estimate"] = gr.Markdown(h.compare_estimate(SHOWN[:3], CD.size, CD.steps, False),
+                    C["compare_estimate"] = gr.Markdown(h.compare_estimate(None, SHOWN[:3], CD.size, CD.steps, False),
                                                         elem_id="compare-estimate")
                     C["compare_stop"] = gr.Button("Stop", variant="stop", elem_id="compare-stop", scale=1)
             with gr.Column(scale=6, min_width=320):
@@ -225,9 +225,9 @@ with gr.Blocks(title="stylize — neural style transfer") as demo:  # files: ui/
        **private)
     # The estimate beside each button follows what it depends on (examples and links included).
     for fn, inputs, output in (
-            (h.run_estimate, ["size", "steps", "scales", "style_scale", "style_model", "extra_paintings"],
+            (h.run_estimate, ["photo", "size", "steps", "scales", "style_scale", "style_model", "extra_paintings"],
              "stylize_estimate"),
-            (h.compare_estimate, ["compare_presets", "compare_size", "compare_steps", "compare_both"],
+            (h.compare_estimate, ["compare_photo", "compare_presets", "compare_size", "compare_steps", "compare_both"],
              "compare_estimate"),
             (h.explore_estimate, ["explore_kind", "explore_rows", "explore_columns", "explore_size", "explore_steps"],
              "explore_estimate")):

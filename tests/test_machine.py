@@ -113,3 +113,28 @@ def test_an_x86_cpu_without_bf16_instructions_is_never_given_bf16():
     assert not lacks_bf16({"architecture": "x86_64", "avx512_bf16": True, "amx_bf16": False})  # Zen 4: probe it
     assert not lacks_bf16({"architecture": "x86_64", "avx512_bf16": True, "amx_bf16": True})
     assert not lacks_bf16({"architecture": "aarch64"})  # elsewhere the probe decides
+
+
+def test_a_stopped_run_is_credited_the_work_of_its_levels():
+    """Levels are √2 apart: a run stopped after its first level did about a third of a three-level run's work,
+    not the share of steps it took. By hand: 64 px, 2 levels (45×34, 64×48), 4 + 5 steps."""
+    from stylize.cost.timing import work
+
+    settings = Settings(size=64, steps=9, scales=2)
+    assert work(settings, steps_done=4) == (4, pytest.approx((4 * 45 * 34 + 45 * 34) / 1e6))
+    assert work(settings, steps_done=6) == (6, pytest.approx((4 * 45 * 34 + 2 * 64 * 48 + 45 * 34 + 64 * 48) / 1e6))
+    assert work(settings) == (9, pytest.approx(megapixel_steps(settings)))
+    assert work(settings, aspect=(1, 1))[1] > work(settings)[1]  # a square photo has more pixels than a 4:3 one
+
+
+def test_the_time_model_is_calibrated_on_real_steps_as_a_line():
+    """Two sizes' step times give the per-step overhead and the rate: 0.1 s + 2 s per megapixel, by hand."""
+    cost = StepCost(10.0, "prior")
+    cost.calibrate([(0.05, 0.2), (0.2, 0.5)])
+    assert cost.overhead == pytest.approx(0.1) and cost.prior == pytest.approx(2.0)
+    assert "engine steps" in cost.source
+    settings = Settings(size=64, steps=10, scales=1)  # 64×48: 10 steps of 0.003072 MP and the style's pass
+    assert cost.seconds(settings) == pytest.approx(10 * 0.1 + 2.0 * (11 * 64 * 48 / 1e6))
+    before = cost.seconds(settings)
+    cost.calibrate([(0.1, 0.5), (0.1, 0.6)])  # one size only: nothing to fit, nothing changes
+    assert cost.seconds(settings) == before

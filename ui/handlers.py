@@ -7,8 +7,10 @@ from __future__ import annotations
 from typing import Any
 
 import gradio as gr
+from PIL import Image
 
 from stylize import StylizeError
+from stylize.experiments.compare import compare_cells
 from stylize.experiments.explore import Grid, cell_caption, default_rows, make_grid
 from stylize.params import Settings, settings_from_values
 from stylize.service import storage
@@ -106,22 +108,25 @@ def prefill(request: gr.Request) -> dict[str, Any]:
 
 # ---- estimates beside the buttons ('' while a value is out of range) -----------------------------------------
 
-def run_estimate(size, steps, scales, style_scale, style_model, extra_paintings) -> str:
+def run_estimate(photo, size, steps, scales, style_scale, style_model, extra_paintings) -> str:
     try:
         settings = settings_from_values({"size": size, "steps": steps, "scales": scales, "style_scale": style_scale,
                                          "style_model": style_model}, D)
     except (StylizeError, TypeError, ValueError):
         return ""
-    return estimate_note(studio.estimate(settings, styles=1 + len(extra_paintings or [])))
+    seconds = studio.budget.seconds(settings, styles=1 + len(extra_paintings or []), aspect=aspect_of(photo))
+    return estimate_note(studio.estimate(seconds))
 
 
-def compare_estimate(presets, size, steps, both_models) -> str:
+def compare_estimate(photo, presets, size, steps, both_models) -> str:
+    """What the comparison will take: each preset with its own tuned settings, as ZeroGPU is asked for."""
     try:
-        count = len(dict.fromkeys(presets or [])) * (2 if both_models else 1)
-        settings = CD.replace(size=int(size), steps=int(steps))
+        ids = [i for i in dict.fromkeys(presets or []) if i in studio.assets.presets]
+        cells = compare_cells([studio.assets.presets[i] for i in ids], CD.replace(size=int(size), steps=int(steps)),
+                              bool(both_models))
     except (StylizeError, TypeError, ValueError):
         return ""
-    return estimate_note(studio.estimate(settings, batch=count)) if count else ""
+    return estimate_note(studio.estimate(studio.compare_time(cells, aspect_of(photo)))) if cells else ""
 
 
 def explore_estimate(kind, rows, columns, size, steps) -> str:
@@ -129,7 +134,16 @@ def explore_estimate(kind, rows, columns, size, steps) -> str:
         grid = make_grid(kind, rows or None, columns, EX.replace(size=int(size), steps=int(steps)), studio.device.type)
     except (StylizeError, TypeError, ValueError) as exc:
         return estimate_note(str(exc)[:200]) if isinstance(exc, StylizeError) else ""
-    return estimate_note(f"{grid.cells} cells, {studio.estimate(grid.settings, batch=grid.cells)}")
+    return estimate_note(f"{grid.cells} cells, {studio.estimate(studio.budget.seconds(grid.settings, batch=grid.cells))}")
+
+
+def aspect_of(photo: str | None) -> tuple[int, int]:
+    """The photo's width and height, read from its header (4:3 without a photo or a readable header)."""
+    try:
+        with Image.open(photo) as image:
+            return image.size
+    except Exception:  # no photo yet, or one the run itself will refuse with its own message
+        return (4, 3)
 
 
 # ---- Compare --------------------------------------------------------------------------------------------------

@@ -60,11 +60,11 @@ def base_url(request: gr.Request | None) -> str:
 
 def run_seconds(request: StylizeRequest, stop: StopFlag) -> int:
     """The duration a Stylize run asks ZeroGPU for."""
-    return studio.budget.request(request.settings, styles=len(request.styles))
+    return studio.budget.request(request.settings, styles=len(request.styles), aspect=request.photo.size)
 
 
 def compare_seconds(request: CompareRequest, stop: StopFlag) -> int:
-    return studio.compare_seconds(request.cells)
+    return studio.compare_seconds(request.cells, request.photo.size)
 
 
 def explore_seconds(request: ExploreRequest, stop: StopFlag) -> int:

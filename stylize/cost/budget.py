@@ -262,13 +262,13 @@ class Budget:
             return cls("cuda", StepCost.from_floor(time_floor(engine.net, engine.device, GPU_PROBE_SIZE), GPU_PROBE_SIZE))
         return cls("cpu", StepCost.from_floor(engine.chosen.floors.get(engine.precision)))
 
-    def seconds(self, settings: Settings, batch: int = 1, styles: int = 1) -> float:
-        """The estimated wall time of a run (or a batch of `batch` runs), in seconds."""
-        return self.cost.seconds(settings, batch=batch, styles=styles)
+    def seconds(self, settings: Settings, batch: int = 1, styles: int = 1, aspect: tuple[int, int] = (4, 3)) -> float:
+        """The estimated time of a run (or a batch of `batch` runs) of a photo of this aspect, in seconds."""
+        return self.cost.seconds(settings, aspect, batch=batch, styles=styles)
 
-    def request(self, settings: Settings, batch: int = 1, styles: int = 1) -> int:
+    def request(self, settings: Settings, batch: int = 1, styles: int = 1, aspect: tuple[int, int] = (4, 3)) -> int:
         """The duration a ZeroGPU task for this work asks for (before the platform's duration factor)."""
-        return ZeroGpu.request(self.seconds(settings, batch, styles))
+        return ZeroGpu.request(self.seconds(settings, batch, styles, aspect))
 
     def fit(self, base: Settings, budget_s: float, max_size: int, batch: int = 1,
             min_size: int = MIN_DEFAULT_SIZE) -> Settings:
@@ -285,13 +285,15 @@ class Budget:
         if self.zerogpu is not None:
             self.zerogpu.check(self.request(settings, batch, styles), what)
 
-    def estimate(self, settings: Settings, batch: int = 1, styles: int = 1) -> str:
+    def estimate(self, settings: Settings, batch: int = 1, styles: int = 1, aspect: tuple[int, int] = (4, 3)) -> str:
         """The estimate a visitor sees before the click: "≈ 40 s on this CPU"."""
-        seconds = self.seconds(settings, batch, styles)
+        return self.describe(self.seconds(settings, batch, styles, aspect))
+
+    def describe(self, seconds: float) -> str:
+        """Work of `seconds` in a visitor's words; on ZeroGPU with the duration it would ask for."""
         text = f"≈ {duration(seconds)}"
         if self.zerogpu is not None:
-            request = self.request(settings, batch, styles)
-            return f"{text} of GPU time (asks ZeroGPU for {self.zerogpu.charged(request):.0f} s)"
+            return f"{text} of GPU time (asks ZeroGPU for {self.zerogpu.charged(ZeroGpu.request(seconds)):.0f} s)"
         return f"{text} on this {'GPU' if self.device_type == 'cuda' else 'CPU'}"
 
 

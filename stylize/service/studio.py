@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import torch
@@ -37,6 +38,7 @@ from stylize.cost.budget import (
 )
 from stylize.engine.loop import Frame, Job, ReportEvery, Run, Stylizer, alone
 from stylize.engine.precision import cpu_name, default_device, requested_precision
+from stylize.engine.schedule import schedule
 from stylize.engine.updates import Reporter, Update, Waiting, throttle
 from stylize.engine.weights import load_weights
 from stylize.errors import StylizeError
@@ -59,6 +61,14 @@ from .inputs import Inputs
 from .scheduler import Scheduler
 
 log = logging.getLogger(__name__)
+
+CALIBRATION_STEPS = 5  # per size at start-up: the first (allocation, targets) is left out, the median of the rest
+
+
+def first_and_last_level(settings: Settings) -> list[tuple[int, int]]:
+    """The sizes of a run's first and last levels (at 4:3): where the time model is calibrated."""
+    sizes, _ = schedule(images.fit_size((4, 3), settings.size), settings.scales, settings.steps)
+    return [sizes[0], sizes[-1]]
 
 ShouldStop = Callable[[], bool]
 
@@ -125,38 +135,65 @@ class Studio:
         return self.budget.fit(base, RUN_BUDGET_S, base.size)
 
     def observe(self, settings: Settings, frame: Frame, styles: int = 1, batch: int = 1) -> None:
-        """Learn this machine's speed from a finished or stopped run (its frame came back from wherever it ran)."""
-        self.budget.cost.observe(settings, frame.elapsed, frame.size, batch, styles, steps_done=frame.step)
+        """Learn this machine's speed from a finished or stopped run (its frame came back from wherever it ran):
+        the machine's time it took, credited the work it did. A run that shared passes with others is not learnt
+        from (its share says how busy the machine was, not how fast it is)."""
+        if not frame.shared:
+            self.budget.cost.observe(settings, frame.compute or frame.elapsed, frame.size, batch, styles,
+                                     steps_done=frame.step)
 
-    def compare_seconds(self, cells: Sequence[CompareCell]) -> int:
-        """The ZeroGPU duration a comparison asks for: every result's own run (a batch does the same work per step
-        as its items one after another, and on a GPU does it faster), with the request's margin."""
-        return ZeroGpu.request(sum(self.budget.seconds(cell.settings) for cell in cells))
+    def compare_time(self, cells: Sequence[CompareCell], aspect: tuple[int, int] = (4, 3)) -> float:
+        """A comparison's estimated time: every result's own run with its preset's tuned settings (a batch does
+        the same work per step as its items one after another, and on a GPU does it faster)."""
+        return sum(self.budget.seconds(cell.settings, aspect=aspect) for cell in cells)
 
-    def estimate(self, settings: Settings, batch: int = 1, styles: int = 1) -> str:
-        """The estimate beside a button: the run alone ("≈ 40 s on this CPU"), or, while other visitors' runs are
-        on the machine, when it would end beside them ("≈ 1 min 10 s — 3 other runs share the machine now")."""
-        text = self.budget.estimate(settings, batch, styles)
+    def compare_seconds(self, cells: Sequence[CompareCell], aspect: tuple[int, int] = (4, 3)) -> int:
+        """The ZeroGPU duration a comparison asks for: `compare_time` with the request's margin."""
+        return ZeroGpu.request(self.compare_time(cells, aspect))
+
+    def estimate(self, alone_s: float) -> str:
+        """The estimate beside a button for work of `alone_s` seconds by itself ("≈ 40 s on this CPU"), or, while
+        other visitors' runs are on the machine, when it would end beside them ("≈ 1 min 10 s — 3 other runs
+        share the machine now")."""
+        text = self.budget.describe(alone_s)
         others = sum(self.scheduler.load()) if self.scheduler is not None else 0
         if not others:
             return text
-        shared = self.scheduler.estimate(self.budget.seconds(settings, batch, styles))
+        shared = self.scheduler.estimate(alone_s)
         share = "runs share" if others > 1 else "run shares"
         return f"≈ {duration(shared)} — {others} other {share} the machine now"
 
     def _warm_up(self) -> None:
-        """Two steps at the default size on the compute thread, so the first visitor's first preview does not
-        also pay for kernel selection and allocator growth."""
+        """Real engine steps on the compute thread, at the default run's first and last level sizes: the first
+        visitor's first preview does not also pay for kernel selection and allocator growth, and the time model
+        is calibrated on what a step costs here, not on a bare pass times a constant; the defaults are refitted."""
         try:
             engine = self._engines.get("auto")
             if engine is not None:
-                width, height = images.fit_size((4, 3), self.defaults.size)
-                photo, painting = Image.new("RGB", (width, height), "gray"), Image.new("RGB", (width, width), "white")
-                list(self.frames(engine.prepare([Job(photo, [painting], self.defaults.replace(steps=2))])))
+                steps = [self._time_steps(engine, size) for size in sorted(set(first_and_last_level(self.defaults)))]
+                self.budget.cost.calibrate(steps)
+                self.defaults = self.current_defaults()
+                self.compare_defaults = self.budget.fit(self.defaults, COMPARE_BUDGET_S, self.defaults.size,
+                                                        batch=COMPARE_PRESETS, min_size=MIN_COMPARE_SIZE)
+                log.info("time model: %.3f s per step + %.2f s per megapixel-step (%s); default run %d px, %d "
+                         "steps", self.budget.cost.overhead, self.budget.cost.prior, self.budget.cost.source,
+                         self.defaults.size, self.defaults.steps)
         except Exception:  # a failed warm-up costs speed only
             log.exception("warm-up failed")
         finally:
             self.warmed.set()
+
+    def _time_steps(self, engine: Stylizer, size: tuple[int, int]) -> tuple[float, float]:
+        """(megapixels, seconds) of one engine step at `size`: the median step after the first of a short run."""
+        width, height = size
+        photo, painting = Image.new("RGB", (width, height), "gray"), Image.new("RGB", (width, width), "white")
+        settings = self.defaults.replace(size=max(size), steps=CALIBRATION_STEPS, scales=1)
+        marks: list[float] = []
+        run = engine.prepare([Job(photo, [painting], settings)], report_every=1_000_000,
+                             should_stop=lambda: bool(marks.append(time.perf_counter())))
+        list(self.frames(run))
+        gaps = sorted(b - a for a, b in zip(marks, marks[1:]))
+        return width * height / 1e6, gaps[len(gaps) // 2]
 
     def engine(self, weights: str = "auto") -> Stylizer:
         """The shared engine for a weight source (auto, hub, embedded), loaded on first use."""
@@ -202,7 +239,7 @@ class Studio:
                 "hub": "VGG-19 (torchvision's ImageNet weights) from the Hugging Face Hub",
                 "file": "VGG-19 from a local weights file"}.get(engine.weights.source, engine.weights.description)
         fallback = " (the Hugging Face Hub's copy could not be loaded)" if engine.weights.reason else ""
-        d = self.defaults
+        d = self.current_defaults()
         return (f"Running on {where}, with {what}{fallback}. Default run: {d.size} px, {d.steps} steps, "
                 f"{self.budget.estimate(d)} (speed {self.budget.cost.source}).")
 
