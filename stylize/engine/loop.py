@@ -337,8 +337,17 @@ def step_together(runs: Sequence[Run]) -> list[Frame | None]:
     run that failed on its own (a diverged optimization: `run.error` says why; the others go on). An error of
     the shared pass itself (out of memory) is raised."""
     started = time.perf_counter()
-    for run in runs:
-        run._prepare()
+    ready, failed = [], []
+    for run in runs:  # a run that cannot enter its next level (a painting refused at its size) fails alone
+        try:
+            run._prepare()
+            ready.append(run)
+        except StylizeError as exc:
+            run.error, run.finished = exc, True
+            failed.append(run)
+    if failed:
+        frames = dict(zip(map(id, ready), step_together(ready))) if ready else {}
+        return [frames.get(id(run)) for run in runs]
     first = runs[0]
     if len(runs) == 1:
         x, objective = first.x, first.objective

@@ -21,6 +21,7 @@ the app did before it (the setting the crowd benchmark compares against).
 
 from __future__ import annotations
 
+import atexit
 import logging
 import math
 import threading
@@ -85,6 +86,7 @@ class Scheduler:
         self._active: list[Ticket] = []
         self._waiting: deque[Ticket] = deque()
         self._thread: threading.Thread | None = None
+        self._closing = False
         self.thread_name = "stylize-compute"
 
     # ---- the readers' side -----------------------------------------------------------------------------------
@@ -130,10 +132,21 @@ class Scheduler:
 
     # ---- the compute thread ----------------------------------------------------------------------------------
 
+    def close(self, timeout: float = 60.0) -> None:
+        """End every run and stop the compute thread after its current step: at the interpreter's exit, a thread
+        inside a torch call when the process tears down aborts it ("terminate called without an active
+        exception")."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
     def _start(self) -> None:
         if self._thread is None:
             self._thread = threading.Thread(target=self._serve, name=self.thread_name, daemon=True)
             self._thread.start()
+            atexit.register(self.close)
 
     def _serve(self) -> None:
         if self._initializer is not None:
@@ -141,21 +154,27 @@ class Scheduler:
         while True:
             with self._cond:
                 self._take_out_cancelled()
-                while not self._active:
+                while not self._active and not self._closing:
                     self._cond.wait()
                     self._take_out_cancelled()
+                if self._closing:
+                    for ticket in [*self._active, *self._waiting]:
+                        self._end(ticket, RuntimeError("the server is shutting down"))
+                    self._cond.notify_all()
+                    return
                 group = self._pick()
             try:
                 frames = step_together([t.run for t in group])
-            except BaseException as exc:  # the shared pass failed (out of memory): every run in it ends
+                with self._cond:
+                    self._deliver(group, frames)
+            except BaseException as exc:  # the shared pass failed (out of memory): its runs end, the others go on
                 log.warning("a step of %d run(s) failed: %r", len(group), exc)
                 with self._cond:
                     for ticket in group:
-                        self._end(ticket, exc)
-                    self._cond.notify_all()
-                continue
+                        if not ticket.ended:
+                            self._end(ticket, exc)
+                    self._admit()
             with self._cond:
-                self._deliver(group, frames)
                 self._cond.notify_all()
 
     def _pick(self) -> list[Ticket]:
