@@ -146,7 +146,9 @@ def test_eight_clients_at_once_each_get_their_own_result(server, tmp_path):
     for n, out in enumerate(outputs):
         distances = [np.abs(out - ref).mean() for ref in inputs]
         assert int(np.argmin(distances)) == n, distances
-    assert max(max(r) if r else 0 for r in ranks.values()) >= 1  # queue positions were reported
+    # More runs than the scheduler keeps active: the others were told their place (in its line, or Gradio's queue).
+    told = [str(status) for job in jobs for _, status in job.outputs() if "in line" in str(status)]
+    assert told or max(max(r) if r else 0 for r in ranks.values()) >= 1
 
 
 def test_memory_returns_near_the_baseline_after_twenty_jobs(client, photo_file):
