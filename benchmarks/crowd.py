@@ -5,7 +5,8 @@ Starts `python app.py` on 127.0.0.1 twice — with the scheduler (the default) a
 
 - `four`: four visitors one second apart at the API's defaults (a photo and a preset only), then one visitor alone;
 - `eight`: a 1,000-step run first, then seven visitors one second apart at two sizes (the defaults, and 3/4 of
-  them), with fewer steps.
+  them), with a third of the default steps; with the scheduler only (one at a time, the seven would wait for the
+  1,000 steps first: the serial figures are the sum of the runs).
 
 For every visitor it prints when its request went, when its first step was reported (the status line's first
 "Step"), and when its result came; then the figures the issue asks for: every first step's delay, the last result
@@ -152,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
                 table(f"four visitors one second apart ({label})", arrivals)
                 table(f"one visitor alone ({label})", alone)
                 results.setdefault("four", {})[label] = (arrivals, alone)
-            if args.scenario in ("eight", "both"):
+            if args.scenario in ("eight", "both") and max_runs is None:
                 visits = scenario_eight(client, defaults)
                 table(f"eight visitors, two sizes, a 1,000-step run first ({label})", visits)
                 results.setdefault("eight", {})[label] = visits
@@ -160,6 +161,14 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             server.terminate()
             server.wait(30)
+    if "eight" in results:
+        visits = results["eight"]["scheduler"]
+        long_end = visits[0].result
+        firsts = [v.first_step - v.sent for v in visits if v.first_step is not None]
+        short = [v.result for v in visits[1:] if v.result is not None]
+        print("\n## eight visitors: the figures")
+        print(f"first step after its request: worst {max(firsts):.1f} s, median {statistics.median(firsts):.1f} s")
+        print(f"short runs done before the 1,000-step run: {sum(r < long_end for r in short)} of {len(visits) - 1}")
     if "four" in results:
         (crowd_on, alone_on), (crowd_off, alone_off) = results["four"]["scheduler"], results["four"]["one at a time"]
         firsts = [v.first_step - v.sent for v in crowd_on if v.first_step is not None]
