@@ -45,7 +45,7 @@ def on(trigger, fn, inputs: list[str], outputs: list[str], **options):
 
 with gr.Blocks(title="stylize — neural style transfer") as demo:  # files: ui/disk.py sweeps them
     gr.Markdown(t.TITLE)
-    gr.Markdown(studio.weights_status, elem_id="weights-status")  # at each page load: after a refit, as it is now
+    C["weights_status"] = gr.Markdown(studio.weights_status(), elem_id="weights-status")
     C["link_notice"] = gr.Markdown("", elem_id="link-notice")
     C["preset"] = gr.Textbox("", visible=False, elem_id="preset-id")
     C.update(autorun=gr.State(False), stylize_token=gr.State(None), compare_token=gr.State(None),
@@ -233,6 +233,8 @@ with gr.Blocks(title="stylize — neural style transfer") as demo:  # files: ui/
              "explore_estimate")):
         for name in inputs:
             on(C[name].change, fn, inputs, [output], **private)
+    # The machine's line, made at each page load: after the start-up calibration or a refit, as it is now.
+    on(demo.load, h.machine_line, [], ["weights_status"], **private)
     # A shared page whose images are gone: one message, the images emptied, the settings kept.
     on(demo.load, h.check_link, [], ["link_notice", *h.LINK_FILES], **private)
     # Links: unqueued (a page load never waits behind running jobs). run=1 presses the tab's button once prefilled.

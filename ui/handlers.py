@@ -97,6 +97,11 @@ def check_link(request: gr.Request) -> dict[str, Any]:
     return {"link_notice": f"**{disk.EXPIRED}**", **dict.fromkeys(LINK_FILES)}
 
 
+def machine_line() -> dict[str, Any]:
+    """The page's first line: where runs happen, and the default run with its estimate as the model stands now."""
+    return {"weights_status": studio.weights_status()}
+
+
 def prefill(request: gr.Request) -> dict[str, Any]:
     """A shared link's query string applied: validated like any input, changes listed in the status line."""
     if shared_page(request):
