@@ -7,6 +7,13 @@ import os
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
+from stylize import files  # noqa: E402  (torch is imported, CUDA untouched)
+
+try:  # gradio's cache goes into the app's own folder, set before gradio is imported (by spaces on ZeroGPU)
+    files.gradio_cache()
+except files.RootError as exc:  # one line saying what to set, no traceback
+    raise SystemExit(f"stylize: {exc}") from None
+
 import spaces  # noqa: E402,F401  (must come before anything touches CUDA; a no-op off ZeroGPU)
 
 import gradio as gr  # noqa: E402

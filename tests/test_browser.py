@@ -385,7 +385,7 @@ def test_a_shared_page_whose_images_were_swept_opens_with_its_settings_and_one_m
     """Issue 22: a shared page keeps its settings when the disk cap has evicted its images: the real sweep runs
     (files aged past its grace period, a cap that leaves only the link states and what every page shows), then the
     link opens in the browser: one message, the image boxes empty, the settings as shared."""
-    from stylize.housekeeping import Folder, Housekeeper, missing_files
+    from stylize.housekeeping import GRADIO_LAYOUT, Folder, Housekeeper, missing_files
     from ui import disk
 
     page = browser.new_page(viewport={"width": 1280, "height": 1000})
@@ -400,8 +400,8 @@ def test_a_shared_page_whose_images_were_swept_opens_with_its_settings_and_one_m
     keeper = disk.housekeeper(app_module.demo)
     states = sum(p.stat().st_size for p in (disk.CACHE / "deep_links").rglob("*") if p.is_file())
     kept = sum(os.path.getsize(p) for p in keeper.keep() if os.path.isfile(p))
-    tight = Housekeeper([Folder(disk.CACHE, "gradio cache", 3600, links=True)], cap=states + kept + 1024,
-                        keep=keeper.keep)
+    tight = Housekeeper([Folder(disk.CACHE, "gradio cache", 3600, links=True, layout=GRADIO_LAYOUT)],
+                        cap=states + kept + 1024, root=disk.CACHE, keep=keeper.keep)
     report = tight.sweep(force=True, now=time.time() + 600)  # ten minutes on: past the grace period
     assert report.evicted > 0 and missing_files(disk.CACHE, link_id)  # the images went, the link stayed
 
