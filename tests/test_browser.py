@@ -464,3 +464,50 @@ def test_a_queued_run_that_is_stopped_or_whose_tab_closes_never_takes_the_gpu(br
     assert asked == [1000], asked  # only the first visitor's run asked for the GPU
     first.close()
     second.close()
+
+
+@pytest.mark.parametrize("tab, run, stop, status, stopped, gpu", [
+    ("stylize", "#run", "#stop", "#status", "Stopped at step", "run_on_gpu"),
+    ("compare", "#compare-run", "#compare-stop", "#compare-status", "stopped at step", "compare_on_gpu"),
+    ("explore", "#explore-run", "#explore-stop", "#explore-status", "Stopped at step", "explore_on_gpu")])
+def test_a_double_click_starts_one_run_and_stop_stops_it(browser, server, app_module, monkeypatch, tab, run, stop,
+                                                         status, stopped, gpu):
+    """Issue 30: a double click, or a click on a run button while its run is on screen, does nothing (the button is off until
+    the run ends), so Stop always names the run the page shows, on each tab."""
+    from ui import runs
+
+    asked = []
+    real = getattr(runs, gpu)
+
+    def watched(request, flag):
+        asked.append(tab)
+        yield from real(request, flag)
+
+    monkeypatch.setattr(runs, gpu, watched)
+    page = browser.new_page(viewport={"width": 1280, "height": 1000})
+    page.goto(server if tab == "stylize" else f"{server}?tab=explore&kind=texture&rows=a&size=64&steps=1000"
+              if tab == "explore" else f"{server}?tab=compare&presets=starry_night&size=64&steps=1000&photo=tubingen")
+    page.wait_for_selector(run, state="visible", timeout=30_000)
+    if tab == "stylize":
+        page.wait_for_function(ALL_IMAGES_LOADED, arg="#photos img", timeout=30_000)
+        page.locator("#presets img").first.click()
+        page.locator("#photos img").first.click()
+        page.wait_for_selector("#photo img", timeout=10_000)
+        set_number(page, "steps", 1000)
+        set_number(page, "size", 64)
+    elif tab == "compare":
+        page.wait_for_selector("#compare-photo img", timeout=10_000)
+    page.locator(run).dblclick()
+    page.wait_for_function(f"() => /Step|done/.test(document.querySelector('{status}')?.innerText || '')",
+                           timeout=60_000)
+    assert page.locator(run).is_disabled()  # a visitor sees that another click would do nothing
+    page.locator(run).click(force=True)  # and clicks during the run anyway
+    time.sleep(1)
+    page.locator(stop).click()
+    page.wait_for_function(f"(s) => document.querySelector('{status}')?.innerText.includes(s)", arg=stopped,
+                           timeout=30_000)
+    page.wait_for_function(f"() => !document.querySelector('{run}').disabled", timeout=10_000)
+    time.sleep(3)  # time for a second run to start, were one queued
+    assert asked == [tab] and stopped in page.locator(status).inner_text() and "/1000" in page.locator(
+        status).inner_text()
+    page.close()

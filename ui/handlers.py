@@ -30,9 +30,15 @@ STRENGTHS_TEXT = "2, 20, 200, 2000"
 TO_STYLIZE_JS = "() => { document.querySelector('#tab-stylize-button')?.click(); window.scrollTo(0, 0); }"
 
 
-def fresh_token() -> str:
-    """A new run's stop token, kept in the page's state (on the server: nobody else sees it)."""
-    return new_token()
+def fresh_token() -> tuple[str, gr.Button]:
+    """A new run's stop token, kept in the page's state (on the server: nobody else sees it), and the run's button
+    off until the run ends: a second click during a run does nothing, so the token and Stop name the run on screen."""
+    return new_token(), gr.Button(interactive=False)
+
+
+def run_ended() -> gr.Button:
+    """The run's button back on, however the run ended (done, stopped, refused)."""
+    return gr.Button(interactive=True)
 
 
 def _painting(preset_id: str | None) -> dict[str, Any]:
