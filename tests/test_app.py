@@ -521,3 +521,15 @@ def test_clicking_a_cell_sends_its_settings_to_the_stylize_tab(app_module):
     values = app_module.h.explore_cell(state, gr.SelectData(None, {"index": 0, "value": None}))
     assert values["painting"] == "/tmp/mine.png" and values["preset"] is None
     assert values["init"] == "noise" and values["seed"] == 5 and values["style_layers"] == "b"
+
+
+def test_an_api_error_quoting_the_request_is_text_and_short(client, photo_file):
+    """Issue 30: an error message that quotes a request's value escapes it (gradio's message box renders HTML)
+    and is cut short, however long the value."""
+    from gradio_client.exceptions import AppError
+
+    crafted = "<img src=http://127.0.0.1:9/a.png>" + "[l](http://127.0.0.1:9/b)" * 40
+    with pytest.raises(AppError) as refused:
+        submit(client, photo_file, size=64, steps=3, style_layers=crafted).result()
+    message = str(refused.value)
+    assert "&lt;img src=" in message and "<img" not in message and len(message) <= 420

@@ -18,7 +18,7 @@ from stylize.stopping import new_token
 from . import disk
 from .components import settings_values
 from .service import studio
-from .text import STYLIZE_HINT, adjusted, estimate_note, row_choices, style_label
+from .text import STYLIZE_HINT, adjusted, estimate_note, plain, row_choices, style_label
 
 D, CD, EX = studio.defaults, studio.compare_defaults, studio.grid_defaults
 PRESETS_SHOWN = studio.assets.available_presets()
@@ -132,7 +132,7 @@ def explore_estimate(kind, rows, columns, size, steps) -> str:
     try:
         grid = make_grid(kind, rows or None, columns, EX.replace(size=int(size), steps=int(steps)), studio.device.type)
     except (StylizeError, TypeError, ValueError) as exc:
-        return estimate_note(str(exc)[:200]) if isinstance(exc, StylizeError) else ""
+        return estimate_note(plain(exc)) if isinstance(exc, StylizeError) else ""
     return estimate_note(f"{grid.cells} cells, {studio.budget.estimate(grid.settings, batch=grid.cells)}")
 
 

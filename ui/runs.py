@@ -25,7 +25,7 @@ from stylize.stopping import StopFlag
 from stylize.streaming import closing_in_background, preview
 
 from .service import studio
-from .text import gallery_columns, loss_table
+from .text import gallery_columns, html_text, loss_table
 
 log = logging.getLogger("stylize.app")
 NOT_STARTED = "Stopped before it started: nothing ran."
@@ -36,14 +36,14 @@ def user_errors(title: str):
     """Errors as one clear message for the user (a gr.Error also crosses ZeroGPU's process boundary intact)."""
     try:
         yield
-    except StylizeError as exc:  # the visitor's to fix: a message, no trace in the log
-        raise gr.Error(str(exc), title=title, print_exception=False) from None
+    except StylizeError as exc:  # the visitor's to fix: a message (as text: it may quote a request), no trace
+        raise gr.Error(html_text(exc), title=title, print_exception=False) from None
     except gr.Error:
         raise
     except Exception as exc:  # keep serving; the log has the trace
         log.exception("run failed")
-        raise gr.Error(f"Something went wrong ({type(exc).__name__}: {exc}). Your inputs are unchanged; try again.",
-                       title=title) from None
+        raise gr.Error(f"Something went wrong ({type(exc).__name__}: {html_text(exc)}). Your inputs are unchanged; "
+                       "try again.", title=title) from None
 
 
 def base_url(request: gr.Request | None) -> str:
