@@ -9,14 +9,17 @@ the app did not write is refused (`RootError`, one line saying what to set)."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
 import secrets
 import stat
 import tempfile
+import threading
 import uuid
 from pathlib import Path
+from typing import Iterator
 
 from PIL import Image
 
@@ -28,6 +31,8 @@ MARKER = ".stylize-root"  # holds a random id: this folder is stylize's own
 KINDS = ("gradio", "results", "regions", "stops", "thumbnails")  # the only folders under the root
 log = logging.getLogger("stylize.files")
 _claimed: dict[str, Path] = {}  # $STYLIZE_FILES_DIR as set ('' for the default) -> the root claimed for it
+_live: list[set[str]] = []  # the files each live run holds
+_live_lock = threading.Lock()
 
 
 class RootError(StylizeError):
@@ -165,6 +170,26 @@ def save_result(image: Image.Image) -> str:
 def save_background(image: Image.Image) -> str:
     """The photo under the region editor, as a JPEG with a random name."""
     return str(_write(image, folder("regions") / f"photo-{uuid.uuid4().hex[:12]}.jpg", "JPEG", quality=90))
+
+
+@contextlib.contextmanager
+def holding() -> Iterator[set[str]]:
+    """The files a run needs until it ends (add their paths to the set), however long it takes: the sweep keeps
+    them (`held()`); once the run ends they age like any other."""
+    mine: set[str] = set()
+    with _live_lock:
+        _live.append(mine)
+    try:
+        yield mine
+    finally:
+        with _live_lock:
+            _live.remove(mine)
+
+
+def held() -> set[str]:
+    """Every file a live run of this process holds."""
+    with _live_lock:
+        return set().union(*_live)
 
 
 def digest(path: Path) -> str:

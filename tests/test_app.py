@@ -533,3 +533,29 @@ def test_an_api_error_quoting_the_request_is_text_and_short(client, photo_file):
         submit(client, photo_file, size=64, steps=3, style_layers=crafted).result()
     message = str(refused.value)
     assert "&lt;img src=" in message and "<img" not in message and len(message) <= 420
+
+
+def test_a_comparison_longer_than_its_files_age_keeps_them_until_it_ends(app_module, photo_file):
+    """Issue 30: the app's own sweep runs between every update with its clock two hours on (past the results'
+    10 min and the cache's hour): the results a live comparison sends and its sheet are made from stay; once it
+    ended, they age like any other file."""
+    import os
+    from types import SimpleNamespace
+
+    from ui import disk
+
+    keeper = disk.housekeeper(app_module.demo)
+    later = time.time() + 2 * 3600
+    request = SimpleNamespace(session_hash="compare-long", request=None, query_params={}, headers={})
+    run = app_module.endpoints.compare_in_page(photo_file, ["the_scream", "starry_night"], 64, 3, 5, "auto", False,
+                                               "token-long", request)
+    results = set()
+    for out in run:
+        keeper.sweep(force=True, now=later)
+        results |= {path for path, _ in out.get("compare_gallery") or () if isinstance(path, str)}
+        assert all(os.path.exists(p) for p in results)
+        assert not out.get("compare_image") or os.path.exists(out["compare_image"])
+        final = out
+    assert results and final["compare_image"].endswith(".png")
+    keeper.sweep(force=True, now=later)
+    assert not any(os.path.exists(p) for p in [*results, final["compare_image"]])  # over: they aged like others

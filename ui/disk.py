@@ -32,9 +32,9 @@ EXPIRED = (f"This shared link's images have expired (a link keeps them {LINK_DAY
 
 def housekeeper(demo: gr.Blocks) -> Housekeeper:
     """The app's folders, each with its owner and age, under one cap. Files gradio keeps for every page (the
-    default values and examples it copied into its cache) are never swept."""
+    default values and examples it copied into its cache) and the files of a run in progress are never swept."""
     def shown_to_every_page() -> set[str]:
-        return {str(p) for block in demo.blocks.values() for p in getattr(block, "keep_in_cache", ())}
+        return {str(p) for block in demo.blocks.values() for p in getattr(block, "keep_in_cache", ())} | files.held()
 
     folders = [Folder(files.folder(kind), purpose, age, layout=LAYOUTS[kind]) for kind, purpose, age in (
         ("results", "result PNGs (gradio copies them when shown)", 600),

@@ -122,18 +122,21 @@ def compare_run(request: CompareRequest, stop: StopFlag) -> Iterator[dict[str, A
         return
     by_caption = {**{c.caption: c for c in request.cells}, **{c.title + RUNNING: c for c in request.cells}}
     saved: dict[str, str] = {}  # caption -> lossless PNG of a finished result, written once
-    for gallery, status in closing_in_background(compare_on_gpu(request, stop)):
-        # A finished result is sent as its file from then on: Gradio would otherwise encode it again for every
-        # update, rewriting the same cache file while a browser may be downloading it.
-        for image, caption in gallery:
-            if not caption.endswith(RUNNING) and caption not in saved:
-                saved[caption] = files.save_result(image)
-        yield {"compare_gallery": [(saved.get(c) or preview(image), c) for image, c in gallery],
-               "compare_status": status, "compare_state": [cell_state(by_caption[c]) for _, c in gallery]}
-    finished = [cell for cell in request.cells if cell.caption in saved]
-    sheet = comparison_sheet(request.photo, [Image.open(saved[c.caption]) for c in finished],
-                             [c.title for c in finished])
-    yield {"compare_image": files.save_result(sheet), "compare_state": [cell_state(c) for c in finished]}
+    with files.holding() as held:  # the results are sent again with each update and make the sheet: never swept
+        for gallery, status in closing_in_background(compare_on_gpu(request, stop)):
+            # A finished result is sent as its file from then on: Gradio would otherwise encode it again for every
+            # update, rewriting the same cache file while a browser may be downloading it.
+            for image, caption in gallery:
+                if not caption.endswith(RUNNING) and caption not in saved:
+                    saved[caption] = files.save_result(image)
+                    held.add(saved[caption])
+            yield {"compare_gallery": [(saved.get(c) or preview(image), c) for image, c in gallery],
+                   "compare_status": status, "compare_state": [cell_state(by_caption[c]) for _, c in gallery]}
+        finished = [cell for cell in request.cells if cell.caption in saved]
+        sheet = comparison_sheet(request.photo, [Image.open(saved[c.caption]) for c in finished],
+                                 [c.title for c in finished])
+        held.add(png := files.save_result(sheet))
+        yield {"compare_image": png, "compare_state": [cell_state(c) for c in finished]}
 
 
 def cell_state(cell) -> dict:
