@@ -559,3 +559,19 @@ def test_a_comparison_longer_than_its_files_age_keeps_them_until_it_ends(app_mod
     assert results and final["compare_image"].endswith(".png")
     keeper.sweep(force=True, now=later)
     assert not any(os.path.exists(p) for p in [*results, final["compare_image"]])  # over: they aged like others
+
+
+def test_every_kind_of_request_obeys_the_ceiling(client, photo_file, app_module, monkeypatch):
+    """Issue 30: with the ceiling per request lowered, a run, a comparison and a grid that would take longer are
+    refused before any work, with one message naming what to lower (a link's run=1 presses the same button)."""
+    from gradio_client import handle_file
+    from gradio_client.exceptions import AppError
+
+    monkeypatch.setattr(app_module.studio.budget, "max_seconds", 0.5)
+    lower = "one request may take here: lower the steps, the size or the number of images"
+    with pytest.raises(AppError, match=f"this run would take .*{lower}"):
+        submit(client, photo_file, size=256, steps=1000).result()
+    with pytest.raises(AppError, match=f"this comparison.* would take .*{lower}"):
+        client.predict(handle_file(photo_file), ["the_scream", "starry_night"], 256, 1000, api_name="/compare")
+    with pytest.raises(AppError, match=f"this grid would take .*{lower}"):
+        client.predict(kind="texture", painting=handle_file(photo_file), size=256, steps=1000, api_name="/explore")
