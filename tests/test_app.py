@@ -575,3 +575,19 @@ def test_every_kind_of_request_obeys_the_ceiling(client, photo_file, app_module,
         client.predict(handle_file(photo_file), ["the_scream", "starry_night"], 256, 1000, api_name="/compare")
     with pytest.raises(AppError, match=f"this grid would take .*{lower}"):
         client.predict(kind="texture", painting=handle_file(photo_file), size=256, steps=1000, api_name="/explore")
+
+
+def test_gradio_s_own_refusal_is_one_log_line_not_a_traceback(client, photo_file, capfd, caplog):
+    """Issue 30: a number over its control's maximum is refused by gradio itself, with its message; the server
+    logs one line for it instead of a traceback."""
+    import logging
+
+    from gradio_client.exceptions import AppError
+
+    capfd.readouterr()
+    with caplog.at_level(logging.INFO, logger="stylize.app"):
+        with pytest.raises(AppError, match="greater than maximum value"):
+            submit(client, photo_file, size=4096, steps=3).result()
+    assert "Traceback" not in capfd.readouterr().err
+    assert [r.getMessage() for r in caplog.records if "refused input" in r.getMessage()] == [
+        "refused input: Value 4096 is greater than maximum value 512."]
