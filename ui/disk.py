@@ -9,7 +9,6 @@ import logging
 import os
 import re
 import threading
-from pathlib import Path
 
 import gradio as gr
 from gradio.utils import get_upload_folder
