@@ -7,6 +7,13 @@ import os
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
+from stylize.service import storage  # noqa: E402  (torch is imported, CUDA untouched)
+
+try:  # gradio's cache goes into the app's own folder, set before gradio is imported (by spaces on ZeroGPU)
+    storage.gradio_cache()
+except storage.RootError as exc:  # one line saying what to set, no traceback
+    raise SystemExit(f"stylize: {exc}") from None
+
 import gradio as gr  # noqa: E402
 import spaces  # noqa: E402,F401  (must come before anything touches CUDA; a no-op off ZeroGPU)
 
@@ -185,7 +192,8 @@ with gr.Blocks(title="stylize — neural style transfer") as demo:  # files: ui/
                                   ("compare", compare_in, ["compare_image", "compare_status"]),
                                   ("explore", explore_in, ["explore_image", "explore_status"])):
         on(C[f"api_{name}"].click, getattr(endpoints, name), inputs, outputs, api_name=name, **gpu)
-    # The page's runs: a fresh stop token first (unqueued), then the run; Stop names the token, even while queued.
+    # The page's runs: a fresh stop token first (unqueued) and the button off, then the run, then the button on again;
+    # Stop names the token, even while queued, and a click during a run does nothing (README, The app).
     page = dict(api_visibility="private", show_progress="minimal", **gpu)
     for prefix, fn, inputs, outputs in (
             ("stylize", endpoints.stylize_in_page, [*images_in, "stylize_token", "regions", *regions_in, "weights",
@@ -194,8 +202,10 @@ with gr.Blocks(title="stylize — neural style transfer") as demo:  # files: ui/
              ["compare_gallery", "compare_status", "compare_image", "compare_link", "compare_state"]),
             ("explore", endpoints.explore_in_page, [*explore_in, "explore_token"],
              ["explore_gallery", "explore_status", "explore_image", "explore_link", "explore_state"])):
-        started = on(C[f"{prefix}_run"].click, h.fresh_token, [], [f"{prefix}_token"], **private)
+        started = on(C[f"{prefix}_run"].click, h.fresh_token, [], [f"{prefix}_token", f"{prefix}_run"],
+                     trigger_mode="once", **private)
         event = on(started.then, fn, inputs, outputs, **page, show_progress_on=C[outputs[1]])
+        on(event.then, h.run_ended, [], [f"{prefix}_run"], **private)
         on(C[f"{prefix}_stop"].click, runs.stop, [f"{prefix}_token"], [], **private)
         if prefix == "stylize":  # shown once there is a finished result
             event.success(lambda: gr.Column(visible=True), None, C["finished"], **private)

@@ -2,7 +2,7 @@
 
 Measures, on a CUDA device: 512 px × 500 steps end to end (against the classic tools' published times), the engine
 step against its floor (a bare VGG-19 forward + backward to the deepest layer, same size) in fp32 and bf16, memory per
-pixel (`torch.cuda.max_memory_allocated`) against the planner's constants (`stylize.budget`), the largest size that
+pixel (`torch.cuda.max_memory_allocated`) against the planner's constants (`stylize.cost.budget`), the largest size that
 fits, the batch plan of a six-painting Compare at 1,024 px, and the ZeroGPU duration asked against the time taken.
 Writes gpu.json and gpu.md to `--out`. `--device cpu --quick` runs every section at tiny sizes (the tests' smoke
 run); on a CPU the memory figures are not applicable (nothing is planned from a CPU's memory) and are left empty.

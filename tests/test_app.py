@@ -552,3 +552,73 @@ def test_three_visitors_at_once_each_get_their_own_result_as_if_alone(client, ph
         assert min(distances, key=distances.get) == p, distances  # its own image, not another visitor's
         if app_module.studio.engine().precision == "fp32":
             assert distances[p] == 0.0
+
+
+def test_an_api_error_quoting_the_request_is_text_and_short(client, photo_file):
+    """Issue 30: an error message that quotes a request's value escapes it (gradio's message box renders HTML)
+    and is cut short, however long the value."""
+    from gradio_client.exceptions import AppError
+
+    crafted = "<img src=http://127.0.0.1:9/a.png>" + "[l](http://127.0.0.1:9/b)" * 40
+    with pytest.raises(AppError) as refused:
+        submit(client, photo_file, size=64, steps=3, style_layers=crafted).result()
+    message = str(refused.value)
+    assert "&lt;img src=" in message and "<img" not in message and len(message) <= 420
+
+
+def test_a_comparison_longer_than_its_files_age_keeps_them_until_it_ends(app_module, photo_file):
+    """Issue 30: the app's own sweep runs between every update with its clock two hours on (past the results'
+    10 min and the cache's hour): the results a live comparison sends and its sheet are made from stay; once it
+    ended, they age like any other file."""
+    import os
+    from types import SimpleNamespace
+
+    from ui import disk
+
+    keeper = disk.housekeeper(app_module.demo)
+    later = time.time() + 2 * 3600
+    request = SimpleNamespace(session_hash="compare-long", request=None, query_params={}, headers={})
+    run = app_module.endpoints.compare_in_page(photo_file, ["the_scream", "starry_night"], 64, 3, 5, "auto", False,
+                                               "token-long", request)
+    results = set()
+    for out in run:
+        keeper.sweep(force=True, now=later)
+        results |= {path for path, _ in out.get("compare_gallery") or () if isinstance(path, str)}
+        assert all(os.path.exists(p) for p in results)
+        assert not out.get("compare_image") or os.path.exists(out["compare_image"])
+        final = out
+    assert results and final["compare_image"].endswith(".png")
+    keeper.sweep(force=True, now=later)
+    assert not any(os.path.exists(p) for p in [*results, final["compare_image"]])  # over: they aged like others
+
+
+def test_every_kind_of_request_obeys_the_ceiling(client, photo_file, app_module, monkeypatch):
+    """Issue 30: with the ceiling per request lowered, a run, a comparison and a grid that would take longer are
+    refused before any work, with one message naming what to lower (a link's run=1 presses the same button)."""
+    from gradio_client import handle_file
+    from gradio_client.exceptions import AppError
+
+    monkeypatch.setattr(app_module.studio.budget, "max_seconds", 0.5)
+    lower = "one request may take here: lower the steps, the size or the number of images"
+    with pytest.raises(AppError, match=f"this run would take .*{lower}"):
+        submit(client, photo_file, size=256, steps=1000).result()
+    with pytest.raises(AppError, match=f"this comparison.* would take .*{lower}"):
+        client.predict(handle_file(photo_file), ["the_scream", "starry_night"], 256, 1000, api_name="/compare")
+    with pytest.raises(AppError, match=f"this grid would take .*{lower}"):
+        client.predict(kind="texture", painting=handle_file(photo_file), size=256, steps=1000, api_name="/explore")
+
+
+def test_gradio_s_own_refusal_is_one_log_line_not_a_traceback(client, photo_file, capfd, caplog):
+    """Issue 30: a number over its control's maximum is refused by gradio itself, with its message; the server
+    logs one line for it instead of a traceback."""
+    import logging
+
+    from gradio_client.exceptions import AppError
+
+    capfd.readouterr()
+    with caplog.at_level(logging.INFO, logger="stylize.app"):
+        with pytest.raises(AppError, match="greater than maximum value"):
+            submit(client, photo_file, size=4096, steps=3).result()
+    assert "Traceback" not in capfd.readouterr().err
+    assert [r.getMessage() for r in caplog.records if "refused input" in r.getMessage()] == [
+        "refused input: Value 4096 is greater than maximum value 512."]

@@ -6,6 +6,7 @@ import os
 import shutil
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 from conftest import ROOT, gradient_photo
@@ -384,7 +385,7 @@ def test_a_shared_page_whose_images_were_swept_opens_with_its_settings_and_one_m
     """Issue 22: a shared page keeps its settings when the disk cap has evicted its images: the real sweep runs
     (files aged past its grace period, a cap that leaves only the link states and what every page shows), then the
     link opens in the browser: one message, the image boxes empty, the settings as shared."""
-    from stylize.service.housekeeping import Folder, Housekeeper, missing_files
+    from stylize.service.housekeeping import GRADIO_LAYOUT, Folder, Housekeeper, missing_files
     from ui import disk
 
     page = browser.new_page(viewport={"width": 1280, "height": 1000})
@@ -399,8 +400,8 @@ def test_a_shared_page_whose_images_were_swept_opens_with_its_settings_and_one_m
     keeper = disk.housekeeper(app_module.demo)
     states = sum(p.stat().st_size for p in (disk.CACHE / "deep_links").rglob("*") if p.is_file())
     kept = sum(os.path.getsize(p) for p in keeper.keep() if os.path.isfile(p))
-    tight = Housekeeper([Folder(disk.CACHE, "gradio cache", 3600, links=True)], cap=states + kept + 1024,
-                        keep=keeper.keep)
+    tight = Housekeeper([Folder(disk.CACHE, "gradio cache", 3600, links=True, layout=GRADIO_LAYOUT)],
+                        cap=states + kept + 1024, root=disk.CACHE, keep=keeper.keep)
     report = tight.sweep(force=True, now=time.time() + 600)  # ten minutes on: past the grace period
     assert report.evicted > 0 and missing_files(disk.CACHE, link_id)  # the images went, the link stayed
 
@@ -467,3 +468,112 @@ def test_two_pages_run_at_once_both_streaming_and_each_stop_ends_only_its_own(br
                             timeout=60_000)
     first.close()
     second.close()
+
+
+@pytest.mark.parametrize("tab, run, stop, status, stopped, gpu", [
+    ("stylize", "#run", "#stop", "#status", "Stopped at step", "run_on_gpu"),
+    ("compare", "#compare-run", "#compare-stop", "#compare-status", "stopped at step", "compare_on_gpu"),
+    ("explore", "#explore-run", "#explore-stop", "#explore-status", "Stopped at step", "explore_on_gpu")])
+def test_a_double_click_starts_one_run_and_stop_stops_it(browser, server, app_module, monkeypatch, tab, run, stop,
+                                                         status, stopped, gpu):
+    """Issue 30: a double click, or a click on a run button while its run is on screen, does nothing (the button is off until
+    the run ends), so Stop always names the run the page shows, on each tab."""
+    from ui import runs
+
+    asked = []
+    real = getattr(runs, gpu)
+
+    def watched(request, flag):
+        asked.append(tab)
+        yield from real(request, flag)
+
+    monkeypatch.setattr(runs, gpu, watched)
+    page = browser.new_page(viewport={"width": 1280, "height": 1000})
+    page.goto(server if tab == "stylize" else f"{server}?tab=explore&kind=texture&rows=a&size=64&steps=1000"
+              if tab == "explore" else f"{server}?tab=compare&presets=starry_night&size=64&steps=1000&photo=tubingen")
+    page.wait_for_selector(run, state="visible", timeout=30_000)
+    if tab == "stylize":
+        page.wait_for_function(ALL_IMAGES_LOADED, arg="#photos img", timeout=30_000)
+        page.locator("#presets img").first.click()
+        page.locator("#photos img").first.click()
+        page.wait_for_selector("#photo img", timeout=10_000)
+        set_number(page, "steps", 1000)
+        set_number(page, "size", 64)
+    elif tab == "compare":
+        page.wait_for_selector("#compare-photo img", timeout=10_000)
+    page.locator(run).dblclick()
+    page.wait_for_function(f"() => /Step|done/.test(document.querySelector('{status}')?.innerText || '')",
+                           timeout=60_000)
+    assert page.locator(run).is_disabled()  # a visitor sees that another click would do nothing
+    page.locator(run).click(force=True)  # and clicks during the run anyway
+    time.sleep(1)
+    page.locator(stop).click()
+    page.wait_for_function(f"(s) => document.querySelector('{status}')?.innerText.includes(s)", arg=stopped,
+                           timeout=30_000)
+    page.wait_for_function(f"() => !document.querySelector('{run}').disabled", timeout=10_000)
+    time.sleep(3)  # time for a second run to start, were one queued
+    assert asked == [tab] and stopped in page.locator(status).inner_text() and "/1000" in page.locator(
+        status).inner_text()
+    page.close()
+
+
+BAIT = "127.0.0.1:9"  # nothing listens there: a request to it is markup from a link come alive
+CRAFTED = [("/?style_layers=[click me](http://127.0.0.1:9/phish)", "#status", "[click me](http://127.0.0.1:9/phish)"),
+           ("/?init=![x](http://127.0.0.1:9/pixel.png)", "#status", "![x](http://127.0.0.1:9/pixel.png)"),
+           ("/?preset=<img src=http://127.0.0.1:9/p.png>&seed=**bold**", "#status", "<img src="),
+           ("/?tab=compare&presets=starry_night,<img src=http://127.0.0.1:9/c.png>&nosuch=[l](http://127.0.0.1:9/c)",
+            "#compare-status", "<img src="),
+           ("/?tab=explore&kind=style&rows=a;[l](http://127.0.0.1:9/e)&columns=![x](http://127.0.0.1:9/e.png)",
+            "#explore-status", "[l](http://127.0.0.1:9/e)"),
+           ("/?tab=explore&kind=<b>x</b>www.example.com", "#explore-status", "<b>x</b>www.example.com")]
+
+
+@pytest.mark.parametrize("query, where, shown", CRAFTED)
+def test_a_crafted_link_is_shown_as_text_never_as_markup(browser, server, query, where, shown):
+    """Issue 30: a link's values are echoed in the status line as text: no link, image or emphasis comes of
+    them, the browser fetches nothing they name, and they are cut short."""
+    page = browser.new_page(viewport={"width": 1280, "height": 1000})
+    fetched = []
+    page.on("request", lambda request: fetched.append(request.url) if urlsplit(request.url).netloc == BAIT else None)
+    page.goto(server.rstrip("/") + query)
+    page.wait_for_function(f"() => /adjusted/.test(document.querySelector('{where}')?.innerText || '')",
+                           timeout=30_000)
+    time.sleep(0.5)
+    status = page.locator(where)
+    assert shown in status.inner_text()  # the value as it was written
+    assert status.locator("a, img, em, b, code").count() == 0 and not fetched
+    assert set(status.locator("strong").all_inner_texts()) <= {"Stylize", "Compare", "Run the grid"}  # the hint's
+    assert all(len(part) < 400 for part in status.inner_text().split(";"))
+    page.close()
+
+
+def test_upload_names_and_errors_are_shown_as_text(browser, server, tmp_path):
+    """A file whose name is markup, refused with a message; an Explore run whose (custom) painting is markup:
+    the messages show the text, no element comes of it, nothing is fetched."""
+    page = browser.new_page(viewport={"width": 1280, "height": 1000})
+    fetched = []
+    page.on("request", lambda request: fetched.append(request.url) if urlsplit(request.url).netloc == BAIT else None)
+    page.goto(server)
+    page.wait_for_function(ALL_IMAGES_LOADED, arg="#presets img", timeout=30_000)
+    bad = tmp_path / "<img src=http:127.0.0.1:9 x> [l](http:127.0.0.1:9).png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 64)  # a PNG signature, then nothing readable
+    page.locator("#presets img").first.click()
+    page.locator("#photo input[type=file]").set_input_files(str(bad))
+    page.wait_for_selector("#photo img", timeout=10_000)
+    set_number(page, "size", 64)
+    set_number(page, "steps", 2)
+    page.locator("#run").click()
+    toast = page.locator("[data-testid=toast-text]").first
+    toast.wait_for(timeout=30_000)
+    assert toast.locator("a, img, b").count() == 0 and "the photo" in toast.inner_text()
+    page.goto(f"{server}?tab=explore&kind=texture&rows=a&size=64&steps=2")
+    page.wait_for_selector("#explore-run", state="visible", timeout=30_000)
+    preset = page.locator("#explore-preset input")
+    preset.fill("<img src=http://127.0.0.1:9/e.png>[l](http://127.0.0.1:9/e)")
+    preset.press("Enter")
+    page.locator("#explore-run").click()
+    toast = page.locator("[data-testid=toast-text]").first
+    toast.wait_for(timeout=30_000)
+    time.sleep(0.5)
+    assert "<img src=" in toast.inner_text() and toast.locator("a, img").count() == 0 and not fetched
+    page.close()

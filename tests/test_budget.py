@@ -33,7 +33,7 @@ from stylize.cost.budget import (
 )
 from stylize.cost.timing import ENGINE_FACTOR, GPU_SECONDS_PER_MPX, StepCost
 from stylize.errors import StylizeError
-from stylize.params import defaults_for
+from stylize.params import Settings, defaults_for
 from stylize.service.compute import out_of_memory_as_message
 
 CPU = defaults_for("cpu")
@@ -219,3 +219,26 @@ def test_an_out_of_memory_error_becomes_one_message_and_closes_the_run():
     with pytest.raises(StylizeError, match="the GPU ran out of memory: use a smaller size, or fewer presets"):
         next(items)
     assert closed
+
+
+def test_a_request_over_the_ceiling_is_refused_naming_what_to_lower(monkeypatch):
+    """Issue 30: off ZeroGPU one request may be estimated at most $STYLIZE_MAX_REQUEST_S (300 s by default); the
+    estimate beside the button says so first. ZeroGPU keeps its own duration check instead."""
+    from stylize.cost.budget import MAX_REQUEST_ENV, ceiling
+
+    cpu = Budget("cpu", StepCost(1.0, "prior"), max_seconds=60)
+    small, big = Settings(size=64, steps=10), Settings(size=512, steps=1000)
+    cpu.check(small)
+    with pytest.raises(StylizeError, match=r"this run would take ≈ .* on this CPU, more than the 60 s one request "
+                                           r"may take here: lower the steps, the size or the number of images"):
+        cpu.check(big)
+    assert "over the 60 s a request may take here" in cpu.estimate(big)
+    assert "over" not in cpu.estimate(small)
+    Budget("cpu", StepCost(1.0, "prior"), max_seconds=0).check(big)  # 0: no ceiling
+    zero = Budget("cuda", StepCost(1.0, "prior"), ZeroGpu(1.0), max_seconds=1)
+    zero.check(Settings(size=64, steps=10))  # the platform's check, not the CPU ceiling
+    monkeypatch.setenv(MAX_REQUEST_ENV, "")
+    assert ceiling() == 300
+    monkeypatch.setenv(MAX_REQUEST_ENV, "ten")
+    with pytest.raises(StylizeError, match="STYLIZE_MAX_REQUEST_S='ten' is not a number"):
+        ceiling()

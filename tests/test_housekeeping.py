@@ -8,6 +8,7 @@ itself to show that the link states it writes are read as this module expects.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -18,7 +19,7 @@ from pathlib import Path
 import pytest
 from conftest import free_port, gradient_photo
 
-from stylize.service.housekeeping import DAY, LINKS, Folder, Housekeeper, missing_files
+from stylize.service.housekeeping import DAY, GRADIO_LAYOUT, LINKS, Folder, Housekeeper, missing_files
 
 NOW = time.time() + 365 * DAY
 HOUR = 3600.0
@@ -46,8 +47,20 @@ def link(cache: Path, link_id: str, age: float, shown: dict[int, Path]) -> Path:
     return state
 
 
+TAGS: dict[str, str] = {}  # hash folder name -> the short tag a test gave it
+
+
+def h(tag: str) -> str:
+    """A hash folder's name as gradio makes it (64 hex digits), for a tag the assertions read."""
+    name = hashlib.sha256(tag.encode()).hexdigest()
+    TAGS[name] = tag
+    return name
+
+
 def names(root: Path) -> set[str]:
-    return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()}
+    """Files under root, a hash folder named by its tag."""
+    rel = (str(p.relative_to(root)).split("/", 1) for p in root.rglob("*") if p.is_file())
+    return {"/".join([TAGS.get(parts[0], parts[0]), *parts[1:]]) for parts in rel}
 
 
 @pytest.fixture
@@ -56,20 +69,21 @@ def cache(tmp_path) -> Path:
 
 
 def keeper(tmp_path, cache, cap=10**9, **kw) -> Housekeeper:
-    folders = [Folder(cache, "gradio cache", HOUR, links=True), Folder(tmp_path / "results", "results", 600),
+    folders = [Folder(cache, "gradio cache", HOUR, links=True, layout=GRADIO_LAYOUT),
+               Folder(tmp_path / "results", "results", 600),
                Folder(tmp_path / "stops", "stop flags", HOUR), Folder(tmp_path / "thumbnails", "thumbnails", None)]
-    return Housekeeper(folders, cap, every=0, **kw)
+    return Housekeeper(folders, cap, tmp_path, every=0, **kw)
 
 
 def test_old_files_go_young_stay_each_by_its_owners_age(tmp_path, cache):
-    write(cache / "a1" / "image.webp", 2 * HOUR)
-    write(cache / "a2" / "image.webp", 0.5 * HOUR)
+    write(cache / h("a1") / "image.webp", 2 * HOUR)
+    write(cache / h("a2") / "image.webp", 0.5 * HOUR)
     write(tmp_path / "results" / "old.png", 700, size=300)
     write(tmp_path / "results" / "new.png", 300)
     write(tmp_path / "stops" / "k.stop", 700, size=0)
     write(tmp_path / "thumbnails" / "t.jpg", 30 * DAY)  # bounded by what writes it: never swept
     report = keeper(tmp_path, cache).sweep(now=NOW)
-    assert names(cache) == {"a2/image.webp"} and not (cache / "a1").exists()  # its empty hash folder went too
+    assert names(cache) == {"a2/image.webp"} and not (cache / h("a1")).exists()  # its empty hash folder went too
     assert names(tmp_path / "results") == {"new.png"}
     assert (tmp_path / "stops" / "k.stop").exists() and (tmp_path / "thumbnails" / "t.jpg").exists()
     assert report.removed == {"gradio cache": [1, 1000], "results": [1, 300]} and report.evicted == 0
@@ -77,9 +91,9 @@ def test_old_files_go_young_stay_each_by_its_owners_age(tmp_path, cache):
 
 
 def test_a_link_keeps_its_files_for_the_link_lifetime_then_all_go(tmp_path, cache):
-    photo = write(cache / "u1" / "photo.png", 2 * DAY)
-    result = write(cache / "r1" / "image.jpeg", 3 * DAY)
-    write(cache / "p1" / "image.jpeg", 2 * DAY)  # a preview no link shows
+    photo = write(cache / h("u1") / "photo.png", 2 * DAY)
+    result = write(cache / h("r1") / "image.jpeg", 3 * DAY)
+    write(cache / h("p1") / "image.jpeg", 2 * DAY)  # a preview no link shows
     state = link(cache, "abcDEF_-123", 2 * DAY, {1: photo, 3: result})
     hk = keeper(tmp_path, cache)
     hk.sweep(now=NOW)
@@ -89,12 +103,12 @@ def test_a_link_keeps_its_files_for_the_link_lifetime_then_all_go(tmp_path, cach
     os.utime(state, (NOW - 8 * DAY, NOW - 8 * DAY))
     report = hk.sweep(now=NOW)
     assert names(cache) == set() and report.removed == {"gradio cache": [3, 2000 + state_size]}
-    assert [p.name for p in cache.iterdir()] == []  # deep_links/<id>/, deep_links/ and the hash folders
+    assert [p.name for p in cache.iterdir()] == [LINKS]  # deep_links/<id>/ and the hash folders; gradio's own stays
     assert missing_files(cache, "abcDEF_-123") is None
 
 
 def test_the_newest_link_showing_a_file_dates_it(tmp_path, cache):
-    photo = write(cache / "u1" / "photo.png", 9 * DAY)
+    photo = write(cache / h("u1") / "photo.png", 9 * DAY)
     link(cache, "old", 8 * DAY, {1: photo})  # expired: it no longer keeps the photo, but the newer one does
     link(cache, "new", 1 * DAY, {1: photo})
     keeper(tmp_path, cache).sweep(now=NOW)
@@ -103,8 +117,8 @@ def test_the_newest_link_showing_a_file_dates_it(tmp_path, cache):
 
 def test_the_cap_evicts_the_oldest_first_and_link_states_last(tmp_path, cache):
     for minutes in (10, 20, 30, 40):
-        write(cache / f"h{minutes}" / "image.webp", minutes * 60)
-    linked = write(cache / "l1" / "photo.png", 3 * DAY + 60)  # lives as long as its 3-day-old link: the oldest
+        write(cache / h(f"h{minutes}") / "image.webp", minutes * 60)
+    linked = write(cache / h("l1") / "photo.png", 3 * DAY + 60)  # lives as long as its 3-day-old link: the oldest
     link(cache, "L", 3 * DAY, {1: linked})
     write(tmp_path / "stops" / "k.stop", 50 * 60, size=0)  # a Stop pressed while queued: frees nothing, stays
     state_size = (cache / LINKS / "L" / "state.json").stat().st_size
@@ -116,9 +130,9 @@ def test_the_cap_evicts_the_oldest_first_and_link_states_last(tmp_path, cache):
 
 
 def test_files_within_the_grace_period_and_kept_files_are_never_removed(tmp_path, cache):
-    running = write(cache / "run" / "image.webp", 30)  # a run in progress
-    default = write(cache / "d" / "default.png", 5 * DAY)  # gradio's copy of a default value: every page shows it
-    write(cache / "old" / "image.webp", 1000)
+    running = write(cache / h("run") / "image.webp", 30)  # a run in progress
+    default = write(cache / h("d") / "default.png", 5 * DAY)  # gradio's copy of a default value: every page shows it
+    write(cache / h("old") / "image.webp", 1000)
     report = keeper(tmp_path, cache, cap=0, grace=120, keep=lambda: [str(default)]).sweep(now=NOW)
     assert names(cache) == {"run/image.webp", "d/default.png"} and running.exists()
     assert report.over_cap and report.used == 2000 and report.evicted == 1
@@ -131,7 +145,7 @@ def test_a_copy_gradio_makes_of_an_old_file_counts_as_new(tmp_path, cache):
     source.write_bytes(b"jpeg")
     two_days_ago = time.time() - 2 * DAY
     os.utime(source, (two_days_ago, two_days_ago))
-    copy = cache / "h" / "t.jpg"
+    copy = cache / h("h") / "t.jpg"
     copy.parent.mkdir(parents=True)
     shutil.copy2(source, copy)
     assert copy.stat().st_mtime == pytest.approx(two_days_ago)
@@ -141,7 +155,7 @@ def test_a_copy_gradio_makes_of_an_old_file_counts_as_new(tmp_path, cache):
 
 def test_concurrent_sweeps_remove_each_file_once(tmp_path, cache):
     for i in range(300):
-        write(cache / f"h{i}" / "image.webp", 2 * HOUR)
+        write(cache / h(f"h{i}") / "image.webp", 2 * HOUR)
     for i in range(20):
         write(cache / f"y{i}" / "image.webp", 60)
     keepers = [keeper(tmp_path, cache), keeper(tmp_path, cache)]  # two sweepers on one folder, as two processes
@@ -166,15 +180,16 @@ def test_concurrent_sweeps_remove_each_file_once(tmp_path, cache):
 
 
 def test_a_sweep_within_every_seconds_of_the_last_does_nothing(tmp_path, cache):
-    hk = Housekeeper([Folder(cache, "gradio cache", HOUR, links=True)], 10**9, every=60)
+    hk = Housekeeper([Folder(cache, "gradio cache", HOUR, links=True, layout=GRADIO_LAYOUT)], 10**9, tmp_path,
+                     every=60)
     assert hk.sweep(now=NOW) is not None
-    write(cache / "h" / "image.webp", 2 * HOUR)
-    assert hk.sweep(now=NOW) is None and (cache / "h" / "image.webp").exists()
+    write(cache / h("h") / "image.webp", 2 * HOUR)
+    assert hk.sweep(now=NOW) is None and (cache / h("h") / "image.webp").exists()
     assert hk.sweep(force=True, now=NOW).files == 1
 
 
 def test_disk_use_per_owner(tmp_path, cache):
-    write(cache / "h" / "image.webp", 0, size=1234)
+    write(cache / h("h") / "image.webp", 0, size=1234)
     write(tmp_path / "results" / "r.png", 0, size=10)
     assert keeper(tmp_path, cache).disk_use() == {"gradio cache": 1234, "results": 10, "stop flags": 0,
                                                   "thumbnails": 0}
@@ -206,7 +221,8 @@ def test_gradio_link_states_are_read_as_written(tmp_path, monkeypatch):
         link_id = httpx.get(f"{url}gradio_api/deep_link", params={"session_hash": client.session_hash}).json()
         for path in cache.rglob("*"):
             os.utime(path, (NOW - 2 * DAY, NOW - 2 * DAY))
-        hk = Housekeeper([Folder(cache, "gradio cache", HOUR, links=True)], 10**9, every=0)
+        hk = Housekeeper([Folder(cache, "gradio cache", HOUR, links=True, layout=GRADIO_LAYOUT)], 10**9, tmp_path,
+                         every=0)
         hk.sweep(now=NOW)
         assert missing_files(cache, link_id) == {} and len(names(cache)) == 3  # the two images and the state
         hk.cap = next((cache / LINKS).rglob("state.json")).stat().st_size

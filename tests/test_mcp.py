@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import time
 from dataclasses import fields
 
 import httpx
@@ -129,3 +130,23 @@ def test_an_mcp_compare_answers_with_one_sheet_and_a_status_line(server):
     assert any("2/2 done" in text for text in texts), texts
     size = sum(len(item.data) for item in images) + sum(len(t) for t in texts)
     print(f"compare answer: {size} bytes")
+
+
+def test_a_cancelled_call_is_answered_with_one_message(server, photo_file):
+    """Issue 30: a job that ends without a final output (cancelled) gets one clear error, not a KeyError."""
+    import pytest
+    from gradio_client import Client, handle_file
+
+    from ui.mcp import _final_outputs
+
+    client = Client(server, verbose=False)
+    try:
+        job = client.submit(photo=handle_file(photo_file), preset="starry_night", size=64, steps=1000,
+                            api_name="/stylize")
+        while not job.outputs():  # the run is streaming
+            time.sleep(0.1)
+        job.cancel()
+        with pytest.raises(RuntimeError, match=r"ended without a result \(it was cancelled"):
+            asyncio.run(asyncio.wait_for(_final_outputs(None, job), 60))
+    finally:
+        client.close()

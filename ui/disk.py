@@ -7,17 +7,22 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
-from pathlib import Path
 
 import gradio as gr
 from gradio.utils import get_upload_folder
 
 from stylize.service import storage
-from stylize.service.housekeeping import DAY, Folder, Housekeeper, missing_files
+from stylize.service.housekeeping import DAY, GRADIO_LAYOUT, Folder, Housekeeper, missing_files
 
 log = logging.getLogger("stylize.disk")
-CACHE = Path(get_upload_folder())  # gradio's: uploads, previews, results shown, MCP inputs, editor layers, links
+CACHE = storage.folder("gradio")  # gradio's (app.py points it here): uploads, previews, results shown, MCP inputs, …
+PART = r"(\.{0}\.[0-9a-f]{{8}}\.part|{0})"  # storage.py writes a file under a partial name, then renames it
+LAYOUTS = {"results": re.compile(PART.format(r"stylized-[0-9a-f]{12}\.png")),
+           "regions": re.compile(PART.format(r"photo-[0-9a-f]{12}\.jpg")),
+           "stops": re.compile(r"[0-9a-f]{32}\.stop"),
+           "thumbnails": re.compile(PART.format(r"[^/]+-[0-9a-f]{16}\.jpg"))}
 LINK_DAYS = 7
 HOUR = 3600.0
 EXPIRED = (f"This shared link's images have expired (a link keeps them {LINK_DAYS} days); its settings are applied: "
@@ -26,18 +31,23 @@ EXPIRED = (f"This shared link's images have expired (a link keeps them {LINK_DAY
 
 def housekeeper(demo: gr.Blocks) -> Housekeeper:
     """The app's folders, each with its owner and age, under one cap. Files gradio keeps for every page (the
-    default values and examples it copied into its cache) are never swept."""
+    default values and examples it copied into its cache) and the files of a run in progress are never swept."""
     def shown_to_every_page() -> set[str]:
-        return {str(p) for block in demo.blocks.values() for p in getattr(block, "keep_in_cache", ())}
+        return {str(p) for block in demo.blocks.values() for p in getattr(block, "keep_in_cache", ())} | storage.held()
 
-    folders = [Folder(CACHE, "gradio cache (uploads, previews, results shown, MCP inputs, editor layers, links)", HOUR,
-                      links=True),
-               Folder(storage.folder("results"), "result PNGs (gradio copies them when shown)", 600),
-               Folder(storage.folder("regions"), "region editor backgrounds", HOUR),
-               Folder(storage.folder("stops"), "stop flags (longer than any queue wait)", 6 * HOUR),
-               Folder(storage.folder("thumbnails"), "copies of shipped images", None)]
+    folders = [Folder(storage.folder(kind), purpose, age, layout=LAYOUTS[kind]) for kind, purpose, age in (
+        ("results", "result PNGs (gradio copies them when shown)", 600),
+        ("regions", "region editor backgrounds", HOUR),
+        ("stops", "stop flags (longer than any queue wait)", 6 * HOUR),
+        ("thumbnails", "copies of shipped images", None))]
+    if os.path.realpath(get_upload_folder()) == str(CACHE):
+        folders.append(Folder(CACHE, "gradio cache (uploads, previews, results shown, MCP inputs, editor layers, "
+                              "links)", HOUR, links=True, layout=GRADIO_LAYOUT))
+    else:  # gradio was imported before app.py set its folder: what it writes is not the app's to sweep
+        log.warning("gradio writes to %s, outside %s: not swept (import app before gradio)", get_upload_folder(),
+                    storage.root())
     cap = int(float(os.environ.get("STYLIZE_DISK_CAP_GB", 5)) * 1e9)
-    return Housekeeper(folders, cap=cap, link_age=LINK_DAYS * DAY, keep=shown_to_every_page)
+    return Housekeeper(folders, cap=cap, root=storage.root(), link_age=LINK_DAYS * DAY, keep=shown_to_every_page)
 
 
 def start_sweeping(keeper: Housekeeper, every: float = 60.0) -> threading.Thread:

@@ -23,7 +23,7 @@ from .service import COMPARE_DEFAULTS as CD
 from .service import DEFAULTS as D
 from .service import GRID_DEFAULTS as EX
 from .service import studio
-from .text import STYLIZE_HINT, adjusted, estimate_note, row_choices, style_label
+from .text import STYLIZE_HINT, adjusted, estimate_note, plain, row_choices, style_label
 
 PRESETS_SHOWN = studio.assets.available_presets()
 PHOTO_IDS = list(studio.assets.photos)
@@ -34,9 +34,15 @@ STRENGTHS_TEXT = "2, 20, 200, 2000"
 TO_STYLIZE_JS = "() => { document.querySelector('#tab-stylize-button')?.click(); window.scrollTo(0, 0); }"
 
 
-def fresh_token() -> str:
-    """A new run's stop token, kept in the page's state (on the server: nobody else sees it)."""
-    return new_token()
+def fresh_token() -> tuple[str, gr.Button]:
+    """A new run's stop token, kept in the page's state (on the server: nobody else sees it), and the run's button
+    off until the run ends: a second click during a run does nothing, so the token and Stop name the run on screen."""
+    return new_token(), gr.Button(interactive=False)
+
+
+def run_ended() -> gr.Button:
+    """The run's button back on, however the run ended (done, stopped, refused)."""
+    return gr.Button(interactive=True)
 
 
 def _painting(preset_id: str | None) -> dict[str, Any]:
@@ -138,7 +144,7 @@ def explore_estimate(kind, rows, columns, size, steps) -> str:
     try:
         grid = make_grid(kind, rows or None, columns, EX.replace(size=int(size), steps=int(steps)), studio.device.type)
     except (StylizeError, TypeError, ValueError) as exc:
-        return estimate_note(str(exc)[:200]) if isinstance(exc, StylizeError) else ""
+        return estimate_note(plain(exc)) if isinstance(exc, StylizeError) else ""
     return estimate_note(f"{grid.cells} cells, {studio.estimate(studio.budget.seconds(grid.settings, batch=grid.cells))}")
 
 

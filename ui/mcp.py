@@ -11,7 +11,8 @@ from gradio.mcp import GradioMCPServer
 
 
 async def _final_outputs(self: GradioMCPServer, job: Any) -> list[Any]:
-    """The job's last outputs as the server sent them (file data with URLs), or its error as an exception."""
+    """The job's last outputs as the server sent them (file data with URLs), or its error (or its cancellation)
+    as an exception with one message."""
     output: dict[str, Any] = {}
     async for update in job:
         if update.type == "output" and update.final:
@@ -19,6 +20,9 @@ async def _final_outputs(self: GradioMCPServer, job: Any) -> list[Any]:
             if not update.success:
                 raise RuntimeError(": ".join(str(part) for part in (output.get("title"), output.get("error"))
                                              if part) or "Error!")
+    if "data" not in output:  # cancelled, or its stream broke: no final output to answer with
+        raise RuntimeError("The call ended without a result (it was cancelled or its connection broke); call the "
+                           "tool again.") from job.exception()
     if job.exception():
         raise job.exception()
     return output["data"]

@@ -27,7 +27,7 @@ from stylize.service.links import space_base_url
 from stylize.service.stopping import StopFlag
 
 from .service import studio
-from .text import gallery_columns, loss_table
+from .text import gallery_columns, html_text, loss_table
 
 log = logging.getLogger("stylize.app")
 NOT_STARTED = "Stopped before it started: nothing ran."
@@ -38,14 +38,14 @@ def user_errors(title: str):
     """Errors as one clear message for the user (a gr.Error also crosses ZeroGPU's process boundary intact)."""
     try:
         yield
-    except StylizeError as exc:  # the visitor's to fix: a message, no trace in the log
-        raise gr.Error(str(exc), title=title, print_exception=False) from None
+    except StylizeError as exc:  # the visitor's to fix: a message (as text: it may quote a request), no trace
+        raise gr.Error(html_text(exc), title=title, print_exception=False) from None
     except gr.Error:
         raise
     except Exception as exc:  # keep serving; the log has the trace
         log.exception("run failed")
-        raise gr.Error(f"Something went wrong ({type(exc).__name__}: {exc}). Your inputs are unchanged; try again.",
-                       title=title) from None
+        raise gr.Error(f"Something went wrong ({type(exc).__name__}: {html_text(exc)}). Your inputs are unchanged; "
+                       "try again.", title=title) from None
 
 
 def base_url(request: gr.Request | None) -> str:
@@ -126,18 +126,21 @@ def compare_run(request: CompareRequest, stop: StopFlag) -> Iterator[dict[str, A
         return
     by_caption = {**{c.caption: c for c in request.cells}, **{c.title + RUNNING: c for c in request.cells}}
     saved: dict[str, str] = {}  # caption -> lossless PNG of a finished result, written once
-    for gallery, status in closing_in_background(compare_on_gpu(request, stop)):
-        # A finished result is sent as its file from then on: Gradio would otherwise encode it again for every
-        # update, rewriting the same cache file while a browser may be downloading it.
-        for image, caption in gallery:
-            if not caption.endswith(RUNNING) and caption not in saved:
-                saved[caption] = storage.save_result(image)
-        yield {"compare_gallery": [(saved.get(c) or preview(image), c) for image, c in gallery],
-               "compare_status": status, "compare_state": [cell_state(by_caption[c]) for _, c in gallery]}
-    finished = [cell for cell in request.cells if cell.caption in saved]
-    sheet = comparison_sheet(request.photo, [Image.open(saved[c.caption]) for c in finished],
-                             [c.title for c in finished])
-    yield {"compare_image": storage.save_result(sheet), "compare_state": [cell_state(c) for c in finished]}
+    with storage.holding() as held:  # the results are sent again with each update and make the sheet: never swept
+        for gallery, status in closing_in_background(compare_on_gpu(request, stop)):
+            # A finished result is sent as its file from then on: Gradio would otherwise encode it again for every
+            # update, rewriting the same cache file while a browser may be downloading it.
+            for image, caption in gallery:
+                if not caption.endswith(RUNNING) and caption not in saved:
+                    saved[caption] = storage.save_result(image)
+                    held.add(saved[caption])
+            yield {"compare_gallery": [(saved.get(c) or preview(image), c) for image, c in gallery],
+                   "compare_status": status, "compare_state": [cell_state(by_caption[c]) for _, c in gallery]}
+        finished = [cell for cell in request.cells if cell.caption in saved]
+        sheet = comparison_sheet(request.photo, [Image.open(saved[c.caption]) for c in finished],
+                                 [c.title for c in finished])
+        held.add(png := storage.save_result(sheet))
+        yield {"compare_image": png, "compare_state": [cell_state(c) for c in finished]}
 
 
 def cell_state(cell) -> dict:

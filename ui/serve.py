@@ -17,6 +17,25 @@ from .service import studio
 
 MAX_UPLOAD = "10mb"  # = stylize.inputs.MAX_UPLOAD_BYTES
 CSS = (Path(__file__).parent / "style.css").read_text()
+log = logging.getLogger("stylize.app")
+
+
+def quiet_refusals(demo: gr.Blocks) -> None:
+    """Gradio's own input checks (a number over its maximum, a choice not offered) raise a gr.Error that prints
+    a traceback per refusal; here each is one log line, and the visitor gets the same message. The method is
+    public in gradio 6.31 (tests/test_app.py fails if it goes)."""
+    checked = demo.preprocess_data
+
+    async def preprocess_data(*args, **kwargs):
+        try:
+            return await checked(*args, **kwargs)
+        except gr.Error as exc:
+            if exc.print_exception:
+                log.info("refused input: %s", exc.message)
+                exc.print_exception = False
+            raise
+
+    demo.preprocess_data = preprocess_data
 
 
 def concurrency() -> int:
@@ -34,6 +53,7 @@ def launch(demo: gr.Blocks, **overrides):
     app's files swept."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     mcp.install()
+    quiet_refusals(demo)
     disk.start_sweeping(disk.housekeeper(demo))
     demo.queue(max_size=int(os.environ.get("STYLIZE_QUEUE_SIZE", 32)),
                default_concurrency_limit=concurrency())

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import html
 import math
+import re
 from typing import Sequence
 
 import pandas as pd
@@ -31,6 +33,27 @@ REGIONS_HELP = ("Paint up to {n} regions over your photo with the brush, one per
                 "style model.")
 
 
+SHOWN_CHARS = 200  # outside text (a link's value, a file name, an error about them) is cut to this
+PUNCTUATION = re.compile(r"([!-/:-@\[-`{-~])")  # every ASCII punctuation mark: Markdown may escape each
+
+
+def cut(text: object, limit: int = SHOWN_CHARS) -> str:
+    """Outside text on one line, at most `limit` characters (an ellipsis says it was cut)."""
+    line = " ".join(str(text).split())
+    return line if len(line) <= limit else line[:limit - 1] + "…"
+
+
+def plain(text: object, limit: int = SHOWN_CHARS) -> str:
+    """Outside text for a Markdown component, shown as it reads: every punctuation mark escaped, so no link,
+    autolink, image, emphasis, HTML or formula can come of it; cut to `limit` characters."""
+    return PUNCTUATION.sub(r"\\\1", cut(text, limit))
+
+
+def html_text(text: object, limit: int = 2 * SHOWN_CHARS) -> str:
+    """Outside text for a message box (gradio's toasts render HTML): `& < >` escaped, cut to `limit`."""
+    return html.escape(cut(text, limit), quote=False)
+
+
 def model_name(model: str) -> str:
     return ABOUT["style_model"].label_of(model)
 
@@ -56,8 +79,8 @@ def estimate_note(text: str) -> str:
 
 
 def adjusted(notices: Sequence[str], status: str) -> str:
-    """A link's status line, with what opening it changed first."""
-    return f"This link was adjusted: {'; '.join(notices)}. {status}" if notices else status
+    """A link's status line, with what opening it changed first (the link's values shown as text)."""
+    return f"This link was adjusted: {'; '.join(plain(n) for n in notices)}. {status}" if notices else status
 
 
 def loss_table(history) -> pd.DataFrame:

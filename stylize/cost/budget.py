@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -23,6 +24,10 @@ from .timing import GPU_PROBE_SIZE, StepCost
 log = logging.getLogger(__name__)
 
 RUN_BUDGET_S = 45  # a default run ends within this on any machine
+# Off ZeroGPU, one request (a run, a comparison, a grid) may be estimated at most this long: the machine is shared
+# through one queue, and a 20-minute run would hold every later visitor. ZeroGPU has its own duration check.
+MAX_REQUEST_ENV = "STYLIZE_MAX_REQUEST_S"
+MAX_REQUEST_S = 300
 COMPARE_BUDGET_S = 60  # and a default comparison of COMPARE_PRESETS presets
 COMPARE_PRESETS = 3
 # Estimates aim this far under a budget: the first comes from a small probe, and a machine's speed drifts.
@@ -248,8 +253,11 @@ class Budget:
     """This machine's time model and what follows from it: defaults that fit a time budget, the estimate shown
     before a click, and on ZeroGPU the duration each task asks for (checked before asking)."""
 
-    def __init__(self, device_type: str, cost: StepCost, zerogpu: ZeroGpu | None = None) -> None:
+    def __init__(self, device_type: str, cost: StepCost, zerogpu: ZeroGpu | None = None,
+                 max_seconds: float | None = None) -> None:
+        """`max_seconds`: the ceiling per request off ZeroGPU (None: $STYLIZE_MAX_REQUEST_S, default 300; 0: none)."""
         self.device_type, self.cost, self.zerogpu = device_type, cost, zerogpu
+        self.max_seconds = ceiling() if max_seconds is None else max_seconds
 
     @classmethod
     def for_engine(cls, engine, device_type: str, zero_gpu: bool = False) -> "Budget":
@@ -280,10 +288,25 @@ class Budget:
         return fit_defaults(self.cost, base, ZEROGPU_DEFAULT_S, max_size, batch, safety=1.0, min_size=min_size,
                             seconds=lambda s: zerogpu.charged(self.request(s, batch)))
 
-    def check(self, settings: Settings, batch: int = 1, styles: int = 1, what: str = "this run") -> None:
-        """On ZeroGPU, refuse work whose request the platform would refuse, with what to change."""
+    def check(self, settings: Settings, batch: int = 1, styles: int = 1, what: str = "this run",
+              aspect: tuple[int, int] = (4, 3)) -> None:
+        """Refuse work whose ZeroGPU request the platform would refuse, or, elsewhere, whose estimate is over the
+        ceiling per request, with what to change."""
         if self.zerogpu is not None:
-            self.zerogpu.check(self.request(settings, batch, styles), what)
+            self.zerogpu.check(self.request(settings, batch, styles, aspect), what)
+        else:
+            self.check_seconds(self.seconds(settings, batch, styles, aspect), what)
+
+    def check_seconds(self, seconds: float, what: str = "this run") -> None:
+        """Off ZeroGPU: refuse an estimate over the ceiling per request, naming what to lower."""
+        if self.zerogpu is None and self.max_seconds and seconds > self.max_seconds:
+            raise StylizeError(f"{what} would take ≈ {duration(seconds)} on this {self._machine}, more than the "
+                               f"{duration(self.max_seconds)} one request may take here: lower the steps, the size "
+                               "or the number of images")
+
+    @property
+    def _machine(self) -> str:
+        return "GPU" if self.device_type == "cuda" else "CPU"
 
     def estimate(self, settings: Settings, batch: int = 1, styles: int = 1, aspect: tuple[int, int] = (4, 3)) -> str:
         """The estimate a visitor sees before the click: "≈ 40 s on this CPU"."""
@@ -294,7 +317,21 @@ class Budget:
         text = f"≈ {duration(seconds)}"
         if self.zerogpu is not None:
             return f"{text} of GPU time (asks ZeroGPU for {self.zerogpu.charged(ZeroGpu.request(seconds)):.0f} s)"
-        return f"{text} on this {'GPU' if self.device_type == 'cuda' else 'CPU'}"
+        over = (f" — over the {duration(self.max_seconds)} a request may take here"
+                if self.max_seconds and seconds > self.max_seconds else "")
+        return f"{text} on this {self._machine}{over}"
+
+
+def ceiling() -> float:
+    """The ceiling per request off ZeroGPU, from $STYLIZE_MAX_REQUEST_S (seconds; 0 for none)."""
+    raw = os.environ.get(MAX_REQUEST_ENV, "").strip()
+    try:
+        value = float(raw) if raw else MAX_REQUEST_S
+    except ValueError:
+        value = -1
+    if not value >= 0:
+        raise StylizeError(f"{MAX_REQUEST_ENV}={raw!r} is not a number of seconds (0 for no ceiling)")
+    return value
 
 
 def duration(seconds: float) -> str:

@@ -98,7 +98,7 @@ def check_stylize(studio: Studio, settings: Settings, photo: str | None, preset:
         raise StylizeError("painted regions and masks work with the Gram style model: choose "
                            f"'{ABOUT['style_model'].label_of('gram')}' under Advanced (style_model 'gram')")
     studio.limits.check(settings)
-    studio.budget.check(settings, styles=len(styles))
+    studio.budget.check(settings, styles=len(styles), aspect=loaded.size)
     return StylizeRequest(loaded, styles, settings, weights, mask_images, preset_id, notices)
 
 
@@ -117,9 +117,10 @@ def check_compare(studio: Studio, photo: str | None, preset_ids: Sequence[str] |
     cells = compare_cells([studio.assets.presets[i] for i in ids], settings, both_models)
     for cell in cells:
         studio.limits.check(cell.settings)
-        studio.budget.check(cell.settings)
+        studio.budget.check(cell.settings, what=f"this comparison's {cell.title}")
     if studio.budget.zerogpu is not None:
         studio.budget.zerogpu.check(studio.compare_seconds(cells), "this comparison")
+    studio.budget.check_seconds(sum(studio.budget.seconds(cell.settings) for cell in cells), "this comparison")
     loaded = load_photo(photo, "add a photo first (upload, webcam, clipboard or an example photo)")
     styles, skipped = {}, []
     for preset_id in ids:
@@ -140,7 +141,7 @@ def check_explore(studio: Studio, kind: str, rows, columns, settings: Settings, 
     weights = check_weights(weights)
     grid = make_grid(kind, rows, columns, settings, studio.device.type)
     studio.limits.check(grid.settings)
-    studio.budget.check(grid.settings, batch=grid.cells)
+    studio.budget.check(grid.settings, batch=grid.cells, what="this grid")
     painting = painting or None
     preset = (preset or "") if not painting else ""
     grid.check_images(photo or None, painting or preset or None)

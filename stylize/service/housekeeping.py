@@ -6,11 +6,16 @@ leaves empty, never removes deep-link states, and deletes the images those state
 (docs/gradio_files.md). Here ownership is read from disk at each sweep, so a restart loses nothing, and no hook
 is needed where gradio writes a link: a link's `state.json` names the files it shows, and the sweep keeps those
 for as long as the link lives. No gradio import: the folders are arguments.
+
+It deletes only what it can prove the app (or gradio, in the cache the app gave it) wrote (issue #30): every
+folder lies inside the app's own root, a file is removed only if its path matches its folder's layout, and no
+link is followed. A file that cannot be removed is logged once and passed over; the cap takes others instead.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import stat
@@ -23,6 +28,12 @@ from typing import Any, Callable, Iterable, NamedTuple
 DAY = 86400.0
 LINKS = "deep_links"  # gradio writes <cache>/deep_links/<link id>/state.json
 LINK_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")  # the ids gradio accepts; anything else names no link
+# What gradio 6.31 writes in its upload folder, read in its source: <sha256 hex>/<name> (uploads, processing_utils'
+# save_*_to_cache: previews, results shown, MCP inputs, editor layers), deep_links/<id>/state.json, and tmp<8>
+# (an upload being received, route_utils.GradioMultiPartParser's NamedTemporaryFile).
+GRADIO_LAYOUT = re.compile(r"[0-9a-f]{64}/[^/]+|deep_links/[A-Za-z0-9_-]{1,128}/state\.json|tmp[a-z0-9_]{8}")
+FLAT = re.compile(r"[^/]+")  # a folder of the app's own files, no subfolders
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -35,6 +46,7 @@ class Folder:
     purpose: str
     max_age: float | None
     links: bool = False
+    layout: re.Pattern[str] = FLAT  # the paths (relative, '/'-separated) its writer makes; nothing else is removed
 
 
 @dataclass
@@ -76,17 +88,28 @@ def _stamp(st: os.stat_result) -> float:
     return max(st.st_mtime, st.st_ctime)
 
 
-def _scan(folder: Folder) -> Iterable[_File]:
-    for top, _dirs, names in os.walk(folder.path):
-        for name in names:
-            path = os.path.join(top, name)
+def _scan(folder: Folder, skip: frozenset[str] = frozenset(), depth: int = 3) -> Iterable[_File]:
+    """The files of `folder` in its layout, without following a link, down to `depth` folders; folders in `skip`
+    (another registered folder inside this one) are left to their own owner. What cannot be read is passed over."""
+    def walk(top: str, rel: str, left: int) -> Iterable[_File]:
+        try:
+            entries = list(os.scandir(top))
+        except OSError:  # unreadable, or gone meanwhile
+            return
+        for entry in entries:
+            path, name = entry.path, f"{rel}{entry.name}"
             try:
-                st = os.lstat(path)
-            except FileNotFoundError:
+                st = entry.stat(follow_symlinks=False)
+            except OSError:
                 continue
-            if stat.S_ISREG(st.st_mode):  # not a link: nothing outside the folder is ever touched
-                state = folder.links and name == "state.json" and os.path.dirname(top) == str(folder.path / LINKS)
+            if stat.S_ISDIR(st.st_mode):
+                if left > 1 and path not in skip:
+                    yield from walk(path, f"{name}/", left - 1)
+            elif stat.S_ISREG(st.st_mode) and folder.layout.fullmatch(name):  # never a link, never a stranger
+                state = folder.links and name.startswith(f"{LINKS}/") and name.endswith("/state.json")
                 yield _File(path, st.st_size, _stamp(st), folder, state)
+
+    yield from walk(str(folder.path), "", depth)
 
 
 def _shown(state_path: str | Path) -> dict[int, list[str]]:
@@ -132,10 +155,21 @@ class Housekeeper:
     shows, counted from when the link was made. Safe from several threads; `sweep` does nothing within `every`
     seconds of the last one, so a handler may call it on every run."""
 
-    def __init__(self, folders: Iterable[Folder], cap: int, link_age: float = 7 * DAY, grace: float = 120.0,
-                 every: float = 60.0, keep: Callable[[], Iterable[str | Path]] = tuple) -> None:
-        self.folders = [Folder(Path(os.path.realpath(f.path)), f.purpose, f.max_age, f.links) for f in folders]
+    def __init__(self, folders: Iterable[Folder], cap: int, root: str | Path, link_age: float = 7 * DAY,
+                 grace: float = 120.0, every: float = 60.0, keep: Callable[[], Iterable[str | Path]] = tuple) -> None:
+        """`root`: the app's own folder; a folder outside it (or the same folder twice) is refused."""
+        top = Path(os.path.realpath(root))
+        self.folders = [Folder(Path(os.path.realpath(f.path)), f.purpose, f.max_age, f.links, f.layout)
+                        for f in folders]
+        paths = [f.path for f in self.folders]
+        for path in paths:
+            if path != top and top not in path.parents:
+                raise ValueError(f"{path} is outside the app's folder {top}: never swept")
+        if len(set(paths)) != len(paths):
+            raise ValueError("a folder is registered twice")
+        self._skip = {f.path: frozenset(str(p) for p in paths if f.path in p.parents) for f in self.folders}
         self.cap, self.link_age, self.grace, self.every, self.keep = cap, link_age, grace, every, keep
+        self._stuck: set[str] = set()  # files that could not be removed, logged once each
         self._lock = threading.Lock()
         self._last = -float("inf")
         self._parsed: dict[str, tuple[float, int, list[str]]] = {}  # a state's stamp, size, files: parsed once
@@ -144,7 +178,7 @@ class Housekeeper:
         """Bytes in each owner's folders (apparent sizes)."""
         use = dict.fromkeys((f.purpose for f in self.folders), 0)
         for folder in self.folders:
-            use[folder.purpose] += sum(f.size for f in _scan(folder))
+            use[folder.purpose] += sum(f.size for f in _scan(folder, self._skip[folder.path]))
         return use
 
     def sweep(self, force: bool = False, now: float | None = None) -> Report | None:
@@ -179,7 +213,7 @@ class Housekeeper:
         return owned
 
     def _sweep(self, now: float) -> Report:
-        files = [f for folder in self.folders for f in _scan(folder)]
+        files = [f for folder in self.folders for f in _scan(folder, self._skip[folder.path])]
         owned = self._links(files, now)
         keep = {os.path.realpath(p) for p in self.keep()}
         report, used, left = Report(), 0, []
@@ -210,22 +244,37 @@ class Housekeeper:
             os.unlink(f.path)
         except FileNotFoundError:
             return False  # another sweeper (or gradio) was first: not counted twice
+        except OSError as exc:  # not ours to delete after all (permissions, immutable): skipped, said once
+            if f.path not in self._stuck:
+                self._stuck.add(f.path)
+                log.warning("cannot remove %s (%s): skipped", f.path, exc.strerror or exc)
+            return False
+        self._stuck.discard(f.path)
         counts = report.removed.setdefault(f.folder.purpose, [0, 0])
         counts[0] += 1
         counts[1] += f.size
         return True
 
     def _remove_empty_dirs(self, folder: Folder, now: float) -> int:
-        """Empty folders below the root, once older than `grace`: gradio makes a hash folder just before it
-        writes the file into it."""
+        """Empty subfolders in the folder's layout (a hash folder, a link's folder) unchanged for the folder's age
+        (or a day): gradio makes a hash folder just before it writes into it, and may write the same content into
+        an old one again, so a folder is left long after its last file went. No link is followed."""
         removed = 0
-        for top, _dirs, _names in os.walk(folder.path, topdown=False):
-            if top == str(folder.path):
-                continue
+        quiet = max(self.grace, folder.max_age or DAY)
+        for parent in (str(folder.path), str(folder.path / LINKS)) if folder.links else ():
             try:
-                if now - _stamp(os.lstat(top)) > self.grace and not os.listdir(top):
-                    os.rmdir(top)
-                    removed += 1
+                entries = list(os.scandir(parent))
             except OSError:
-                continue  # gone, or written into meanwhile
+                continue
+            for entry in entries:
+                name = entry.name if parent == str(folder.path) else f"{LINKS}/{entry.name}"
+                if not folder.layout.fullmatch(f"{name}/x") and not folder.layout.fullmatch(f"{name}/state.json"):
+                    continue
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                    if stat.S_ISDIR(st.st_mode) and now - _stamp(st) > quiet and not os.listdir(entry.path):
+                        os.rmdir(entry.path)
+                        removed += 1
+                except OSError:
+                    continue  # gone, or written into meanwhile
         return removed

@@ -35,6 +35,10 @@ from stylize.engine.updates import Waiting
 log = logging.getLogger(__name__)
 
 
+class Closed(RuntimeError):
+    """The scheduler closed (the process is exiting) before the run ended."""
+
+
 def finish_times(active: Sequence[float], waiting: Sequence[float], slots: int) -> tuple[list[float], list[float]]:
     """When each run should end, in seconds from now, if the machine is shared equally by the active runs (each
     needing `active[i]` seconds alone) and a waiting run starts, in order, when an active one ends and a slot is
@@ -159,7 +163,7 @@ class Scheduler:
                     self._take_out_cancelled()
                 if self._closing:
                     for ticket in [*self._active, *self._waiting]:
-                        self._end(ticket, RuntimeError("the server is shutting down"))
+                        self._end(ticket, Closed("the server is shutting down"))
                     self._cond.notify_all()
                     return
                 group = self._pick()

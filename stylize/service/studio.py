@@ -58,7 +58,7 @@ from .assets import Assets
 from .checks import WEIGHT_SOURCES, CompareRequest, ExploreRequest, StylizeRequest, check_weights
 from .compute import behind_the_server, out_of_memory_as_message
 from .inputs import Inputs
-from .scheduler import Scheduler
+from .scheduler import Closed, Scheduler
 
 log = logging.getLogger(__name__)
 
@@ -178,6 +178,8 @@ class Studio:
                 log.info("time model: %.3f s per step + %.2f s per megapixel-step (%s); default run %d px, %d "
                          "steps", self.budget.cost.overhead, self.budget.cost.prior, self.budget.cost.source,
                          self.defaults.size, self.defaults.steps)
+        except Closed:  # the process is exiting
+            pass
         except Exception:  # a failed warm-up costs speed only
             log.exception("warm-up failed")
         finally:
