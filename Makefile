@@ -14,9 +14,11 @@ $(STAMP): requirements.txt requirements-dev.txt requirements.lock
 
 setup: $(STAMP)
 
-# Debian's Chromium for the real-browser tests (Playwright drives it; it downloads no browser of its own).
+# Debian's packages the tests use: Chromium for the real-browser tests (Playwright drives it; it downloads no browser
+# of its own) and libfaketime for the app started with its clock moved (the sweep's tests and the soak).
 browser:
-	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
+	@(command -v chromium && command -v faketime) >/dev/null || \
+		(apt-get update -qq && apt-get install -y -qq chromium faketime >/dev/null)
 
 run: setup
 	$(VENV)/bin/python app.py
