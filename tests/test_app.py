@@ -582,13 +582,13 @@ def test_a_comparison_longer_than_its_files_age_keeps_them_until_it_ends(app_mod
                                                "token-long", request)
     results = set()
     for out in run:
-        keeper.sweep(force=True, now=later)
+        keeper.sweep(now=later)
         results |= {path for path, _ in out.get("compare_gallery") or () if isinstance(path, str)}
         assert all(os.path.exists(p) for p in results)
         assert not out.get("compare_image") or os.path.exists(out["compare_image"])
         final = out
     assert results and final["compare_image"].endswith(".png")
-    keeper.sweep(force=True, now=later)
+    keeper.sweep(now=later)
     assert not any(os.path.exists(p) for p in [*results, final["compare_image"]])  # over: they aged like others
 
 

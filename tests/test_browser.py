@@ -402,7 +402,7 @@ def test_a_shared_page_whose_images_were_swept_opens_with_its_settings_and_one_m
     kept = sum(os.path.getsize(p) for p in keeper.keep() if os.path.isfile(p))
     tight = Housekeeper([Folder(disk.CACHE, "gradio cache", 3600, links=True, layout=GRADIO_LAYOUT)],
                         cap=states + kept + 1024, root=disk.CACHE, keep=keeper.keep)
-    report = tight.sweep(force=True, now=time.time() + 600)  # ten minutes on: past the grace period
+    report = tight.sweep(now=time.time() + 600)  # ten minutes on: past the grace period
     assert report.evicted > 0 and missing_files(disk.CACHE, link_id)  # the images went, the link stayed
 
     shared = browser.new_page(viewport={"width": 1280, "height": 1000})

@@ -72,7 +72,7 @@ def keeper(tmp_path, cache, cap=10**9, **kw) -> Housekeeper:
     folders = [Folder(cache, "gradio cache", HOUR, links=True, layout=GRADIO_LAYOUT),
                Folder(tmp_path / "results", "results", 600),
                Folder(tmp_path / "stops", "stop flags", HOUR), Folder(tmp_path / "thumbnails", "thumbnails", None)]
-    return Housekeeper(folders, cap, tmp_path, every=0, **kw)
+    return Housekeeper(folders, cap, tmp_path, **kw)
 
 
 def test_old_files_go_young_stay_each_by_its_owners_age(tmp_path, cache):
@@ -164,7 +164,7 @@ def test_concurrent_sweeps_remove_each_file_once(tmp_path, cache):
     def run(hk: Housekeeper) -> None:
         try:
             for _ in range(5):
-                if (report := hk.sweep(force=True, now=NOW)) is not None:
+                if (report := hk.sweep(now=NOW)) is not None:
                     reports.append(report)
         except Exception as err:  # noqa: BLE001 — any error fails the test below
             errors.append(err)
@@ -177,22 +177,6 @@ def test_concurrent_sweeps_remove_each_file_once(tmp_path, cache):
     assert not errors and reports
     assert names(cache) == {f"y{i}/image.webp" for i in range(20)}
     assert sum(r.files for r in reports) == 300 and sum(r.bytes for r in reports) == 300 * 1000
-
-
-def test_a_sweep_within_every_seconds_of_the_last_does_nothing(tmp_path, cache):
-    hk = Housekeeper([Folder(cache, "gradio cache", HOUR, links=True, layout=GRADIO_LAYOUT)], 10**9, tmp_path,
-                     every=60)
-    assert hk.sweep(now=NOW) is not None
-    write(cache / h("h") / "image.webp", 2 * HOUR)
-    assert hk.sweep(now=NOW) is None and (cache / h("h") / "image.webp").exists()
-    assert hk.sweep(force=True, now=NOW).files == 1
-
-
-def test_disk_use_per_owner(tmp_path, cache):
-    write(cache / h("h") / "image.webp", 0, size=1234)
-    write(tmp_path / "results" / "r.png", 0, size=10)
-    assert keeper(tmp_path, cache).disk_use() == {"gradio cache": 1234, "results": 10, "stop flags": 0,
-                                                  "thumbnails": 0}
 
 
 def test_missing_files_names_no_link_outside_the_links_folder(tmp_path, cache):
@@ -221,8 +205,7 @@ def test_gradio_link_states_are_read_as_written(tmp_path, monkeypatch):
         link_id = httpx.get(f"{url}gradio_api/deep_link", params={"session_hash": client.session_hash}).json()
         for path in cache.rglob("*"):
             os.utime(path, (NOW - 2 * DAY, NOW - 2 * DAY))
-        hk = Housekeeper([Folder(cache, "gradio cache", HOUR, links=True, layout=GRADIO_LAYOUT)], 10**9, tmp_path,
-                         every=0)
+        hk = Housekeeper([Folder(cache, "gradio cache", HOUR, links=True, layout=GRADIO_LAYOUT)], 10**9, tmp_path)
         hk.sweep(now=NOW)
         assert missing_files(cache, link_id) == {} and len(names(cache)) == 3  # the two images and the state
         hk.cap = next((cache / LINKS).rglob("state.json")).stat().st_size

@@ -83,7 +83,7 @@ def test_the_default_folder_taken_by_a_link_gives_a_fresh_private_one(tmp_path, 
 
 def keeper(root: Path, cap: int = 10**9) -> Housekeeper:
     return Housekeeper([Folder(root / "gradio", "gradio cache", 3600, links=True, layout=GRADIO_LAYOUT),
-                        Folder(root / "results", "results", 600)], cap, root, every=0)
+                        Folder(root / "results", "results", 600)], cap, root)
 
 
 def test_foreign_files_and_links_are_never_touched_however_old(tmp_path):
@@ -115,7 +115,7 @@ def test_nested_folders_each_file_swept_by_its_own_owner(tmp_path):
     results = plant(tmp_path / "results" / "stylized-0123456789ab.png")
     os.utime(results, (NOW - 300, NOW - 300))  # 5 min: young for results (10 min), old for the outer folder (1 s)
     hk = Housekeeper([Folder(tmp_path, "outer", 1, layout=re.compile(r"results/[^/]+")),
-                      Folder(tmp_path / "results", "results", 600)], 10**9, tmp_path, every=0)
+                      Folder(tmp_path / "results", "results", 600)], 10**9, tmp_path)
     assert hk.sweep(now=NOW).files == 0 and results.exists()
     os.utime(results, (NOW - 700, NOW - 700))
     assert hk.sweep(now=NOW).removed == {"results": [1, 4]}
@@ -156,7 +156,7 @@ def test_an_unreadable_folder_is_passed_over(tmp_path):
         os.chmod(locked.parent, 0o000)
         code = ("import os, sys; from pathlib import Path; from stylize.service.housekeeping import *; os.setuid(65534); "
                 "root = Path(sys.argv[1]); print(Housekeeper([Folder(root / 'gradio', 'cache', 3600, links=True, "
-                "layout=GRADIO_LAYOUT)], 10**9, root, every=0).sweep(now=float(sys.argv[2])).files)")
+                "layout=GRADIO_LAYOUT)], 10**9, root).sweep(now=float(sys.argv[2])).files)")
         out = subprocess.run([sys.executable, "-c", code, str(root), str(NOW)], cwd=ROOT, capture_output=True,
                              text=True, timeout=120)
         os.chmod(locked.parent, 0o700)

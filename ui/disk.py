@@ -9,6 +9,7 @@ import logging
 import os
 import re
 import threading
+import time
 
 import gradio as gr
 from gradio.utils import get_upload_folder
@@ -55,14 +56,13 @@ def start_sweeping(keeper: Housekeeper, every: float = 60.0) -> threading.Thread
     def loop() -> None:
         while True:
             try:
-                report = keeper.sweep(force=True)
+                report = keeper.sweep()
                 if report is not None and (report.files or report.over_cap):
                     log.info("%s", report)
             except Exception:  # the next sweep tries again; serving goes on
                 log.exception("sweep failed")
-            stop.wait(every)
+            time.sleep(every)
 
-    stop = threading.Event()
     thread = threading.Thread(target=loop, daemon=True, name="stylize-sweep")
     thread.start()
     return thread

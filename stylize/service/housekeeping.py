@@ -152,11 +152,11 @@ class Housekeeper:
     """Sweeps the registered folders: files past their owner's age go, then the oldest go while the total is over
     `cap` bytes; files younger than `grace` seconds (runs in progress) and `keep()` (gradio's copies of default
     values and examples, which every page shows) never go. A link state lives `link_age`, and so do the files it
-    shows, counted from when the link was made. Safe from several threads; `sweep` does nothing within `every`
-    seconds of the last one, so a handler may call it on every run."""
+    shows, counted from when the link was made. Safe from several threads (one sweeps at a time); the app's
+    sweeping thread (ui/disk.py) says how often."""
 
     def __init__(self, folders: Iterable[Folder], cap: int, root: str | Path, link_age: float = 7 * DAY,
-                 grace: float = 120.0, every: float = 60.0, keep: Callable[[], Iterable[str | Path]] = tuple) -> None:
+                 grace: float = 120.0, keep: Callable[[], Iterable[str | Path]] = tuple) -> None:
         """`root`: the app's own folder; a folder outside it (or the same folder twice) is refused."""
         top = Path(os.path.realpath(root))
         self.folders = [Folder(Path(os.path.realpath(f.path)), f.purpose, f.max_age, f.links, f.layout)
@@ -168,27 +168,16 @@ class Housekeeper:
         if len(set(paths)) != len(paths):
             raise ValueError("a folder is registered twice")
         self._skip = {f.path: frozenset(str(p) for p in paths if f.path in p.parents) for f in self.folders}
-        self.cap, self.link_age, self.grace, self.every, self.keep = cap, link_age, grace, every, keep
+        self.cap, self.link_age, self.grace, self.keep = cap, link_age, grace, keep
         self._stuck: set[str] = set()  # files that could not be removed, logged once each
         self._lock = threading.Lock()
-        self._last = -float("inf")
         self._parsed: dict[str, tuple[float, int, list[str]]] = {}  # a state's stamp, size, files: parsed once
 
-    def disk_use(self) -> dict[str, int]:
-        """Bytes in each owner's folders (apparent sizes)."""
-        use = dict.fromkeys((f.purpose for f in self.folders), 0)
-        for folder in self.folders:
-            use[folder.purpose] += sum(f.size for f in _scan(folder, self._skip[folder.path]))
-        return use
-
-    def sweep(self, force: bool = False, now: float | None = None) -> Report | None:
-        """One sweep; None when another thread is sweeping or the last sweep was under `every` seconds ago."""
+    def sweep(self, now: float | None = None) -> Report | None:
+        """One sweep; None when another thread is sweeping."""
         if not self._lock.acquire(blocking=False):
             return None
         try:
-            if not force and time.monotonic() - self._last < self.every:
-                return None
-            self._last = time.monotonic()
             return self._sweep(time.time() if now is None else now)
         finally:
             self._lock.release()
