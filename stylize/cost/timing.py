@@ -105,6 +105,12 @@ class StepCost:
     def seconds(self, settings: Settings, aspect: tuple[int, int] = (4, 3), batch: int = 1, styles: int = 1) -> float:
         return self.ratio * self._model(settings, aspect, batch, styles)[0]
 
+    def seconds_left(self, settings: Settings, steps_done: int, aspect: tuple[int, int] = (4, 3), batch: int = 1,
+                     styles: int = 1) -> float:
+        """The time the rest of a run takes after `steps_done` of its steps (its later, larger levels included)."""
+        whole = self._model(settings, aspect, batch, styles)[0]
+        return self.ratio * max(0.0, whole - self._model(settings, aspect, batch, styles, steps_done)[0])
+
     def observe(self, settings: Settings, seconds: float, aspect: tuple[int, int] = (4, 3), batch: int = 1,
                 styles: int = 1, steps_done: int | None = None) -> None:
         """Learn from a run: its time for `steps_done` of its steps (a stopped run is credited the work it did)."""

@@ -261,15 +261,6 @@ class Run:
     def items(self) -> int:
         return len(self.jobs)
 
-    def remaining_work(self) -> float:
-        """Megapixel-steps left (every item, every level still to come): what the scheduler's estimates count."""
-        done, left = self.step, 0.0
-        for (w, h), steps in zip(self.plan.sizes, self.plan.level_steps):
-            todo = max(0, steps - max(0, done))
-            done -= steps
-            left += todo * w * h
-        return left * self.items / 1e6
-
     def _enter_next_level(self) -> None:
         """The next level's photos, objective, starting images (the last level's upsampled) and a fresh L-BFGS."""
         engine, plan, jobs = self.engine, self.plan, self.jobs

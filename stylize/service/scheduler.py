@@ -81,10 +81,11 @@ class Ticket:
 class Scheduler:
     """Steps every submitted run on one thread, batching same-shape runs and sharing the machine fairly."""
 
-    def __init__(self, max_active: int, memory_bytes: float, seconds_per_mpx: Callable[[], float],
+    def __init__(self, max_active: int, memory_bytes: float, seconds_left: Callable[[Run], float],
                  initializer: Callable[[], None] | None = None) -> None:
+        """`seconds_left(run)`: the time a run still needs by itself (the studio's time model)."""
         self.max_active, self.memory_bytes = max(1, max_active), memory_bytes
-        self.seconds_per_mpx = seconds_per_mpx
+        self.seconds_left = seconds_left
         self._initializer = initializer
         self._cond = threading.Condition()
         self._active: list[Ticket] = []
@@ -227,9 +228,7 @@ class Scheduler:
             self._active.append(self._waiting.popleft())
 
     def _remaining(self) -> tuple[list[float], list[float]]:
-        rate = self.seconds_per_mpx()
-        return ([t.run.remaining_work() * rate for t in self._active],
-                [t.run.remaining_work() * rate for t in self._waiting])
+        return ([self.seconds_left(t.run) for t in self._active], [self.seconds_left(t.run) for t in self._waiting])
 
     def _tell_the_line(self) -> None:
         """Every waiting run's place and expected end, as its reader's next item (unless it has one unread)."""

@@ -122,7 +122,7 @@ class Studio:
             self.warmed.set()
         else:
             self.scheduler = Scheduler(*admission(self.device.type, free_memory(self.device)),
-                                       seconds_per_mpx=lambda: self.budget.cost.seconds_per_mpx,
+                                       seconds_left=self.seconds_left,
                                        initializer=behind_the_server if self.device.type == "cpu" else None)
             threading.Thread(target=self._warm_up, name="stylize-warm-up", daemon=True).start()
 
@@ -141,6 +141,12 @@ class Studio:
         if not frame.shared:
             self.budget.cost.observe(settings, frame.compute or frame.elapsed, frame.size, batch, styles,
                                      steps_done=frame.step)
+
+    def seconds_left(self, run: Run) -> float:
+        """The time a run still needs by itself, from the time model: its own settings, size and steps done."""
+        job = run.jobs[0]
+        styles = max(1, len(job.styles))
+        return self.budget.cost.seconds_left(job.settings, run.step, run.plan.sizes[-1], run.items, styles)
 
     def compare_time(self, cells: Sequence[CompareCell], aspect: tuple[int, int] = (4, 3)) -> float:
         """A comparison's estimated time: every result's own run with its preset's tuned settings (a batch does
