@@ -141,10 +141,10 @@ def check_explore(studio: Studio, kind: str, rows, columns, settings: Settings, 
     weights = check_weights(weights)
     grid = make_grid(kind, rows, columns, settings, studio.device.type)
     studio.limits.check(grid.settings)
-    studio.budget.check(grid.settings, batch=grid.cells, what="this grid")
     painting = painting or None
     preset = (preset or "") if not painting else ""
-    grid.check_images(photo or None, painting or preset or None)
+    grid.check_images(photo or None, painting or preset or None)  # what to add first, then what it costs
+    studio.budget.check(grid.settings, batch=grid.cells, what="this grid")
     loaded = load_upload(photo, "the photo") if grid.kind != "texture" else None
     style, preset_id = (None, None) if grid.kind == "reconstruction" else studio.inputs.style(preset, painting)
     return ExploreRequest(grid, loaded, style, preset_id, weights)
