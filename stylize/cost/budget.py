@@ -346,7 +346,7 @@ def duration(seconds: float) -> str:
 
 # Runs active at once. More do not make the machine faster (same-shape runs batch; others take turns), but each
 # holds its memory and stretches every active run's time: a few on a CPU's handful of cores, more on a GPU.
-MAX_ACTIVE = {"cpu": 4, "cuda": 8}
+MAX_ACTIVE = {"cpu": 8, "cuda": 16}
 MAX_ACTIVE_ENV = "STYLIZE_MAX_RUNS"
 CPU_MEMORY_SHARE = 0.5  # of the memory available at start-up: the rest stays the system's and the server's
 
