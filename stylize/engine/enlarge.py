@@ -39,6 +39,10 @@ from .objective import Objective
 from .schedule import SCALE_RATIO, Job, Plan, luminance_only
 from .vgg import BLOCKS, FEATURE_LAYERS, deepest
 
+# From scratch, a size above DIRECT_MAX is made at COARSE_SIZE (where the network sees the painting's strokes) and
+# enlarged from there (the command line's --size 2048).
+COARSE_SIZE = 512
+DIRECT_MAX = 1024
 ENLARGE_STEPS = 6  # L-BFGS steps per level: the look is set by the result given; each level adds its detail
 FACTORS = (2, 4)
 ALIGN = 16  # tile borders on multiples of relu5_1's stride: the tiles' pooling grid is the whole image's
@@ -50,10 +54,12 @@ GPU_PASS_SHARE = 0.5  # of the GPU's free memory when the level starts
 MAX_PIECE = 1.5  # an end piece shorter than half a tile joins its neighbour: pieces up to 1.5 tiles long
 
 
-def enlarge_sizes(source: tuple[int, int], longest: int) -> list[tuple[int, int]]:
+def enlarge_sizes(source: tuple[int, int], longest: int,
+                  shape: tuple[int, int] | None = None) -> list[tuple[int, int]]:
     """The levels from a result of size `source` to `longest` px on its long side: √2 apart, the last exactly the
-    target (a level within 10 % of the target is skipped)."""
-    target = images.fit_size(source, longest)
+    target — of `shape`'s aspect ratio if given (the photo's: what a run from scratch makes), else the result's (a
+    level within 10 % of the target is skipped)."""
+    target = images.fit_size(shape or source, longest)
     if max(target) <= max(source):
         raise StylizeError(f"the result is already {source[0]}×{source[1]}: enlarge to a larger size")
     sizes = []
@@ -277,7 +283,7 @@ def prepare_enlargement(engine: Stylizer, source: Image.Image, job: Job, longest
         raise StylizeError("enlarging works with the Gram style model; choose style_model 'gram'")
     if steps < 1:
         raise StylizeError("enlarging needs at least one step per level")
-    sizes = enlarge_sizes(source.size, longest)
+    sizes = enlarge_sizes(source.size, longest, job.content.size if job.content is not None else None)
     settings = job.settings.replace(size=max(sizes[-1]))
     job = Job(job.content, list(job.styles), settings, None)
     plan = Plan(sizes, [steps] * len(sizes), settings.pooling, luminance_only(settings, job.content is not None))
