@@ -115,6 +115,20 @@ def run_estimate(size, steps, scales, style_scale, style_model, extra_paintings)
     return estimate_note(studio.estimate(settings, styles=1 + len(extra_paintings or [])))
 
 
+def enlarge_estimate(png, factor) -> str:
+    """The estimate beside *Make it bigger*, for the finished result shown (its size read from the file)."""
+    if not png:
+        return ""
+    try:
+        from PIL import Image
+
+        with Image.open(png) as image:
+            size = image.size
+        return estimate_note(studio.enlarge_estimate(size, int(factor)))
+    except (OSError, TypeError, ValueError, StylizeError):
+        return ""
+
+
 def compare_estimate(presets, size, steps, both_models) -> str:
     try:
         count = len(dict.fromkeys(presets or [])) * (2 if both_models else 1)
