@@ -69,11 +69,13 @@ def main(argv: list[str] | None = None) -> int:
         borders = run.borders[-1] if run.borders else None
     seconds = time.perf_counter() - started
     look = lattice.measure(result, photo)
+    look_small = lattice.measure(images.resize(result, small.size), photo)
     seam = lattice.seam_ratio(result, borders[1], borders[2]) if borders else float("nan")
     style = scored(engine, result, photo, painting, settings, small.size)
     style_small = scored(engine, small, photo, painting, settings, small.size)
     print(f"{args.what} {result.width}×{result.height}: {seconds:.0f} s, peak RSS {peak_rss_gb():.2f} GB, "
-          f"seam {seam:.3f} ({'tiled' if borders else 'whole passes'}), {look}, "
+          f"seam {seam:.3f} ({'tiled' if borders else 'whole passes'}), calm here: {look}; seen at "
+          f"{small.width}×{small.height}: {look_small}; "
           f"style at {small.width}×{small.height}: {style:.4g} (small result {style_small:.4g}, "
           f"×{style / style_small:.2f})")
     if args.crop:
