@@ -4,7 +4,8 @@
     python -m benchmarks.enlarge enlarge PHOTO PAINTING small.png --to 2048 -o big.png [--crop docs/x.png]
 
 Prints: the CPU (lscpu's model name) and precision, time, peak RSS (the process's ru_maxrss), the seam measure along
-the last tiled step's borders (benchmarks/lattice.seam_ratio: 1 = no seam), the calm measure (lattice.measure), and
+every tile border of the last level (benchmarks/lattice.seam_ratio: 1 = no seam) and, as a control, on the
+columns and rows of the same 16 px grid that were never borders, the calm measure (lattice.measure), and
 the style loss of the result scored at the small result's size (the engine's own `evaluate` with the same settings:
 the picture seen whole) against the small result's.
 """
@@ -66,15 +67,21 @@ def main(argv: list[str] | None = None) -> int:
         frame = list(alone(run))[-1]
         result = frame.image
         result.save(args.output)
-        borders = run.borders[-1] if run.borders else None
+        last = [b for b in run.borders if b[0] == len(run.plan.sizes) - 1]
+        borders = (None, sorted({x for b in last for x in b[1]}), sorted({y for b in last for y in b[2]})) \
+            if last else None
     seconds = time.perf_counter() - started
     look = lattice.measure(result, photo)
     look_small = lattice.measure(images.resize(result, small.size), photo)
     seam = lattice.seam_ratio(result, borders[1], borders[2]) if borders else float("nan")
+    # The control: the same measure on every 16th column and row that was never a border at the last level.
+    control = lattice.seam_ratio(result, [c for c in range(16, result.width, 16) if borders and c not in borders[1]],
+                                 [r for r in range(16, result.height, 16) if borders and r not in borders[2]])
     style = scored(engine, result, photo, painting, settings, small.size)
     style_small = scored(engine, small, photo, painting, settings, small.size)
     print(f"{args.what} {result.width}×{result.height}: {seconds:.0f} s, peak RSS {peak_rss_gb():.2f} GB, "
-          f"seam {seam:.3f} ({'tiled' if borders else 'whole passes'}), calm here: {look}; seen at "
+          f"seam {seam:.3f} at the last level's borders, {control:.3f} elsewhere on the 16 px grid "
+          f"({'tiled' if borders else 'whole passes'}), calm here: {look}; seen at "
           f"{small.width}×{small.height}: {look_small}; "
           f"style at {small.width}×{small.height}: {style:.4g} (small result {style_small:.4g}, "
           f"×{style / style_small:.2f})")

@@ -105,8 +105,9 @@ def test_an_enlarged_result_has_new_detail_and_the_small_results_picture(stylize
     seen = lambda img: blur(np.asarray(img, float), 2.0)  # noqa: E731  (the picture seen whole: σ = 2 px)
     apart = np.abs(seen(images.resize(big, source.size)) - seen(source)).mean()
     assert apart < 0.4 * np.abs(seen(photo) - seen(source)).mean()  # 16 against the photo's 56 grey levels
-    level, xs, ys = run.borders[-1]
-    assert seam_ratio(big, xs, ys) < 1.3
+    last = [b for b in run.borders if b[0] == len(run.plan.sizes) - 1]
+    xs, ys = sorted({x for b in last for x in b[1]}), sorted({y for b in last for y in b[2]})
+    assert xs and ys and seam_ratio(big, xs, ys) < 1.3  # every border the last level's tiles had
 
 
 def enlarge_frames(run):
@@ -129,3 +130,24 @@ def test_enlarge_refuses_a_smaller_target(stylizer):
 
     with pytest.raises(StylizeError, match="already"):
         list(enlarge(stylizer, gradient_photo(128, 96), Job(gradient_photo(), [stripes_painting()]), 128))
+
+
+def test_a_cpu_enlarges_to_2048_px_and_says_what_4096_would_cost():
+    """The per-request ceiling: 2,048 px on a CPU, 4,096 on a GPU; ×4 costs more than ×2."""
+    import pytest
+
+    from stylize.cost.budget import Budget, Limits
+    from stylize.cost.timing import StepCost
+    from stylize.errors import StylizeError
+    from stylize.params import defaults_for
+
+    cpu, gpu = Limits.for_device("cpu", defaults_for("cpu")), Limits.for_device("cuda", defaults_for("cuda"))
+    cpu.check_enlarge(2048)
+    gpu.check_enlarge(4096)
+    with pytest.raises(StylizeError, match="above this machine's 2048 px"):
+        cpu.check_enlarge(4096)
+    budget = Budget("cpu", StepCost(10.0, "test"))
+    double = budget.enlarge_seconds((512, 384), 1024, 6, tiled_above=2.6e6)
+    quadruple = budget.enlarge_seconds((512, 384), 2048, 6, tiled_above=2.6e6)
+    assert quadruple > 4 * double
+    assert budget.enlarge_estimate((512, 384), 2048, 6, 2.6e6).endswith("on this CPU")

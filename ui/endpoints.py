@@ -125,7 +125,9 @@ def enlarge_in_page(values: dict, request: gr.Request | None):
         run = _enlarge_request(values)
         with StopFlag(values["token"]) as stop:
             for out in enlarge_run(run, stop):
-                yield {"big_result": out.get("result"), "big_status": out.get("status"), "big_png": out.get("png")}
+                yield {f"big_{key}": value for key, value in (("result", out.get("result")),
+                                                             ("status", out.get("status")), ("png", out.get("png")))
+                       if key in out}
 
 
 def _stylize_request(values: dict, regions: tuple[list, list] | None = None) -> StylizeRequest:

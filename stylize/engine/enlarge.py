@@ -229,6 +229,15 @@ class Enlargement(Run):
         self.x = images.luma(rgb) if plan.luminance else rgb  # entering level 0 upsamples it
         self.small = self.x.clone()  # what the picture must stay, seen at the result's size (back-projection)
 
+    def _enter_next_level(self) -> None:
+        """As any level, with the smoothness terms carried up: TV and calm are means of squared neighbour
+        differences, which fall with the square of the magnification for the same picture, so at k× the
+        result's size they weigh k² as much (calm means the same relative to the picture, like style scale)."""
+        super()._enter_next_level()
+        k2 = (max(self.plan.sizes[self.level]) / max(self.small.shape[-2:])) ** 2
+        self.objective.tv = self.objective.tv * k2
+        self.objective.calm = self.objective.calm * k2
+
     def _style_side(self, size: tuple[int, int]) -> int | None:
         """The level's longest side, or less where the paintings would be enlarged past their own pixels."""
         styles = self.jobs[0].styles
