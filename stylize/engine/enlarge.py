@@ -41,11 +41,11 @@ from PIL import Image
 from stylize import images
 from stylize.errors import StylizeError
 
-from .losses import content_loss, gram, positions, transposed_product, tv_loss, calm_loss
+from .losses import calm_loss, content_loss, gram, positions, transposed_product, tv_loss
 from .loop import ReportEvery, Run, Stylizer
 from .objective import Objective
 from .schedule import SCALE_RATIO, Job, Plan, luminance_only
-from .vgg import BLOCKS, FEATURE_LAYERS, deepest
+from .vgg import BLOCKS, deepest
 
 # From scratch, a size above DIRECT_MAX is made at COARSE_SIZE (where the network sees the painting's strokes) and
 # enlarged from there (the command line's --size 2048).
