@@ -151,3 +151,33 @@ def test_a_cpu_enlarges_to_2048_px_and_says_what_4096_would_cost():
     quadruple = budget.enlarge_seconds((512, 384), 2048, 6, tiled_above=2.6e6)
     assert quadruple > 4 * double
     assert budget.enlarge_estimate((512, 384), 2048, 6, 2.6e6).endswith("on this CPU")
+
+
+def test_the_scheduler_steps_an_enlargement_beside_other_runs_as_it_would_alone(stylizer):
+    """One more run for the crowd's scheduler (#29): it takes turns with a Stylize run, never shares its pass, and
+    comes out as it does stepped alone (fp32)."""
+    import threading
+
+    from stylize.engine.loop import alone
+    from stylize.service.scheduler import Scheduler
+
+    photo, painting = gradient_photo(96, 64), stripes_painting()
+    settings = Settings(size=64, steps=4, scales=1)
+    source = list(stylizer.run(photo, [painting], settings, report_every=4))[-1].image
+
+    def enlargement():
+        return prepare_enlargement(stylizer, source, Job(photo, [painting], settings), 128, steps=2)
+
+    scheduler = Scheduler(4, float("inf"), lambda: 1.0)
+    out: dict = {}
+    other = stylizer.prepare([Job(gradient_photo(seed=2), [painting], settings.replace(steps=6))], report_every=1)
+    readers = [threading.Thread(target=lambda k=k, r=r: out.__setitem__(k, list(scheduler.frames(r))))
+               for k, r in (("big", enlargement()), ("other", other))]
+    for reader in readers:
+        reader.start()
+    for reader in readers:
+        reader.join(300)
+    big = out["big"][-1]
+    assert big.done and out["other"][-1].done and not big.shared
+    lone = list(alone(enlargement()))[-1]
+    assert big.image.size == (128, 85) and np.array_equal(np.asarray(big.image), np.asarray(lone.image))
