@@ -56,7 +56,7 @@ with gr.Blocks(title="stylize — neural style transfer") as demo:  # files: ui/
     C["link_notice"] = gr.Markdown("", elem_id="link-notice")
     C["preset"] = gr.Textbox("", visible=False, elem_id="preset-id")
     C.update(autorun=gr.State(False), stylize_token=gr.State(None), compare_token=gr.State(None),
-             explore_token=gr.State(None))
+             explore_token=gr.State(None), enlarge_token=gr.State(None))
     with gr.Tab("Stylize", elem_id="tab-stylize"):
         if h.EXAMPLES:
             C["examples"] = thumbs(studio.assets.example_thumbnails(), "Made with stylize: click one to load it",
@@ -183,14 +183,17 @@ with gr.Blocks(title="stylize — neural style transfer") as demo:  # files: ui/
     # Public endpoints (API and MCP tools): the image once, at the end, and a status line.
     C.update(api_masks=gr.File(file_count="multiple", file_types=["image"], visible=False, elem_id="api-masks"),
              api_stylize=gr.Button(visible=False, elem_id="api-run"), api_compare=gr.Button(visible=False),
-             api_explore=gr.Button(visible=False))
+             api_explore=gr.Button(visible=False), api_enlarge=gr.Button(visible=False),
+             api_result=gr.Image(type="filepath", visible=False), api_factor=gr.Number(2, precision=0, visible=False))
     explore_in = ["explore_kind", "explore_photo", "explore_painting", "explore_rows", "explore_columns",
                   "explore_size", "explore_steps", "explore_seed", "explore_preset", "weights"]
     compare_in = ["compare_photo", "compare_presets", "compare_size", "compare_steps", "seed", "weights",
                   "compare_both"]
     for name, inputs, outputs in (("stylize", [*images_in, "api_masks", "weights", *SETTINGS], ["result", "status"]),
                                   ("compare", compare_in, ["compare_image", "compare_status"]),
-                                  ("explore", explore_in, ["explore_image", "explore_status"])):
+                                  ("explore", explore_in, ["explore_image", "explore_status"]),
+                                  ("enlarge", ["api_result", "api_factor", *images_in, "weights", *SETTINGS],
+                                   ["result", "status"])):
         on(C[f"api_{name}"].click, getattr(endpoints, name), inputs, outputs, api_name=name, **gpu)
     # The page's runs: a fresh stop token first (unqueued) and the button off, then the run, then the button on again;
     # Stop names the token, even while queued, and a click during a run does nothing (README, The app).
@@ -209,6 +212,14 @@ with gr.Blocks(title="stylize — neural style transfer") as demo:  # files: ui/
         on(C[f"{prefix}_stop"].click, runs.stop, [f"{prefix}_token"], [], **private)
         if prefix == "stylize":  # shown once there is a finished result
             event.success(lambda: gr.Column(visible=True), None, C["finished"], **private)
+    # Make it bigger (#33): the finished result's PNG, with the photo, paintings and settings that made it.
+    started = on(C["enlarge_run"].click, h.fresh_token, [], ["enlarge_token"], **private)
+    on(started.then, endpoints.enlarge_in_page, ["png", "enlarge_factor", *images_in, "enlarge_token", "weights",
+                                                 *SETTINGS], ["big_result", "big_status", "big_png"], **page,
+       show_progress_on=C["big_status"])
+    on(C["enlarge_stop"].click, runs.stop, ["enlarge_token"], [], **private)
+    for name in ("png", "enlarge_factor"):
+        on(C[name].change, h.enlarge_estimate, ["png", "enlarge_factor"], ["enlarge_estimate"], **private)
     on(C["strength_scale"].release, t.strength_from_log, ["strength_scale"], ["style_strength"], **private)
     on(C["presets"].select, h.choose_preset, [], [*painting_out, *settings_out], **private)
     on(C["photos"].select, h.choose_photo, [], ["photo"], **private)

@@ -137,3 +137,28 @@ def measure(result: Image.Image, photo: Image.Image) -> Look:
     busy = _inside(~mask)
     return Look(lattice(result, mask), highpass(result, mask), float(mask.mean()), len(_tiles(mask)),
                 highpass(result, busy))
+
+
+# ---- seams (issue #33): tile borders against everywhere else ------------------------------------------------------
+
+SEAM_NEIGHBOURS = range(2, 9)  # px either side of a border that it is compared with
+
+
+def seam_ratio(result: Image.Image | np.ndarray, xs: list[int], ys: list[int]) -> float:
+    """How much more the picture jumps across tile borders than just beside them: the mean |difference| of
+    neighbouring pixels across the borders (columns `xs`, rows `ys`: a border at c lies between pixels c − 1 and
+    c), over the same 2–8 px either side of each border (the same strokes, so content does not count). 1: no
+    seam; a visible step along a border scores several times more."""
+    a = _pixels(result)
+    dx = np.abs(np.diff(a, axis=1)).mean(axis=(0, 2))  # dx[c − 1]: between columns c − 1 and c
+    dy = np.abs(np.diff(a, axis=0)).mean(axis=(1, 2))
+    across, beside = [], []
+    for d, borders in ((dx, xs), (dy, ys)):
+        for b in borders:
+            near = [d[b - 1 + k] for k in (*SEAM_NEIGHBOURS, *(-k for k in SEAM_NEIGHBOURS)) if 0 <= b - 1 + k < len(d)]
+            if 0 < b <= len(d) and near:
+                across.append(d[b - 1])
+                beside.append(np.mean(near))
+    if not across:
+        return 1.0
+    return float(np.mean(across) / max(np.mean(beside), 1e-9))

@@ -37,6 +37,11 @@ def build_parser() -> argparse.ArgumentParser:
         parser.add_argument(flag, **kwargs)
     parser.add_argument("--masks", nargs="+", default=None, metavar="MASK",
                         help="one mask image per style (white: that style applies there; uncovered pixels keep the photo)")
+    parser.add_argument("--from", dest="source", default=None, metavar="RESULT",
+                        help="enlarge this finished result (made from PHOTO and PAINTING with these settings) to "
+                             "--size, coarse to fine, instead of starting from the photo")
+    parser.add_argument("--enlarge-steps", type=int, default=None,
+                        help="steps per level when enlarging (default: the engine's, 6)")
     parser.add_argument("--save-every", type=int, default=0, help="also save OUT-<step>.png every N steps (0: never)")
     return with_machine_flags(parser)
 
@@ -143,6 +148,18 @@ def _run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     frame = None
     last_report = [0.0]
+    from stylize.engine.enlarge import COARSE_SIZE, DIRECT_MAX, ENLARGE_STEPS, enlarge
+
+    source = images.load_image(args.source, max_side=settings.size) if args.source else None
+    if source is None and settings.size > DIRECT_MAX:  # print size from scratch: the picture first, then larger
+        print(f"note: {settings.size} px is made at {COARSE_SIZE} px first (where the network sees the painting's "
+              "strokes), then enlarged coarse to fine", file=sys.stderr)
+        coarse = settings.replace(size=COARSE_SIZE)
+        with tqdm(total=coarse.steps, disable=args.quiet, unit="step", file=sys.stderr, desc=f"{COARSE_SIZE} px") as bar:
+            for frame in stylizer.run(content, styles, coarse, report_every=10**9, masks=args.masks):
+                bar.total = frame.total_steps
+                bar.update(1)
+        source = frame.image
 
     def report(step: int) -> bool:
         """Saved steps, and about once a second for the progress bar (losses are read back only then)."""
@@ -151,8 +168,16 @@ def _run(args: argparse.Namespace) -> int:
             last_report[0] = time.perf_counter()
         return due or bool(args.save_every and step % args.save_every == 0)
 
+    if source is not None:
+        from stylize.engine.loop import Job
+
+        steps = args.enlarge_steps or ENLARGE_STEPS
+        frames = enlarge(stylizer, source, Job(content, styles, settings.replace(size=max(source.size)), args.masks),
+                         settings.size, steps=steps, report_every=report)
+    else:
+        frames = stylizer.run(content, styles, settings, report_every=report, masks=args.masks)
     with tqdm(total=settings.steps, disable=args.quiet, unit="step", file=sys.stderr) as bar:
-        for frame in stylizer.run(content, styles, settings, report_every=report, masks=args.masks):
+        for frame in frames:
             bar.total = frame.total_steps
             bar.update(1)
             if frame.losses is not None:
@@ -160,7 +185,7 @@ def _run(args: argparse.Namespace) -> int:
             if args.save_every and frame.step % args.save_every == 0 and not frame.done:
                 frame.image.save(output.with_name(f"{output.stem}-{frame.step:04d}.png"))
     assert frame is not None and frame.image is not None
-    frame.image.save(output)
+    images.save_png(frame.image, output)
     losses = ", ".join(f"{k} {v:.4g}" for k, v in frame.losses.items())
     undone = f"; {frame.resets[0]} steps undone by the guard" if frame.resets[0] else ""
     print(f"saved {output} ({frame.image.width}×{frame.image.height}) in {time.perf_counter() - started:.1f} s, "

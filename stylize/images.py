@@ -125,6 +125,23 @@ def resize(img: Image.Image, size: tuple[int, int]) -> Image.Image:
     return img if img.size == size else img.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
 
 
+def srgb_profile() -> bytes:
+    """An sRGB ICC profile (littleCMS's), so a print shop reads the PNG's colours as they were made."""
+    from PIL import ImageCms
+
+    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+
+
+def save_png(img: Image.Image, target, fmt: str = "PNG") -> None:
+    """A result as a lossless PNG tagged sRGB (what the network's inputs and the screen assume)."""
+    img.save(target, fmt, icc_profile=srgb_profile())
+
+
+def print_name(img: Image.Image) -> str:
+    """A print's file name that says its size: stylize-2048x1536.png."""
+    return f"stylize-{img.width}x{img.height}.png"
+
+
 def to_tensor(img: Image.Image, device: torch.device | str = "cpu") -> torch.Tensor:
     """(1, 3, H, W) float32 in [0, 1]."""
     array = np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import stylize.engine  # noqa: F401  (importing the engine sets the allocator up)
-from stylize.engine.memory import keep_freed_memory
+from stylize.engine.precision import keep_freed_memory
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc only")
 

@@ -22,7 +22,24 @@ def submit(client, photo, **kwargs):
 
 def test_only_the_three_endpoints_are_public(client):
     assert set(client.view_api(print_info=False, return_format="dict")["named_endpoints"]) == {
-        "/stylize", "/compare", "/explore"}
+        "/stylize", "/compare", "/explore", "/enlarge"}
+
+
+def test_a_result_is_made_bigger_through_the_api_as_an_srgb_png_named_by_its_size(client, photo_file):
+    """/enlarge (#33): the finished result, the photo, painting and settings that made it, a factor."""
+    from gradio_client import handle_file
+
+    small, _ = list(submit(client, photo_file, size=64, steps=4))[-1]
+    outputs = list(client.submit(result=handle_file(small), factor=2, photo=handle_file(photo_file),
+                                 preset="starry_night", size=64, steps=4, api_name="/enlarge"))
+    final, status = outputs[-1]
+    image = Image.open(final)
+    assert image.format == "PNG" and image.size == (128, 85) and image.info.get("icc_profile")
+    assert os.path.basename(final).startswith("stylize-128x85-") and status.startswith("Done")
+    refused = client.submit(result=handle_file(small), factor=3, photo=handle_file(photo_file),
+                            preset="starry_night", api_name="/enlarge")
+    with pytest.raises(Exception, match="factor must be one of"):
+        refused.result()
 
 
 def test_every_setting_is_one_component_and_one_documented_api_parameter(app_module, client):

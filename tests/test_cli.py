@@ -70,3 +70,18 @@ def test_masks_and_the_patch_model_from_the_command_line(tmp_path):
                   str(tmp_path / "mrf.png"), "--size", "64", "--steps", "3", "--weights", "embedded")
     assert patches.returncode == 0, patches.stderr
     assert Image.open(tmp_path / "mrf.png").size == (64, 43)
+
+
+def test_a_result_enlarged_from_the_command_line_is_a_larger_srgb_png(tmp_path):
+    """--from RESULT grows a finished result to --size, coarse to fine (#33)."""
+    gradient_photo().save(tmp_path / "photo.png")
+    stripes_painting().save(tmp_path / "painting.jpg")
+    small, big = tmp_path / "small.png", tmp_path / "big.png"
+    common = [str(tmp_path / "photo.png"), str(tmp_path / "painting.jpg"), "--weights", "embedded", "--precision",
+              "fp32", "--steps", "4"]
+    assert cli(*common, "-o", str(small), "--size", "64").returncode == 0
+    result = cli(*common, "-o", str(big), "--size", "128", "--from", str(small), "--enlarge-steps", "2")
+    assert result.returncode == 0, result.stderr
+    image = Image.open(big)
+    assert image.size == (128, 85) and image.info.get("icc_profile")
+    assert result.stdout.strip().splitlines()[-1].startswith(f"saved {big} (128×85) in ")

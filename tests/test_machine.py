@@ -141,10 +141,10 @@ def test_the_time_model_is_calibrated_on_real_steps_as_a_line():
 
 
 def test_the_time_left_counts_the_larger_levels_still_to_come():
-    """By hand, a model of 2 s per megapixel-step and no overhead: 64 px, 2 levels (45×34, 64×48), 4 + 5 steps.
-    After the first level, what is left is 5 steps of 64×48 and that level's painting pass."""
-    cost = StepCost(2.0, "given")
-    settings = Settings(size=64, steps=9, scales=2)
-    assert cost.seconds_left(settings, 4) == pytest.approx(2.0 * (5 * 64 * 48 + 64 * 48) / 1e6)
-    assert cost.seconds_left(settings, 0) == pytest.approx(cost.seconds(settings))
-    assert cost.seconds_left(settings, 9) == 0
+    """By hand, a model of 0.1 s a step and 2 s per megapixel-step: levels 45×34 and 64×48, 4 + 5 steps, a batch
+    of 3. After the first level, 5 steps of three 64×48 images are left."""
+    cost = StepCost(2.0, "given", overhead=0.1)
+    sizes, steps = [(45, 34), (64, 48)], [4, 5]
+    assert cost.seconds_left(sizes, steps, 4, items=3) == pytest.approx(5 * 0.1 + 2.0 * 3 * 5 * 64 * 48 / 1e6)
+    assert cost.seconds_left(sizes, steps, 6, items=1) == pytest.approx(3 * 0.1 + 2.0 * 3 * 64 * 48 / 1e6)
+    assert cost.seconds_left(sizes, steps, 9) == 0

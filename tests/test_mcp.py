@@ -20,7 +20,9 @@ from stylize import Settings
 def test_the_schema_lists_exactly_the_three_tools_with_every_parameter_described(server):
     tools = httpx.get(f"{server}gradio_api/mcp/schema", timeout=30).json()
     by_endpoint = {tool["meta"]["endpoint_name"]: tool for tool in tools}
-    assert set(by_endpoint) == {"stylize", "compare", "explore"}  # internal events stay hidden
+    assert set(by_endpoint) == {"stylize", "compare", "explore", "enlarge"}  # internal events stay hidden
+    assert by_endpoint["enlarge"]["description"].startswith("Make a finished result bigger")
+    assert all(p.get("description") for p in by_endpoint["enlarge"]["inputSchema"]["properties"].values())
     stylize = by_endpoint["stylize"]
     assert stylize["description"].startswith("Paint a photo in the style of a painting")
     properties = stylize["inputSchema"]["properties"]
@@ -79,7 +81,7 @@ def test_an_mcp_client_stylizes_a_small_image(server):
     """A client that follows progress gets the images as MCP image content."""
     arguments, reference = _photo_and_arguments()
     tools, result, progress = asyncio.run(_call_stylize(f"{server}gradio_api/mcp/", arguments, with_progress=True))
-    assert tools == ["stylize", "compare", "explore"]
+    assert tools == ["stylize", "compare", "explore", "enlarge"]
     assert not result.isError, result.content
     assert progress  # the run's progress was streamed
     images, texts = answer_parts(result)

@@ -56,7 +56,7 @@ def zerogpu(app_module, monkeypatch):
     # ZeroGPU keeps its own duration check, not the ceiling per request of a shared CPU (whose estimate, on this
     # machine, would refuse the 1,000-step runs these tests stop).
     monkeypatch.setattr(app_module.studio.budget, "max_seconds", 0)
-    for kind in ("run", "compare", "explore"):
+    for kind in ("run", "compare", "explore", "enlarge"):
         monkeypatch.setattr(runs, f"{kind}_on_gpu", wrappers.generator_function_wrapper(
             getattr(runs, f"{kind}_on_gpu"), getattr(runs, f"{kind}_seconds"), None))
     yield scheduled
@@ -96,6 +96,21 @@ def consume(generator, on_output, deadline_s: float = DEADLINE_S) -> list:
     if failure:
         raise failure[0]
     return outputs
+
+
+def test_an_enlargement_runs_in_a_forked_worker_and_asks_for_its_own_duration(app_module, zerogpu, tmp_path):
+    """Make it bigger on ZeroGPU (#33): the request crosses the process boundary, the print comes back."""
+    app = app_module
+    photo, small = tmp_path / "photo.png", tmp_path / "small.png"
+    gradient_photo(96, 64).save(photo)
+    gradient_photo(64, 43, seed=4).save(small)
+    values = {**{n: getattr(app.D, n) for n in app.SETTINGS}, "size": 64, "steps": 4}
+    outputs = consume(app.endpoints.enlarge(result=str(small), factor=2, photo=str(photo), preset="starry_night",
+                                            painting=None, extra_paintings=None, weights="auto", **values,
+                                            request=request("enlarge")), lambda *_: None)
+    final, status = outputs[-1]
+    assert Image.open(final).size == (128, 85) and status.startswith("Done")
+    assert len(zerogpu) == 1 and zerogpu[0] >= 20  # the request's floor at least: a duration of its own
 
 
 def test_stylize_streams_from_a_forked_worker_and_stop_from_the_parent_ends_it(app_module, zerogpu, tmp_path):

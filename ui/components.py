@@ -177,8 +177,27 @@ def finished_result() -> Components:
         made = {"before_after": gr.ImageSlider(label="Before / after", type="pil", format="png", interactive=False,
                                                elem_id="slider", height=440, max_height=440),
                 "png": gr.File(label="Download PNG (lossless)", elem_id="png"),
+                **bigger()}
+        made.update({
                 "loss_plot": gr.LinePlot(x="step", y="log10 loss", color="term", label="Loss (log₁₀) per step",
                                          x_title="step", y_title="log₁₀ loss", color_title="loss term",
                                          color_map=LOSS_COLOURS, colors_in_legend=list(LOSS_COLOURS), height=260,
-                                         elem_id="loss-plot")}
+                                         elem_id="loss-plot")})
     return {"finished": column, **made}
+
+
+def bigger() -> Components:
+    """*Make it bigger* (#33): the factor, the button with its estimate beside it, Stop, and what it makes: a
+    streamed, scaled-down preview, a status line and the print-size PNG."""
+    with gr.Group():
+        with gr.Row(equal_height=True):
+            made = {"enlarge_factor": gr.Radio([("×2", 2), ("×4", 4)], value=2, label="Print size",
+                                               elem_id="enlarge-factor", scale=1),
+                    "enlarge_run": gr.Button("Make it bigger", elem_id="enlarge-run", scale=1),
+                    "enlarge_estimate": gr.Markdown("", elem_id="enlarge-estimate"),
+                    "enlarge_stop": gr.Button("Stop", variant="stop", elem_id="enlarge-stop", scale=0)}
+        made.update({"big_status": gr.Markdown("", elem_id="big-status"),
+                     "big_result": gr.Image(label="Bigger (preview, scaled down)", format="jpeg", interactive=False,
+                                            elem_id="big-result", height=440, buttons=["fullscreen"]),
+                     "big_png": gr.File(label="Download the print (PNG, sRGB)", elem_id="big-png")})
+    return made

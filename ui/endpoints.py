@@ -14,9 +14,11 @@ from stylize.experiments.explore import MAX_CELLS
 from stylize.params import ABOUT, RANGES, settings_from_values
 from stylize.service.checks import (
     CompareRequest,
+    EnlargeRequest,
     ExploreRequest,
     StylizeRequest,
     check_compare,
+    check_enlarge,
     check_explore,
     check_stylize,
 )
@@ -25,7 +27,7 @@ from stylize.service.regions import MAX_REGIONS
 from stylize.service.stopping import StopFlag
 
 from .handlers import EXPLORE_PRESET
-from .runs import base_url, compare_run, explore_run, stylize_run, user_errors
+from .runs import base_url, compare_run, enlarge_run, explore_run, stylize_run, user_errors
 from .service import COMPARE_DEFAULTS as CD
 from .service import DEFAULTS as D
 from .service import GRID_DEFAULTS as EX
@@ -90,6 +92,42 @@ def image_and_status(outputs: Iterator[dict[str, Any]], image: str, status: str)
     for out in outputs:
         line = out.get(status, line)
         yield out.get(image), line
+
+
+ENLARGE_ARGS: list[Arg] = [
+    ("result", str, None, "the finished result to make bigger (an image URL or data: URL): a Stylize result, a Compare "
+                          "or Explore cell, a shared link's; give the photo, painting and settings that made it"),
+    ("factor", int, 2, f"how much larger: 2 or 4 (at most {studio.limits.max_enlarge} px on the long side here)")]
+ENLARGE_SUMMARY = ("Make a finished result bigger for print (×2 or ×4): coarse to fine from that result with the "
+                   "photo, paintings and settings that made it (Gatys et al. 2017), in tiles where memory needs them. "
+                   "Streams a scaled-down preview; the last update is a lossless PNG (sRGB) named by its size.")
+
+
+def _enlarge_request(values: dict) -> EnlargeRequest:
+    return check_enlarge(studio, settings_from_values(values, D), values["result"], values["factor"],
+                         values["photo"], values["preset"], values["painting"], values["extra_paintings"],
+                         values["weights"])
+
+
+@settings_api([*ENLARGE_ARGS, *IMAGE_ARGS, WEIGHTS_ARG], ENLARGE_SUMMARY, "(the enlarged PNG, a status line)")
+def enlarge(values: dict, request: gr.Request | None):
+    with user_errors("Can't make it bigger"):
+        run = _enlarge_request(values)
+        with StopFlag(None) as stop:
+            yield from image_and_status(enlarge_run(run, stop), "result", "status")
+
+
+@settings_api([*ENLARGE_ARGS, *IMAGE_ARGS, ("token", str, None, "the page's stop token"), WEIGHTS_ARG],
+              ENLARGE_SUMMARY, "the page's outputs")
+def enlarge_in_page(values: dict, request: gr.Request | None):
+    """*Make it bigger*: /enlarge's run, streaming previews, stoppable with the page's token."""
+    with user_errors("Can't make it bigger"):
+        run = _enlarge_request(values)
+        with StopFlag(values["token"]) as stop:
+            for out in enlarge_run(run, stop):
+                yield {f"big_{key}": value for key, value in (("result", out.get("result")),
+                                                             ("status", out.get("status")), ("png", out.get("png")))
+                       if key in out}
 
 
 def _stylize_request(values: dict, regions: tuple[list, list] | None = None) -> StylizeRequest:

@@ -129,6 +129,20 @@ def run_estimate(photo, size, steps, scales, style_scale, style_model, extra_pai
     return estimate_note(studio.estimate(seconds))
 
 
+def enlarge_estimate(png, factor) -> str:
+    """The estimate beside *Make it bigger*, for the finished result shown (its size read from the file)."""
+    if not png:
+        return ""
+    try:
+        from PIL import Image
+
+        with Image.open(png) as image:
+            size = image.size
+        return estimate_note(studio.enlarge_estimate(size, int(factor)))
+    except (OSError, TypeError, ValueError, StylizeError):
+        return ""
+
+
 def compare_estimate(photo, presets, size, steps, both_models) -> str:
     """What the comparison will take: each preset with its own tuned settings, as ZeroGPU is asked for."""
     try:

@@ -18,10 +18,11 @@ import spaces
 from PIL import Image
 
 from stylize import StylizeError, images
+from stylize.cost.budget import ZeroGpu
 from stylize.engine.updates import preview
 from stylize.experiments.compare import RUNNING, comparison_sheet
 from stylize.service import storage
-from stylize.service.checks import CompareRequest, ExploreRequest, StylizeRequest
+from stylize.service.checks import CompareRequest, EnlargeRequest, ExploreRequest, StylizeRequest
 from stylize.service.compute import closing_in_background
 from stylize.service.links import space_base_url
 from stylize.service.stopping import StopFlag
@@ -71,6 +72,17 @@ def explore_seconds(request: ExploreRequest, stop: StopFlag) -> int:
     return studio.budget.request(request.grid.settings, batch=request.grid.cells)
 
 
+def enlarge_seconds(request: EnlargeRequest, stop: StopFlag) -> int:
+    return ZeroGpu.request(studio.enlarge_seconds(request))
+
+
+@spaces.GPU(duration=enlarge_seconds)
+def enlarge_on_gpu(request: EnlargeRequest, stop: StopFlag):
+    """The engine's part of an enlargement: throttled `Update`s, ended by `stop`."""
+    with user_errors("Can't make it bigger"):
+        yield from studio.enlarge(request, stop)
+
+
 @spaces.GPU(duration=run_seconds)
 def run_on_gpu(request: StylizeRequest, stop: StopFlag):
     """The engine's part of a Stylize run: throttled `Update`s (picklable), ended by `stop` (a file)."""
@@ -93,6 +105,25 @@ def explore_on_gpu(request: ExploreRequest, stop: StopFlag):
 
 
 # ---- the runs, shared by the endpoints and the page -----------------------------------------------------------
+
+def enlarge_run(request: EnlargeRequest, stop: StopFlag) -> Iterator[dict[str, Any]]:
+    """An enlargement's outputs by name: previews (at most PREVIEW_MAX_SIDE px) with a status line, then the PNG
+    (sRGB, named by its size)."""
+    if stop.is_set():
+        yield {"status": NOT_STARTED}
+        return
+    yield {"status": "Starting…"}
+    update = None
+    for update in closing_in_background(enlarge_on_gpu(request, stop)):
+        if update.frame is None:
+            yield {"status": update.status}
+        elif not update.final:
+            yield {"result": preview(update.frame.image), "status": update.status}
+    if update is None or not update.final:
+        raise StylizeError("the enlargement ended without a result; try again")
+    png = storage.save_print(update.frame.image)
+    yield {"result": png, "status": update.status, "png": png}
+
 
 def stylize_run(request: StylizeRequest, stop: StopFlag, link: str) -> Iterator[dict[str, Any]]:
     """A Stylize run's outputs by name: previews with a status line, then the PNG, the before/after pair and the

@@ -24,10 +24,12 @@ from .timing import GPU_PROBE_SIZE, StepCost
 log = logging.getLogger(__name__)
 
 RUN_BUDGET_S = 45  # a default run ends within this on any machine
-# Off ZeroGPU, one request (a run, a comparison, a grid) may be estimated at most this long: the machine is shared
-# through one queue, and a 20-minute run would hold every later visitor. ZeroGPU has its own duration check.
+# Off ZeroGPU, one request (a run, a comparison, a grid, an enlargement) may be estimated at most this long. The
+# scheduler shares the machine fairly, so a long request no longer holds later visitors (it takes its share); the
+# ceiling bounds what one visitor may take of a shared CPU in all, and room for a 2,048 px print on a CPU. ZeroGPU
+# has its own duration check.
 MAX_REQUEST_ENV = "STYLIZE_MAX_REQUEST_S"
-MAX_REQUEST_S = 300
+MAX_REQUEST_S = 900
 COMPARE_BUDGET_S = 60  # and a default comparison of COMPARE_PRESETS presets
 COMPARE_PRESETS = 3
 # Estimates aim this far under a budget: the first comes from a small probe, and a machine's speed drifts.
@@ -65,6 +67,7 @@ MATCH_CHUNK = 1024
 # GPU's duration factor (spaces/zero/client.py) and refuses a request over its maximum ("ZeroGPU illegal
 # duration"), which is 300 s for a logged-in visitor; the quota left to a visitor is often less.
 ZEROGPU_MAX_S = 300
+TILE_OVERHEAD = 1.5  # a tiled level's step over a whole pass: halos and the Grams' pass (measured at 2,048 px on a CPU)
 ZEROGPU_START_S = 10  # the worker's start, the weights onto the GPU, the targets
 ZEROGPU_MARGIN = 1.5  # asked over the estimate: a task that outlives its request is aborted
 ZEROGPU_FLOOR_S = 20
@@ -225,6 +228,11 @@ MAX_STYLES = 4  # style images per run: the painting plus up to three more
 MAX_COMPARE = 6  # presets per comparison
 
 
+# A finished result may be enlarged to this long side (#33): in tiles where memory needs them, so the limit is
+# time, not memory (a CPU's 2,048 px takes minutes; README, Print size).
+MAX_ENLARGE = {"cpu": 2048, "cuda": 4096}
+
+
 @dataclass(frozen=True)
 class Limits:
     """What one request may ask of this machine."""
@@ -233,12 +241,19 @@ class Limits:
     max_steps: int
     max_styles: int = MAX_STYLES
     max_compare: int = MAX_COMPARE
+    max_enlarge: int = MAX_ENLARGE["cpu"]
 
     @classmethod
     def for_device(cls, device_type: str, defaults: Settings) -> "Limits":
         if device_type == "cuda":
-            return cls(max(2048, defaults.size), max(2000, defaults.steps))
+            return cls(max(2048, defaults.size), max(2000, defaults.steps), max_enlarge=MAX_ENLARGE["cuda"])
         return cls(max(512, defaults.size), max(1000, defaults.steps))
+
+    def check_enlarge(self, longest: int) -> None:
+        """Refuse an enlargement past this machine's print size, with what to change."""
+        if longest > self.max_enlarge:
+            raise StylizeError(f"{longest} px is above this machine's {self.max_enlarge} px for an enlargement; "
+                               "choose a smaller factor")
 
     def check(self, settings: Settings) -> None:
         """Refuse a size or step count beyond this machine's, with what to change."""
@@ -255,7 +270,7 @@ class Budget:
 
     def __init__(self, device_type: str, cost: StepCost, zerogpu: ZeroGpu | None = None,
                  max_seconds: float | None = None) -> None:
-        """`max_seconds`: the ceiling per request off ZeroGPU (None: $STYLIZE_MAX_REQUEST_S, default 300; 0: none)."""
+        """`max_seconds`: the ceiling per request off ZeroGPU (None: $STYLIZE_MAX_REQUEST_S, default 900; 0: none)."""
         self.device_type, self.cost, self.zerogpu = device_type, cost, zerogpu
         self.max_seconds = ceiling() if max_seconds is None else max_seconds
 
@@ -287,6 +302,20 @@ class Budget:
         zerogpu = self.zerogpu
         return fit_defaults(self.cost, base, ZEROGPU_DEFAULT_S, max_size, batch, safety=1.0, min_size=min_size,
                             seconds=lambda s: zerogpu.charged(self.request(s, batch)))
+
+    def enlarge_seconds(self, source: tuple[int, int], longest: int, steps: int, tiled_above: float) -> float:
+        """The estimated wall time of an enlargement: its levels' megapixel-steps, levels past `tiled_above` pixels
+        counted TILE_OVERHEAD times (halos and the Grams' own pass), plus each level's targets."""
+        from stylize.engine.enlarge import enlarge_sizes
+
+        work = 0.0
+        for w, h in enlarge_sizes(source, longest):
+            work += (w * h / 1e6) * (steps * (TILE_OVERHEAD if w * h > tiled_above else 1.0) + 2)
+        return self.cost.seconds_per_mpx * work
+
+    def enlarge_estimate(self, source: tuple[int, int], longest: int, steps: int, tiled_above: float) -> str:
+        """The estimate beside *Make it bigger*: "≈ 9 min on this CPU"."""
+        return self.describe(self.enlarge_seconds(source, longest, steps, tiled_above))
 
     def check(self, settings: Settings, batch: int = 1, styles: int = 1, what: str = "this run",
               aspect: tuple[int, int] = (4, 3)) -> None:

@@ -26,21 +26,29 @@ OBSERVATIONS = 8  # runs the model remembers (a median, so one odd run does not 
 MIN_OBSERVED_MPX = 1.0
 
 
-def work(settings: Settings, aspect: tuple[int, int] = (4, 3), batch: int = 1, styles: int = 1,
-         steps_done: int | None = None) -> tuple[int, float]:
-    """(steps, megapixel-steps) of a run up to `steps_done` of its steps (None: all): each level's steps × its
-    pixels × the batch, plus one network pass per style image and level entered (the targets); the patch model
-    also matches every step against each painting. Levels are √2 apart, so a run stopped after its first level
-    has done far less than its share of the steps says."""
-    sizes, steps = schedule(fit_size(aspect, settings.size), settings.scales, settings.steps)
-    left = sum(steps) if steps_done is None else steps_done
+def level_work(sizes: list[tuple[int, int]], level_steps: list[int],
+               steps_done: int | None = None) -> tuple[int, float, float]:
+    """(steps, pixel-steps, pixels of the levels entered) of a run's levels up to `steps_done` of its steps (None:
+    all). Levels are √2 apart, so a run stopped after its first level has done far less than its share of the
+    steps says."""
+    left = sum(level_steps) if steps_done is None else steps_done
     taken, pixels, entered = 0, 0.0, 0.0
-    for (w, h), n in zip(sizes, steps):
+    for (w, h), n in zip(sizes, level_steps):
         if left <= 0:
             break
         k = min(n, left)
         left -= k
         taken, pixels, entered = taken + k, pixels + k * w * h, entered + w * h
+    return taken, pixels, entered
+
+
+def work(settings: Settings, aspect: tuple[int, int] = (4, 3), batch: int = 1, styles: int = 1,
+         steps_done: int | None = None) -> tuple[int, float]:
+    """(steps, megapixel-steps) of a run up to `steps_done` of its steps (None: all): each level's steps × its
+    pixels × the batch, plus one network pass per style image and level entered (the targets); the patch model
+    also matches every step against each painting."""
+    sizes, steps = schedule(fit_size(aspect, settings.size), settings.scales, settings.steps)
+    taken, pixels, entered = level_work(sizes, steps, steps_done)
     if settings.style_model == "mrf":
         pixels *= 1 + styles * settings.style_scale ** 2
     return taken, (batch * pixels + styles * entered * settings.style_scale ** 2) / 1e6
@@ -105,11 +113,13 @@ class StepCost:
     def seconds(self, settings: Settings, aspect: tuple[int, int] = (4, 3), batch: int = 1, styles: int = 1) -> float:
         return self.ratio * self._model(settings, aspect, batch, styles)[0]
 
-    def seconds_left(self, settings: Settings, steps_done: int, aspect: tuple[int, int] = (4, 3), batch: int = 1,
-                     styles: int = 1) -> float:
-        """The time the rest of a run takes after `steps_done` of its steps (its later, larger levels included)."""
-        whole = self._model(settings, aspect, batch, styles)[0]
-        return self.ratio * max(0.0, whole - self._model(settings, aspect, batch, styles, steps_done)[0])
+    def seconds_left(self, sizes: list[tuple[int, int]], level_steps: list[int], steps_done: int,
+                     items: int = 1) -> float:
+        """The time the rest of a run of these levels takes after `steps_done` of its steps (its later, larger
+        levels included): what the scheduler's ETAs add up."""
+        steps, pixels, _ = level_work(sizes, level_steps)
+        done, done_pixels, _ = level_work(sizes, level_steps, steps_done)
+        return self.ratio * (self.overhead * (steps - done) + self.prior * items * (pixels - done_pixels) / 1e6)
 
     def observe(self, settings: Settings, seconds: float, aspect: tuple[int, int] = (4, 3), batch: int = 1,
                 styles: int = 1, steps_done: int | None = None) -> None:

@@ -35,9 +35,8 @@ from stylize.params import Settings
 
 from .lbfgs import HISTORY, LBFGS
 from .masks import load_masks
-from .memory import keep_freed_memory
 from .objective import COLUMNS, Objective, build, named
-from .precision import Precision, default_device, precision_for, requested_precision
+from .precision import Precision, default_device, keep_freed_memory, precision_for, requested_precision
 from .schedule import Job, Plan, check_patch_fit, plan_batch
 from .targets import Targets, fingerprint
 from .vgg import VGGFeatures
@@ -45,7 +44,7 @@ from .weights import Weights, load_weights
 
 __all__ = ["Frame", "Job", "Stylizer", "fingerprint"]
 
-keep_freed_memory()  # before any worker thread allocates: see memory.py
+keep_freed_memory()  # before any worker thread allocates: see precision.py
 
 MAX_RECOVERIES = 3  # non-finite losses survived (each undone by going back to the best image) before giving up
 # The longest L-BFGS step, as the RMS change of a pixel (0–1): healthy steps stay well under it, while the steps
@@ -272,17 +271,33 @@ class Run:
         size = plan.sizes[self.level]
         self.contents = [images.to_tensor(images.resize(j.content, size), engine.device) if j.content is not None
                          else None for j in jobs]
-        self.objective = build(jobs, self.contents, size, plan, engine.targets)
+        self.objective = build(jobs, self.contents, size, plan, engine.targets, self._style_side(size))
         lower, upper = _bounds(self.contents, plan)
         x = _initial(self.x, size, jobs, self.contents, plan, engine.device).clamp(lower, upper).requires_grad_(True)
         self.optimizer = None  # the last level's history goes before this level's is allocated
         self.x = x
-        self.optimizer = LBFGS(x, history=engine.history, lower=lower, upper=upper, max_step=engine.max_step)
+        self.optimizer = LBFGS(x, history=self._history(), lower=lower, upper=upper, max_step=engine.max_step)
         self.best_terms = torch.zeros(len(jobs), len(COLUMNS), device=engine.device)
+
+    def _style_side(self, size: tuple[int, int]) -> int | None:
+        """The longest side the paintings are sized against at a level (None: the level's own)."""
+        return None
+
+    def _history(self) -> int:
+        """L-BFGS pairs kept at the level being entered."""
+        return self.engine.history
 
     def _prepare(self) -> None:
         if self.level_done:
             self._enter_next_level()
+
+    def evaluate(self, rematch: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """This run's terms per item (B, 5) and the gradient of their totals at its current images, in one
+        network pass (a run stepped alone; an enlargement overrides it to work in tiles)."""
+        with torch.enable_grad():
+            terms = self.engine.losses(self.x, self.objective, rematch=rematch)
+            (grad,) = torch.autograd.grad(terms[:, -1].sum(), self.x)
+        return terms, grad
 
     def _advance(self, terms: torch.Tensor, grad: torch.Tensor, rematch: bool, seconds: float,
                  shared: bool) -> Frame:
@@ -341,15 +356,15 @@ def step_together(runs: Sequence[Run]) -> list[Frame | None]:
         return [frames.get(id(run)) for run in runs]
     first = runs[0]
     if len(runs) == 1:
-        x, objective = first.x, first.objective
-        rematch = objective.rematch_due(first.evaluation)
+        rematch = first.objective.rematch_due(first.evaluation)
+        terms, grad = first.evaluate(rematch)
     else:
         x = torch.cat([run.x.detach() for run in runs]).requires_grad_(True)
         objective = _objective_of(runs)
         rematch = False  # runs with MRF terms never share a pass (Run.shareable)
-    with torch.enable_grad():
-        terms = first.engine.losses(x, objective, rematch=rematch)
-        (grad,) = torch.autograd.grad(terms[:, -1].sum(), x)
+        with torch.enable_grad():
+            terms = first.engine.losses(x, objective, rematch=rematch)
+            (grad,) = torch.autograd.grad(terms[:, -1].sum(), x)
     share = (time.perf_counter() - started) / sum(run.items for run in runs)
     frames, offset = [], 0
     for run in runs:

@@ -171,8 +171,9 @@ class _GramTerm:
 
 
 def build(jobs: Sequence[Job], contents: list[torch.Tensor | None], size: tuple[int, int], plan: Plan,
-          targets: Targets) -> Objective:
-    """The batch's objective at one level's `size`; `contents` are the photos at that size (None: no photo)."""
+          targets: Targets, style_side: int | None = None) -> Objective:
+    """The batch's objective at one level's `size`; `contents` are the photos at that size (None: no photo).
+    `style_side`: the longest side the paintings are sized against instead of the level's (an enlargement's)."""
     b, device = len(jobs), targets.device
     scales = targets.scales(plan.pooling)
     content: dict[str, dict[int, tuple[torch.Tensor, float]]] = {}  # layer -> item -> (target, weight)
@@ -193,7 +194,7 @@ def build(jobs: Sequence[Job], contents: list[torch.Tensor | None], size: tuple[
                 layers.add(layer)
             terms.append("style")
         elif job.styles:
-            for layer, terms_here in _gram_terms(i, job, targets, photo, size, scales).items():
+            for layer, terms_here in _gram_terms(i, job, targets, photo, size, scales, style_side).items():
                 grams.setdefault(layer, []).extend(terms_here)
                 layers.add(layer)
             terms.append("style")
@@ -227,10 +228,10 @@ def _calm_maps(jobs: Sequence[Job], contents: list[torch.Tensor | None]) -> torc
 
 
 def _gram_terms(item: int, job: Job, targets: Targets, photo: torch.Tensor | None, size: tuple[int, int],
-                scales: dict[str, float]) -> dict[str, list[_GramTerm]]:
+                scales: dict[str, float], style_side: int | None = None) -> dict[str, list[_GramTerm]]:
     """The job's Gram terms by layer: the blend of its paintings everywhere, or each painting in its region."""
     s = job.settings
-    per_style = targets.style_grams(job, photo, max(size))
+    per_style = targets.style_grams(job, photo, style_side or max(size))
     regions = targets.regions(job, size)
     found = {}
     for layer, w in s.style_layer_weights().items():

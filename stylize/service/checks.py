@@ -11,7 +11,7 @@ from typing import Protocol, Sequence
 import torch
 from PIL import Image
 
-from stylize.cost.budget import Budget, Limits
+from stylize.cost.budget import Budget, Limits, ZeroGpu
 from stylize.errors import StylizeError
 from stylize.experiments.compare import CompareCell, compare_cells
 from stylize.experiments.explore import Grid, make_grid
@@ -34,6 +34,8 @@ class Studio(Protocol):
 
     def compare_seconds(self, cells: Sequence[CompareCell]) -> int: ...
 
+    def enlarge_seconds(self, request: EnlargeRequest) -> float: ...
+
 
 @dataclass
 class StylizeRequest:
@@ -46,6 +48,19 @@ class StylizeRequest:
     masks: list[Image.Image] | None = None
     preset_id: str | None = None
     notices: list[str] = field(default_factory=list)
+
+
+@dataclass
+class EnlargeRequest:
+    """A checked enlargement (#33): a finished result, what made it (photo, paintings, settings) and its new size."""
+
+    photo: Image.Image
+    styles: list[Image.Image]
+    settings: Settings
+    result: Image.Image
+    longest: int
+    weights: str = "auto"
+    preset_id: str | None = None
 
 
 @dataclass
@@ -100,6 +115,38 @@ def check_stylize(studio: Studio, settings: Settings, photo: str | None, preset:
     studio.limits.check(settings)
     studio.budget.check(settings, styles=len(styles), aspect=loaded.size)
     return StylizeRequest(loaded, styles, settings, weights, mask_images, preset_id, notices)
+
+
+ENLARGE_FACTORS = (2, 4)
+
+
+def check_enlarge(studio: Studio, settings: Settings, result: str | None, factor: int, photo: str | None,
+                  preset: str | None, painting: str | None = None, extra_paintings: Sequence[str] | None = None,
+                  weights: str | None = "auto") -> EnlargeRequest:
+    """An enlargement of a finished `result` by `factor`, with the photo, paintings and settings that made it (a
+    Stylize result, a Compare or Explore cell, a shared link's)."""
+    weights = check_weights(weights)
+    if result is None:
+        raise StylizeError("give the finished result to enlarge (make one with Stylize first)")
+    try:
+        factor = int(factor)
+    except (TypeError, ValueError):
+        raise StylizeError(f"factor must be one of {ENLARGE_FACTORS} (got {factor!r})") from None
+    if factor not in ENLARGE_FACTORS:
+        raise StylizeError(f"factor must be one of {ENLARGE_FACTORS} (got {factor})")
+    if settings.style_model != "gram":
+        raise StylizeError(f"enlarging works with the Gram style model ('{ABOUT['style_model'].label_of('gram')}')")
+    image = load_upload(result, "result")
+    loaded = load_photo(photo)
+    styles, preset_id = studio.inputs.styles(preset, painting, extra_paintings)
+    longest = factor * max(image.size)
+    studio.limits.check_enlarge(longest)
+    request = EnlargeRequest(loaded, styles, settings, image, longest, weights, preset_id)
+    seconds = studio.enlarge_seconds(request)
+    if studio.budget.zerogpu is not None:
+        studio.budget.zerogpu.check(ZeroGpu.request(seconds), "this enlargement")
+    studio.budget.check_seconds(seconds, "this enlargement")
+    return request
 
 
 def check_compare(studio: Studio, photo: str | None, preset_ids: Sequence[str] | None, settings: Settings,

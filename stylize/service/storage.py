@@ -167,6 +167,12 @@ def save_result(image: Image.Image) -> str:
     return str(_write(image, folder("results") / f"stylized-{uuid.uuid4().hex[:12]}.png", "PNG"))
 
 
+def save_print(image: Image.Image) -> str:
+    """An enlarged result (#33): a lossless PNG tagged sRGB whose name says its size (stylize-2048x1536-….png)."""
+    name = images.print_name(image).removesuffix(".png") + f"-{uuid.uuid4().hex[:8]}.png"
+    return str(_write(image, folder("results") / name, "PNG", icc_profile=images.srgb_profile()))
+
+
 def save_background(image: Image.Image) -> str:
     """The photo under the region editor, as a JPEG with a random name."""
     return str(_write(image, folder("regions") / f"photo-{uuid.uuid4().hex[:12]}.jpg", "JPEG", quality=90))

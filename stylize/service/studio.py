@@ -36,6 +36,7 @@ from stylize.cost.budget import (
     release_cache_if_tight,
     run_memory,
 )
+from stylize.engine.enlarge import CPU_PASS_BUDGET, ENLARGE_STEPS, Enlargement, pass_bytes, prepare_enlargement
 from stylize.engine.loop import Frame, Job, ReportEvery, Run, Stylizer, alone
 from stylize.engine.precision import cpu_name, default_device, requested_precision
 from stylize.engine.schedule import schedule
@@ -55,7 +56,7 @@ from stylize.params import Settings, defaults_for
 
 from . import links
 from .assets import Assets
-from .checks import WEIGHT_SOURCES, CompareRequest, ExploreRequest, StylizeRequest, check_weights
+from .checks import WEIGHT_SOURCES, CompareRequest, EnlargeRequest, ExploreRequest, StylizeRequest, check_weights
 from .compute import behind_the_server, out_of_memory_as_message
 from .inputs import Inputs
 from .scheduler import Closed, Scheduler
@@ -143,10 +144,8 @@ class Studio:
                                      steps_done=frame.step)
 
     def seconds_left(self, run: Run) -> float:
-        """The time a run still needs by itself, from the time model: its own settings, size and steps done."""
-        job = run.jobs[0]
-        styles = max(1, len(job.styles))
-        return self.budget.cost.seconds_left(job.settings, run.step, run.plan.sizes[-1], run.items, styles)
+        """The time a run (any kind: a batch, a grid, an enlargement) still needs by itself: its own levels."""
+        return self.budget.cost.seconds_left(run.plan.sizes, run.plan.level_steps, run.step, run.items)
 
     def compare_time(self, cells: Sequence[CompareCell], aspect: tuple[int, int] = (4, 3)) -> float:
         """A comparison's estimated time: every result's own run with its preset's tuned settings (a batch does
@@ -275,7 +274,8 @@ class Studio:
         memory is short after the run, PyTorch's unused cache goes back to the driver."""
         if self.scheduler is not None and os.getpid() == self._pid:
             width, height = run.plan.sizes[-1]
-            memory = run_memory(width * height, [job.settings for job in run.jobs], run.engine.precision == "bf16")
+            memory = run.memory_bytes() if isinstance(run, Enlargement) else \
+                run_memory(width * height, [job.settings for job in run.jobs], run.engine.precision == "bf16")
             frames = self.scheduler.frames(run, memory)
         else:
             frames = alone(run)
@@ -294,6 +294,30 @@ class Studio:
         job = Job(request.photo, request.styles, request.settings, request.masks)
         run = self.engine(request.weights).prepare([job], report_every=Reporter(), should_stop=should_stop)
         return out_of_memory_as_message(throttle(self.frames(run)))
+
+    def enlarge(self, request: EnlargeRequest, should_stop: ShouldStop = never) -> Iterator[Update]:
+        """A finished result made bigger (#33), streamed like `run`: one more run for the scheduler, stepped
+        alone (its shape is its own) and taking turns by its cost like any long run."""
+        job = Job(request.photo, request.styles, request.settings.replace(size=max(request.result.size)))
+        run = prepare_enlargement(self.engine(request.weights), request.result, job, request.longest,
+                                  report_every=Reporter(), should_stop=should_stop)
+        return out_of_memory_as_message(throttle(self.frames(run)))
+
+    def enlarge_seconds(self, request: EnlargeRequest) -> float:
+        """An enlargement's estimated wall time alone."""
+        return self.budget.enlarge_seconds(request.result.size, request.longest, ENLARGE_STEPS, self._tiled_above())
+
+    def _tiled_above(self) -> float:
+        """Pixels above which a level goes in tiles (estimates only): the CPU's pass budget; on a GPU no more."""
+        engine = self._engines.get("auto")
+        return CPU_PASS_BUDGET / pass_bytes(1, engine.precision if engine is not None else "fp32")
+
+    def enlarge_estimate(self, size: tuple[int, int], factor: int) -> str:
+        """The estimate beside *Make it bigger* for a result of `size`."""
+        longest = factor * max(size)
+        if longest > self.limits.max_enlarge:
+            return f"×{factor} would be {longest} px: above this machine's {self.limits.max_enlarge} px"
+        return self.budget.enlarge_estimate(size, longest, ENLARGE_STEPS, self._tiled_above())
 
     def run_batch(self, jobs: list[Job], weights: str = "auto", should_stop: ShouldStop = never) -> Iterator[Update]:
         """Several images of one size in one batch, streamed like `run` (images and losses per item)."""
