@@ -233,9 +233,10 @@ def test_share_links_round_trip_through_prefill(app_module):
 
 
 def test_page_loads_and_ui_events_are_not_queued(app_module):
-    """A page load never waits behind running jobs: only the three runs go through the queue."""
+    """A page load never waits behind running jobs: only the four runs go through the queue."""
     queued = {fn.name for fn in app_module.demo.fns.values() if fn.queue and fn.fn is not None}
-    assert queued == {"stylize", "stylize_in_page", "compare", "compare_in_page", "explore", "explore_in_page"}, queued
+    assert queued == {"stylize", "stylize_in_page", "compare", "compare_in_page", "explore", "explore_in_page",
+                      "enlarge", "enlarge_in_page"}, queued
 
 
 def test_private_queue_attributes_still_exist(app_module):
