@@ -168,7 +168,7 @@ def test_the_scheduler_steps_an_enlargement_beside_other_runs_as_it_would_alone(
     def enlargement():
         return prepare_enlargement(stylizer, source, Job(photo, [painting], settings), 128, steps=2)
 
-    scheduler = Scheduler(4, float("inf"), lambda: 1.0)
+    scheduler = Scheduler(4, float("inf"), lambda run: 1.0)  # a time model is not this test's subject
     out: dict = {}
     other = stylizer.prepare([Job(gradient_photo(seed=2), [painting], settings.replace(steps=6))], report_every=1)
     readers = [threading.Thread(target=lambda k=k, r=r: out.__setitem__(k, list(scheduler.frames(r))))
