@@ -116,8 +116,10 @@ def test_every_image_input_hands_stylize_the_uploaded_file(cases, client, photo_
     assert not corpus.pixel_problems(loaded["style image 3"], cases_by_name["palette.png"])
 
 
-def test_eight_clients_at_once_each_get_their_own_result(server, tmp_path):
+def test_eight_clients_at_once_each_get_their_own_result(server, tmp_path, app_module, monkeypatch):
     from gradio_client import Client, handle_file
+
+    monkeypatch.setattr(app_module.studio.scheduler, "max_active", 4)  # four run, four wait in line
 
     photos = []
     for n in range(8):
@@ -128,14 +130,9 @@ def test_eight_clients_at_once_each_get_their_own_result(server, tmp_path):
     try:
         jobs = [c.submit(photo=handle_file(str(p)), preset="starry_night", size=64, steps=3, style_strength=1.0,
                          api_name="/stylize") for c, p in zip(clients, photos)]
-        ranks = {n: set() for n in range(8)}
         deadline = time.perf_counter() + 180
         while not all(job.done() for job in jobs):
             assert time.perf_counter() < deadline
-            for n, job in enumerate(jobs):
-                status = job.status()
-                if status.rank is not None:
-                    ranks[n].add(status.rank)
             time.sleep(0.05)
         outputs = [np.asarray(Image.open(job.result()[0]), dtype=float) for job in jobs]
     finally:
@@ -146,9 +143,8 @@ def test_eight_clients_at_once_each_get_their_own_result(server, tmp_path):
     for n, out in enumerate(outputs):
         distances = [np.abs(out - ref).mean() for ref in inputs]
         assert int(np.argmin(distances)) == n, distances
-    # More runs than the scheduler keeps active: the others were told their place (in its line, or Gradio's queue).
-    told = [str(status) for job in jobs for _, status in job.outputs() if "in line" in str(status)]
-    assert told or max(max(r) if r else 0 for r in ranks.values()) >= 1
+    # More runs than the scheduler keeps active: the others were told their place in its line.
+    assert any("in line" in str(status) for job in jobs for _, status in job.outputs())
 
 
 def test_memory_returns_near_the_baseline_after_twenty_jobs(client, photo_file):
