@@ -31,6 +31,16 @@ def fake_frames(count: int, log: list, report):
             yield Frame(step, count, step * 0.01, (96, 64))
 
 
+def test_a_run_reports_less_often_while_others_stream_beside_it():
+    """Four runs streaming: each reports four times less often, so the server encodes about as many previews."""
+    import time
+
+    alone, shared = Reporter(interval=0.2), Reporter(interval=0.2, share=lambda: 4)
+    assert alone(1) and shared(1)  # the first step is always reported
+    time.sleep(0.3)
+    assert alone(2) and not shared(2)  # past 0.2 s, not past 4 × 0.2 s
+
+
 def test_the_reporter_asks_for_few_reports():
     reporter = Reporter(interval=3600)
     assert [reporter(step) for step in range(1, 6)] == [True, False, False, False, False]

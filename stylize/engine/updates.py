@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Callable, Iterator
 
 from PIL import Image
 
@@ -70,14 +70,16 @@ def batch_status(frame: Frame, count: int) -> str:
 
 class Reporter:
     """The engine's report predicate for a streamed run: a step is reported (image rendered, losses read back)
-    at most every `interval` seconds (the engine always reports the last step, and a stopped one)."""
+    at most every `interval` seconds (the engine always reports the last step, and a stopped one). `share()`, where
+    given, is how many runs stream at once: each reports that many times less often, so the server encodes about
+    as many previews a second however many visitors there are (each one a WebP written by Gradio)."""
 
-    def __init__(self, interval: float = UPDATE_INTERVAL_S) -> None:
-        self.interval, self.last = interval, -math.inf
+    def __init__(self, interval: float = UPDATE_INTERVAL_S, share: Callable[[], int] | None = None) -> None:
+        self.interval, self.share, self.last = interval, share, -math.inf
 
     def __call__(self, step: int) -> bool:
         now = time.perf_counter()
-        if now - self.last >= self.interval:
+        if now - self.last >= self.interval * max(1, self.share() if self.share else 1):
             self.last = now
             return True
         return False

@@ -40,7 +40,7 @@ from stylize.engine.enlarge import CPU_PASS_BUDGET, ENLARGE_STEPS, Enlargement, 
 from stylize.engine.loop import Frame, Job, ReportEvery, Run, Stylizer, alone
 from stylize.engine.precision import cpu_name, default_device, requested_precision
 from stylize.engine.schedule import schedule
-from stylize.engine.updates import Reporter, Update, Waiting, throttle
+from stylize.engine.updates import UPDATE_INTERVAL_S, Reporter, Update, Waiting, throttle
 from stylize.engine.weights import load_weights
 from stylize.errors import StylizeError
 from stylize.experiments.compare import CompareCell, Gallery, compare_batches, run_comparison
@@ -142,6 +142,12 @@ class Studio:
         if not frame.shared:
             self.budget.cost.observe(settings, frame.compute or frame.elapsed, frame.size, batch, styles,
                                      steps_done=frame.step)
+
+    def reporter(self, interval: float = UPDATE_INTERVAL_S) -> Reporter:
+        """A run's report predicate: every `interval` seconds alone, less often while other runs stream beside it
+        (the web server's work grows with the previews it sends, not with the runs)."""
+        scheduler = self.scheduler
+        return Reporter(interval, (lambda: scheduler.load()[0]) if scheduler is not None else None)
 
     def seconds_left(self, run: Run) -> float:
         """The time a run (any kind: a batch, a grid, an enlargement) still needs by itself: its own levels."""
@@ -292,7 +298,7 @@ class Studio:
     def run(self, request: StylizeRequest, should_stop: ShouldStop = never) -> Iterator[Update]:
         """Stylize, streaming throttled updates; the last one is final (done, or stopped by `should_stop`)."""
         job = Job(request.photo, request.styles, request.settings, request.masks)
-        run = self.engine(request.weights).prepare([job], report_every=Reporter(), should_stop=should_stop)
+        run = self.engine(request.weights).prepare([job], report_every=self.reporter(), should_stop=should_stop)
         return out_of_memory_as_message(throttle(self.frames(run)))
 
     def enlarge(self, request: EnlargeRequest, should_stop: ShouldStop = never) -> Iterator[Update]:
@@ -300,7 +306,7 @@ class Studio:
         alone (its shape is its own) and taking turns by its cost like any long run."""
         job = Job(request.photo, request.styles, request.settings.replace(size=max(request.result.size)))
         run = prepare_enlargement(self.engine(request.weights), request.result, job, request.longest,
-                                  report_every=Reporter(), should_stop=should_stop)
+                                  report_every=self.reporter(), should_stop=should_stop)
         return out_of_memory_as_message(throttle(self.frames(run)))
 
     def enlarge_seconds(self, request: EnlargeRequest) -> float:
@@ -321,7 +327,7 @@ class Studio:
 
     def run_batch(self, jobs: list[Job], weights: str = "auto", should_stop: ShouldStop = never) -> Iterator[Update]:
         """Several images of one size in one batch, streamed like `run` (images and losses per item)."""
-        run = self.engine(weights).prepare(jobs, report_every=Reporter(), should_stop=should_stop)
+        run = self.engine(weights).prepare(jobs, report_every=self.reporter(), should_stop=should_stop)
         return out_of_memory_as_message(throttle(self.frames(run)))
 
     def compare(self, request: CompareRequest, should_stop: ShouldStop = never) -> Iterator[tuple[Gallery, str]]:
@@ -337,7 +343,7 @@ class Studio:
         grid = request.grid
         aspect = (request.photo or request.painting).size
         frames = run_grid(Scheduled(self, self.engine(request.weights)), grid, request.photo, request.painting,
-                          report_every=Reporter(GRID_UPDATE_INTERVAL_S), should_stop=should_stop,
+                          report_every=self.reporter(GRID_UPDATE_INTERVAL_S), should_stop=should_stop,
                           chunks=self.gpu_batches([images.fit_size(aspect, grid.settings.size)] * grid.cells,
                                                   grid.cell_settings()))
         return out_of_memory_as_message(grid_updates(grid, frames))
