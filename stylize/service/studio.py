@@ -109,9 +109,7 @@ class Studio:
         self.budget = Budget.for_engine(self._engines.get("auto"), self.device.type, self.zero_gpu)
         self.limits = Limits.for_device(self.device.type, defaults_for(self.device.type))
         self.inputs = Inputs(self.assets.preset_images, self.limits.max_styles)
-        self.defaults = self.current_defaults()
-        self.compare_defaults = self.budget.fit(self.defaults, COMPARE_BUDGET_S, self.defaults.size,
-                                                batch=COMPARE_PRESETS, min_size=MIN_COMPARE_SIZE)
+        self._refit()
         self.grid_defaults = grid_defaults(self.defaults, self.device.type)
         self.warmed = threading.Event()
         # Off ZeroGPU, one scheduler steps every run on its one compute thread (torch's OpenMP team belongs to the
@@ -134,6 +132,12 @@ class Studio:
         the runs made here): every page load starts from it, so the defaults follow what the runs measured."""
         base = defaults_for(self.device.type)
         return self.budget.fit(base, RUN_BUDGET_S, base.size)
+
+    def _refit(self) -> None:
+        """The default run and the default comparison, fitted to the time model as it stands."""
+        self.defaults = self.current_defaults()
+        self.compare_defaults = self.budget.fit(self.defaults, COMPARE_BUDGET_S, self.defaults.size,
+                                                batch=COMPARE_PRESETS, min_size=MIN_COMPARE_SIZE)
 
     def observe(self, settings: Settings, frame: Frame, styles: int = 1, batch: int = 1) -> None:
         """Learn this machine's speed from a finished or stopped run (its frame came back from wherever it ran):
@@ -183,9 +187,7 @@ class Studio:
             if engine is not None:
                 steps = [self._time_steps(engine, size) for size in sorted(set(first_and_last_level(self.defaults)))]
                 self.budget.cost.calibrate(steps)
-                self.defaults = self.current_defaults()
-                self.compare_defaults = self.budget.fit(self.defaults, COMPARE_BUDGET_S, self.defaults.size,
-                                                        batch=COMPARE_PRESETS, min_size=MIN_COMPARE_SIZE)
+                self._refit()
                 log.info("time model: %.3f s per step + %.2f s per megapixel-step (%s); default run %d px, %d "
                          "steps", self.budget.cost.overhead, self.budget.cost.prior, self.budget.cost.source,
                          self.defaults.size, self.defaults.steps)
