@@ -212,11 +212,14 @@ with gr.Blocks(title="stylize — neural style transfer") as demo:  # files: ui/
         on(C[f"{prefix}_stop"].click, runs.stop, [f"{prefix}_token"], [], **private)
         if prefix == "stylize":  # shown once there is a finished result
             event.success(lambda: gr.Column(visible=True), None, C["finished"], **private)
-    # Make it bigger (#33): the finished result's PNG, with the photo, paintings and settings that made it.
-    started = on(C["enlarge_run"].click, h.fresh_token, [], ["enlarge_token"], **private)
-    on(started.then, endpoints.enlarge_in_page, ["png", "enlarge_factor", *images_in, "enlarge_token", "weights",
-                                                 *SETTINGS], ["big_result", "big_status", "big_png"], **page,
-       show_progress_on=C["big_status"])
+    # Make it bigger (#33): the finished result's PNG, with the photo, paintings and settings that made it; its
+    # button off while it runs, like the others.
+    started = on(C["enlarge_run"].click, h.fresh_token, [], ["enlarge_token", "enlarge_run"], trigger_mode="once",
+                 **private)
+    event = on(started.then, endpoints.enlarge_in_page, ["png", "enlarge_factor", *images_in, "enlarge_token",
+                                                         "weights", *SETTINGS], ["big_result", "big_status", "big_png"],
+               **page, show_progress_on=C["big_status"])
+    on(event.then, h.run_ended, [], ["enlarge_run"], **private)
     on(C["enlarge_stop"].click, runs.stop, ["enlarge_token"], [], **private)
     for name in ("png", "enlarge_factor"):
         on(C[name].change, h.enlarge_estimate, ["png", "enlarge_factor"], ["enlarge_estimate"], **private)
@@ -225,8 +228,8 @@ with gr.Blocks(title="stylize — neural style transfer") as demo:  # files: ui/
     on(C["photos"].select, h.choose_photo, [], ["photo"], **private)
     on(C["compare_photos"].select, h.choose_photo, [], ["photo"], **private)
     if h.EXAMPLES:
-        on(C["examples"].select, h.choose_example, [], ["photo", *painting_out, "result", "status", *settings_out],
-           **private)
+        on(C["examples"].select, h.choose_example, [], ["photo", *painting_out, "status", *settings_out,
+                                                        *h.SHOWN_RESULT], **private)
     # One photo on both tabs: whatever sets the Stylize tab's photo (upload, example, link) sets Compare's; an
     # upload on Compare sets Stylize's (a user's input only, so the two never echo each other).
     on(C["photo"].change, h.same, ["photo"], ["compare_photo"], **private)
@@ -235,9 +238,9 @@ with gr.Blocks(title="stylize — neural style transfer") as demo:  # files: ui/
     on(C["compare_picker"].select, h.toggle_compare_preset, ["compare_presets"], ["compare_presets"],
        **private)
     on(C["compare_gallery"].select, h.compare_result, ["compare_state"],
-       [*painting_out, "status", *settings_out, "compare_note", "compare_open"], **private)
+       [*painting_out, "status", *settings_out, "compare_note", "compare_open", *h.SHOWN_RESULT], **private)
     on(C["explore_gallery"].select, h.explore_cell, ["explore_state"],
-       ["photo", *painting_out, "status", *settings_out, "explore_note", "explore_open"], **private)
+       ["photo", *painting_out, "status", *settings_out, "explore_note", "explore_open", *h.SHOWN_RESULT], **private)
     for prefix in ("compare", "explore"):
         C[f"{prefix}_open"].click(None, None, None, js=h.TO_STYLIZE_JS, api_visibility="private")
     on(C["explore_kind"].input, h.explore_kind_changed, ["explore_kind"],

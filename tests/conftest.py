@@ -100,6 +100,7 @@ def app_module(preset_dir):
 @pytest.fixture(scope="session")
 def server(app_module):
     _, url, _ = app_module.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True)
+    app_module.studio.warmed.wait(300)  # the start-up calibration's steps are not a visitor's run sharing the machine
     yield url
     app_module.demo.close()
 

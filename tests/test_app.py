@@ -519,26 +519,41 @@ def test_an_explore_link_opens_the_explore_tab_validated_and_clamped(app_module)
     assert out["explore_columns"]["value"] == "2, 20, 200, 2000"
 
 
-def test_clicking_a_cell_sends_its_settings_to_the_stylize_tab(app_module):
+def test_clicking_a_cell_sends_it_and_its_settings_to_the_stylize_tab(app_module, tmp_path):
+    """A style cell goes to Stylize with its picture, ready for *Make it bigger*; a texture cell (no photo) and a
+    swept file hide the tab's finished part, so no picture is enlarged with settings that did not make it."""
     import gradio as gr
 
     from stylize.experiments.explore import Grid
 
     grid = Grid("style", ("a", "relu2_1,relu4_1"), (2, 200), app_module.EX.replace(size=64, steps=5, seed=2))
-    state = {"grid": grid.to_dict(), "photo": "/tmp/photo.png", "painting": None, "preset": "the_scream"}
+    pngs = [str(tmp_path / f"cell{i}.png") for i in range(4)]
+    for png in pngs:
+        Image.new("RGB", (64, 48), "red").save(png)
+    state = {"grid": grid.to_dict(), "photo": "/tmp/photo.png", "painting": None, "preset": "the_scream",
+             "cells": pngs}
     values = app_module.h.explore_cell(state, gr.SelectData(None, {"index": 3, "value": None}))
     assert set(values) == {"photo", "preset", "painting", "style_md", "status", *app_module.SETTINGS,
-                           "strength_scale", "explore_note", "explore_open"} - {"size", "steps"}
+                           "strength_scale", "explore_note", "explore_open", *app_module.h.SHOWN_RESULT} - {
+                               "size", "steps"}
     assert values["photo"] == "/tmp/photo.png" and values["preset"] == "the_scream" and values["painting"] is None
     assert values["style_layers"] == "relu2_1,relu4_1" and values["style_strength"] == 200.0
     assert values["init"] == "content" and values["seed"] == 2 and values["content_layer"] == grid.settings.content_layer
     assert "relu2_1,relu4_1 · β/α=200" in values["status"] and values["explore_open"]["visible"] is True
+    assert values["result"] == values["png"] == pngs[3] and values["finished"].visible is True
+    assert values["big_png"] is None and values["before_after"] is None and "Make it bigger" in values["status"]
+
+    os.remove(pngs[3])  # swept since: the settings still go, the finished part hides
+    values = app_module.h.explore_cell(state, gr.SelectData(None, {"index": 3, "value": None}))
+    assert "png" not in values and values["finished"].visible is False and "Make it bigger" not in values["status"]
 
     texture = Grid("texture", ("b",), (5,), app_module.EX)
-    state = {"grid": texture.to_dict(), "photo": None, "painting": "/tmp/mine.png", "preset": None}
+    state = {"grid": texture.to_dict(), "photo": None, "painting": "/tmp/mine.png", "preset": None,
+             "cells": pngs[:1]}
     values = app_module.h.explore_cell(state, gr.SelectData(None, {"index": 0, "value": None}))
     assert values["painting"] == "/tmp/mine.png" and values["preset"] is None
     assert values["init"] == "noise" and values["seed"] == 5 and values["style_layers"] == "b"
+    assert "png" not in values and values["finished"].visible is False  # a texture has no photo to enlarge with
 
 
 def test_three_visitors_at_once_each_get_their_own_result_as_if_alone(client, photo_file, app_module):

@@ -371,13 +371,27 @@ def test_compare_carries_the_photo_picks_paintings_runs_downloads_a_sheet_and_re
     assert again.locator("#compare-steps input[type=number]").input_value() == "5"
     again.close()
 
-    # A result goes to Stylize with its painting.
+    # A result goes to Stylize with its painting, shown there with *Make it bigger* under it (#33).
     page.locator("#compare-results img").first.click()
     page.wait_for_function(f"() => document.querySelector('#compare-note')?.innerText.includes({titles[0]!r})",
                            timeout=10_000)
     page.locator("#compare-open").click()
     page.wait_for_selector("#run", state="visible", timeout=10_000)
     assert titles[0] in page.locator("#style-label").inner_text()
+    page.wait_for_selector("#enlarge-run", state="visible", timeout=10_000)
+    cell = Image.open(io.BytesIO(page.request.get(result_src(page)).body())).convert("RGB")
+    assert abs(np.asarray(cell, float) - cells[1]).mean() < 4  # the first result of the sheet, now on Stylize
+    page.wait_for_function("() => document.querySelector('#enlarge-estimate')?.innerText.includes('on this CPU')",
+                           timeout=10_000)
+    page.locator("#enlarge-run").click()  # ×2, the default
+    page.wait_for_function("() => /Done|rror/.test(document.querySelector('#big-status')?.innerText || '')",
+                           timeout=120_000)
+    assert "Done" in page.locator("#big-status").inner_text(), page.locator("#big-status").inner_text()
+    href = page.locator("#big-png a").first.get_attribute("href")
+    big = Image.open(io.BytesIO(page.request.get(href).body()))
+    assert big.format == "PNG" and big.size == (2 * cell.width, 2 * cell.height) and "128x" in href
+    seen_small = np.asarray(big.convert("RGB").resize(cell.size, Image.Resampling.BOX), float)
+    assert np.abs(seen_small - np.asarray(cell, float)).mean() < 6  # the same picture, seen at the cell's size
     page.close()
 
 

@@ -4,6 +4,7 @@ estimates, taking a Compare result or an Explore cell to the Stylize tab. Each r
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
@@ -77,9 +78,11 @@ def choose_example(evt: gr.SelectData) -> dict[str, Any]:
     """A finished example clicked: its photo, painting and settings in the Stylize tab, and its result shown."""
     example = EXAMPLES[evt.index]
     status = (f"Example: **{example.caption}**, made by stylize with these settings. Press **Stylize** to make it "
-              "yourself, or change anything first.")
-    return {"photo": studio.assets.photo_path(example.photo), **_painting(example.preset),
-            "result": storage.served(example.image), "status": status, **settings_values(example.settings)}
+              "yourself, change anything first, or press **Make it bigger** under it.")
+    with Image.open(example.image) as image:  # as a lossless PNG, like any finished result
+        shown = shown_result(storage.save_result(image.convert("RGB")))
+    return {"photo": studio.assets.photo_path(example.photo), **_painting(example.preset), **shown,
+            "status": status, **settings_values(example.settings)}
 
 
 def query(request: gr.Request | None) -> dict[str, Any]:
@@ -186,16 +189,34 @@ def toggle_compare_preset(chosen: list[str] | None, evt: gr.SelectData) -> list[
     return chosen
 
 
+# What a click on a Compare result or an Explore cell sets in the Stylize tab besides its settings: the result
+# shown there, with *Make it bigger* under it (#33). The before/after, loss plot and enlargement of the tab's last
+# run go: they were of another picture.
+SHOWN_RESULT = ("result", "png", "before_after", "loss_plot", "big_result", "big_png", "big_status", "finished")
+ENLARGE_HINT = " Press **Make it bigger** under it for print size, or **Stylize** to make it anew at this tab's size."
+
+
+def shown_result(png: str | None) -> dict[str, Any]:
+    """The Stylize tab showing a finished result from elsewhere (a Compare result, an Explore cell) ready to be
+    enlarged; with no file (swept, or a cell without both a photo and a painting) the tab's finished part hides, so
+    *Make it bigger* never enlarges a picture with settings that did not make it."""
+    if not png or not Path(png).is_file():
+        return {"finished": gr.Column(visible=False)}
+    return {"result": png, "png": png, "before_after": None, "loss_plot": None, "big_result": None, "big_png": None,
+            "big_status": "", "finished": gr.Column(visible=True)}
+
+
 def compare_result(state: list[dict] | None, evt: gr.SelectData) -> dict[str, Any]:
     """A comparison's result clicked: its painting and tuned settings in the Stylize tab (size and steps stay the
-    Stylize tab's); the photo is already the same on both tabs."""
+    Stylize tab's), and the result itself, to enlarge; the photo is already the same on both tabs."""
     if not state or not 0 <= evt.index < len(state):
         raise gr.Error("Run a comparison first, then click one of its results.")
     cell = state[evt.index]
-    return {**_painting(cell["preset"]), **settings_values(Settings(**cell["settings"]), KEEP_ON_PRESET),
-            "status": (f"Settings of the comparison's **{cell['caption']}**. Press **Stylize** to make it at this "
-                       "tab's size and steps."),
-            "compare_note": f"**{cell['caption']}**: its painting and settings are in the *Stylize* tab now.",
+    shown = shown_result(cell.get("png"))
+    return {**_painting(cell["preset"]), **settings_values(Settings(**cell["settings"]), KEEP_ON_PRESET), **shown,
+            "status": f"The comparison's **{cell['caption']}**, with its settings." + (
+                ENLARGE_HINT if "png" in shown else " Press **Stylize** to make it at this tab's size and steps."),
+            "compare_note": f"**{cell['caption']}**: it, its painting and settings are in the *Stylize* tab now.",
             "compare_open": gr.update(visible=True)}
 
 
@@ -263,10 +284,12 @@ def explore_cell(state: dict | None, evt: gr.SelectData) -> dict[str, Any]:
     what = {"texture": "a texture from noise: with a photo it becomes a style transfer from noise",
             "reconstruction": "a reconstruction from noise: pick a painting to stylize with these settings"}
     note = f" ({what[grid.kind]})" if grid.kind in what else ""
-    values["status"] = (f"Settings from the Explore grid's cell **{caption}**{note}. Press **Stylize** (size and "
-                        "steps are this tab's).")
-    values["explore_note"] = (f"Cell **{caption}**: its settings are in the *Stylize* tab now. Download it with the "
-                              "button above the picture.")
+    cells = state.get("cells") or []  # a style cell has a photo and a painting: it can be enlarged as it is
+    values.update(shown_result(cells[evt.index] if grid.kind == "style" and evt.index < len(cells) else None))
+    values["status"] = f"The Explore grid's cell **{caption}**{note}, with its settings." + (
+        ENLARGE_HINT if "png" in values else " Press **Stylize** (size and steps are this tab's).")
+    values["explore_note"] = (f"Cell **{caption}**: its settings{' and the cell' if 'png' in values else ''} are in "
+                              "the *Stylize* tab now. Download it with the button above the picture.")
     values["explore_open"] = gr.update(visible=True)
     return values
 

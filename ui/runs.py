@@ -166,17 +166,19 @@ def compare_run(request: CompareRequest, stop: StopFlag) -> Iterator[dict[str, A
                     saved[caption] = storage.save_result(image)
                     held.add(saved[caption])
             yield {"compare_gallery": [(saved.get(c) or preview(image), c) for image, c in gallery],
-                   "compare_status": status, "compare_state": [cell_state(by_caption[c]) for _, c in gallery]}
+                   "compare_status": status,
+                   "compare_state": [cell_state(by_caption[c], saved.get(c)) for _, c in gallery]}
         finished = [cell for cell in request.cells if cell.caption in saved]
         sheet = comparison_sheet(request.photo, [Image.open(saved[c.caption]) for c in finished],
                                  [c.title for c in finished])
         held.add(png := storage.save_result(sheet))
-        yield {"compare_image": png, "compare_state": [cell_state(c) for c in finished]}
+        yield {"compare_image": png, "compare_state": [cell_state(c, saved[c.caption]) for c in finished]}
 
 
-def cell_state(cell) -> dict:
-    """What a click on a comparison's result needs of it (kept in the page's state)."""
-    return {"preset": cell.preset_id, "caption": cell.caption, "settings": asdict(cell.settings)}
+def cell_state(cell, png: str | None) -> dict:
+    """What a click on a comparison's result needs of it (kept in the page's state): its painting, settings and,
+    once finished, its lossless PNG (what *Make it bigger* enlarges)."""
+    return {"preset": cell.preset_id, "caption": cell.caption, "settings": asdict(cell.settings), "png": png}
 
 
 def explore_run(request: ExploreRequest, stop: StopFlag, link: str, photo: str | None,
@@ -198,8 +200,10 @@ def explore_run(request: ExploreRequest, stop: StopFlag, link: str, photo: str |
             yield {"explore_gallery": update.cells, "explore_status": update.status}
     if update is None or not update.final:
         raise StylizeError("the grid ended without a result; try again")
-    yield {"explore_image": storage.save_result(grid.labelled(update.images)), "explore_gallery": update.cells,
-           "explore_status": update.status}
+    # Each cell as its lossless PNG: shown once more, and what a click hands to the Stylize tab (to enlarge it).
+    cells = [(storage.save_result(image), caption) for image, caption in update.cells]
+    yield {"explore_image": storage.save_result(grid.labelled(update.images)), "explore_gallery": cells,
+           "explore_status": update.status, "explore_state": {**state, "cells": [png for png, _ in cells]}}
 
 
 def stop(token: str | None) -> None:
