@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from conftest import gradient_photo, stripes_painting
 from PIL import Image
@@ -123,9 +124,27 @@ def _highpass(img: Image.Image) -> float:
     return float(((a - blur(a, 0.5)) ** 2).mean())
 
 
-def test_enlarge_refuses_a_smaller_target(stylizer):
-    import pytest
+def test_smoothness_is_carried_up_and_steps_are_short(stylizer):
+    """At k× the result's size TV weighs k² and calm k⁴ (a level starts smooth, so calm must act from the first
+    step: README, Print size); every level's L-BFGS steps stay within ENLARGE_MAX_STEP."""
+    from stylize.engine.enlarge import ENLARGE_MAX_STEP
 
+    photo, painting = gradient_photo(128, 96), stripes_painting()
+    settings = Settings(size=64, steps=4, scales=1, calm=30.0, tv_weight=2.0)
+    run = prepare_enlargement(stylizer, photo.resize((64, 48)), Job(photo, [painting], settings), 256, steps=1)
+    seen = []
+    for frame in enlarge_frames(run):
+        seen.append((run.plan.sizes[run.level], float(run.objective.calm[0]), float(run.objective.tv[0]),
+                     run.optimizer.max_step))
+    by_level = dict((size, rest) for size, *rest in seen)
+    assert list(by_level) == [(91, 68), (128, 96), (181, 136), (256, 192)]
+    for (width, _), (calm, tv, max_step) in by_level.items():
+        k = width / 64
+        assert calm == pytest.approx(30.0 * k**4, rel=1e-5) and tv == pytest.approx(2.0 * k**2, rel=1e-5)
+        assert max_step == ENLARGE_MAX_STEP
+
+
+def test_enlarge_refuses_a_smaller_target(stylizer):
     from stylize.errors import StylizeError
 
     with pytest.raises(StylizeError, match="already"):
@@ -134,8 +153,6 @@ def test_enlarge_refuses_a_smaller_target(stylizer):
 
 def test_a_cpu_enlarges_to_2048_px_and_says_what_4096_would_cost():
     """The per-request ceiling: 2,048 px on a CPU, 4,096 on a GPU; ×4 costs more than ×2."""
-    import pytest
-
     from stylize.cost.budget import Budget, Limits
     from stylize.cost.timing import StepCost
     from stylize.errors import StylizeError
@@ -146,8 +163,11 @@ def test_a_cpu_enlarges_to_2048_px_and_says_what_4096_would_cost():
     gpu.check_enlarge(4096)
     with pytest.raises(StylizeError, match="above this machine's 2048 px"):
         cpu.check_enlarge(4096)
-    budget = Budget("cpu", StepCost(10.0, "test"))
+    budget = Budget("cpu", StepCost(10.0, "test", overhead=0.5))
     double = budget.enlarge_seconds((512, 384), 1024, 6, tiled_above=2.6e6)
+    # By hand: levels 724×543 and 1024×768, 6 steps and 2 target passes each at 10 s per megapixel-step, and
+    # 0.5 s overhead for each of the 12 steps.
+    assert double == pytest.approx(10.0 * (724 * 543 + 1024 * 768) / 1e6 * 8 + 0.5 * 12)
     quadruple = budget.enlarge_seconds((512, 384), 2048, 6, tiled_above=2.6e6)
     assert quadruple > 4 * double
     assert budget.enlarge_estimate((512, 384), 2048, 6, 2.6e6).endswith("on this CPU")

@@ -305,13 +305,14 @@ class Budget:
 
     def enlarge_seconds(self, source: tuple[int, int], longest: int, steps: int, tiled_above: float) -> float:
         """The estimated wall time of an enlargement: its levels' megapixel-steps, levels past `tiled_above` pixels
-        counted TILE_OVERHEAD times (halos and the Grams' own pass), plus each level's targets."""
+        counted TILE_OVERHEAD times (halos and the Grams' own pass), plus each level's targets, and the per-step
+        overhead of every step (the time model's, as for any run)."""
         from stylize.engine.enlarge import enlarge_sizes
 
-        work = 0.0
-        for w, h in enlarge_sizes(source, longest):
+        work, levels = 0.0, enlarge_sizes(source, longest)
+        for w, h in levels:
             work += (w * h / 1e6) * (steps * (TILE_OVERHEAD if w * h > tiled_above else 1.0) + 2)
-        return self.cost.seconds_per_mpx * work
+        return self.cost.seconds_per_mpx * work + self.cost.ratio * self.cost.overhead * steps * len(levels)
 
     def enlarge_estimate(self, source: tuple[int, int], longest: int, steps: int, tiled_above: float) -> str:
         """The estimate beside *Make it bigger*: "≈ 9 min on this CPU"."""
