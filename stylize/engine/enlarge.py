@@ -52,6 +52,13 @@ from .vgg import BLOCKS, deepest
 COARSE_SIZE = 512
 DIRECT_MAX = 1024
 ENLARGE_STEPS = 6  # L-BFGS steps per level: the look is set by the result given; each level adds its detail
+# The trust region of an enlargement's steps (RMS change of a pixel, 0–1): a level adds detail a few grey levels
+# deep, and a run's own trust region (loop.MAX_STEP, 0.05) let the first steps after a level change overshoot: lone
+# pixels slammed into their bounds (white specks, dark dots along edges) and a weave in flat sky (README, Print size).
+ENLARGE_MAX_STEP = 0.01
+# Calm weighs k^CALM_POWER at k× the result's size (`Enlargement._enter_next_level`). Measured at 2,048 px (README,
+# Print size): the lattice in flat sky 4.7 with k², 4.3 with k³, 2.2 with k⁴, 2.3 with k⁵ (less detail elsewhere).
+CALM_POWER = 4
 FACTORS = (2, 4)
 ALIGN = 16  # tile borders on multiples of relu5_1's stride: the tiles' pooling grid is the whole image's
 # Memory one network pass (forward and backward to relu5_1) holds per input pixel, measured on a CPU (maximum
@@ -232,11 +239,13 @@ class Enlargement(Run):
     def _enter_next_level(self) -> None:
         """As any level, with the smoothness terms carried up: TV and calm are means of squared neighbour
         differences, which fall with the square of the magnification for the same picture, so at k× the
-        result's size they weigh k² as much (calm means the same relative to the picture, like style scale)."""
+        result's size TV weighs k² as much. Calm weighs k^CALM_POWER: where the photo is flat a level starts
+        smooth (the upsampled result), so calm, which pushes back only on roughness already there, barely acts in
+        a level's few steps while the Gram loss fills the sky with fine texture (README, Print size)."""
         super()._enter_next_level()
-        k2 = (max(self.plan.sizes[self.level]) / max(self.small.shape[-2:])) ** 2
-        self.objective.tv = self.objective.tv * k2
-        self.objective.calm = self.objective.calm * k2
+        k = max(self.plan.sizes[self.level]) / max(self.small.shape[-2:])
+        self.objective.tv = self.objective.tv * k**2
+        self.objective.calm = self.objective.calm * k**CALM_POWER
 
     def _style_side(self, size: tuple[int, int]) -> int | None:
         """The level's longest side, or less where the paintings would be enlarged past their own pixels."""
@@ -249,6 +258,9 @@ class Enlargement(Run):
     def _history(self) -> int:
         """As many pairs as the level has steps (at most the engine's): at 2,048 px each pair is 75 MB."""
         return max(2, min(self.engine.history, self.plan.level_steps[self.level]))
+
+    def _max_step(self) -> float:
+        return min(ENLARGE_MAX_STEP, self.engine.max_step or ENLARGE_MAX_STEP)
 
     def budget(self) -> float:
         """Bytes one pass may hold now: the given budget, else the CPU's, else a share of the GPU's free memory."""

@@ -276,7 +276,7 @@ class Run:
         x = _initial(self.x, size, jobs, self.contents, plan, engine.device).clamp(lower, upper).requires_grad_(True)
         self.optimizer = None  # the last level's history goes before this level's is allocated
         self.x = x
-        self.optimizer = LBFGS(x, history=self._history(), lower=lower, upper=upper, max_step=engine.max_step)
+        self.optimizer = LBFGS(x, history=self._history(), lower=lower, upper=upper, max_step=self._max_step())
         self.best_terms = torch.zeros(len(jobs), len(COLUMNS), device=engine.device)
 
     def _style_side(self, size: tuple[int, int]) -> int | None:
@@ -286,6 +286,10 @@ class Run:
     def _history(self) -> int:
         """L-BFGS pairs kept at the level being entered."""
         return self.engine.history
+
+    def _max_step(self) -> float | None:
+        """The L-BFGS trust region at the level being entered (see MAX_STEP)."""
+        return self.engine.max_step
 
     def _prepare(self) -> None:
         if self.level_done:
