@@ -40,6 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--from", dest="source", default=None, metavar="RESULT",
                         help="enlarge this finished result (made from PHOTO and PAINTING with these settings) to "
                              "--size, coarse to fine, instead of starting from the photo")
+    parser.add_argument("--coarse", type=int, default=None, metavar="PX",
+                        help="make the picture at PX first, then enlarge it coarse to fine to --size (the default "
+                             "above 1024 px: 512, where the network sees the painting's strokes)")
     parser.add_argument("--enlarge-steps", type=int, default=None,
                         help="steps per level when enlarging (default: the engine's, 6)")
     parser.add_argument("--save-every", type=int, default=0, help="also save OUT-<step>.png every N steps (0: never)")
@@ -151,11 +154,13 @@ def _run(args: argparse.Namespace) -> int:
     from stylize.engine.enlarge import COARSE_SIZE, DIRECT_MAX, ENLARGE_STEPS, enlarge
 
     source = images.load_image(args.source, max_side=settings.size) if args.source else None
-    if source is None and settings.size > DIRECT_MAX:  # print size from scratch: the picture first, then larger
-        print(f"note: {settings.size} px is made at {COARSE_SIZE} px first (where the network sees the painting's "
+    if source is None and (args.coarse or settings.size > DIRECT_MAX):  # print size: the picture first, then larger
+        coarse = settings.replace(size=args.coarse or COARSE_SIZE)
+        if coarse.size >= settings.size:
+            raise StylizeError(f"--coarse {coarse.size} must be smaller than --size {settings.size}")
+        print(f"note: {settings.size} px is made at {coarse.size} px first (where the network sees the painting's "
               "strokes), then enlarged coarse to fine", file=sys.stderr)
-        coarse = settings.replace(size=COARSE_SIZE)
-        with tqdm(total=coarse.steps, disable=args.quiet, unit="step", file=sys.stderr, desc=f"{COARSE_SIZE} px") as bar:
+        with tqdm(total=coarse.steps, disable=args.quiet, unit="step", file=sys.stderr, desc=f"{coarse.size} px") as bar:
             for frame in stylizer.run(content, styles, coarse, report_every=10**9, masks=args.masks):
                 bar.total = frame.total_steps
                 bar.update(1)

@@ -85,3 +85,25 @@ def test_a_result_enlarged_from_the_command_line_is_a_larger_srgb_png(tmp_path):
     image = Image.open(big)
     assert image.size == (128, 85) and image.info.get("icc_profile")
     assert result.stdout.strip().splitlines()[-1].startswith(f"saved {big} (128×85) in ")
+
+
+def test_a_print_size_from_scratch_is_made_small_first_then_enlarged(tmp_path):
+    """--size above 1,024 px (here --coarse, to keep it quick) takes the enlargement's path from the photo: the
+    picture made at the coarse size, then grown; seen at that size it is the coarse run's picture (#33)."""
+    import numpy as np
+
+    gradient_photo().save(tmp_path / "photo.png")
+    stripes_painting().save(tmp_path / "painting.jpg")
+    common = [str(tmp_path / "photo.png"), str(tmp_path / "painting.jpg"), "--weights", "embedded", "--precision",
+              "fp32", "--steps", "4", "--seed", "0"]
+    small, big = tmp_path / "small.png", tmp_path / "big.png"
+    assert cli(*common, "-o", str(small), "--size", "64").returncode == 0
+    result = cli(*common, "-o", str(big), "--size", "256", "--coarse", "64", "--enlarge-steps", "2")
+    assert result.returncode == 0, result.stderr
+    assert "256 px is made at 64 px first" in result.stderr
+    image = Image.open(big).convert("RGB")
+    assert image.size == (256, 171)
+    seen_small = np.asarray(image.resize((64, 43), Image.Resampling.BOX), float)
+    assert np.abs(seen_small - np.asarray(Image.open(small).convert("RGB"), float)).mean() < 3
+    refused = cli(*common, "-o", str(big), "--size", "256", "--coarse", "256")
+    assert refused.returncode != 0 and "--coarse 256 must be smaller than --size 256" in refused.stderr
