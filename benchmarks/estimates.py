@@ -3,7 +3,7 @@
 A fresh `Studio` (the app's, without the web server: embedded weights, the committed presets and Tübingen) starts
 as the app does — the precision probe, then real engine steps at the default run's first and last level sizes on
 the compute thread (the calibration) — and then runs the default Stylize, the default Compare (three presets, each
-with its tuned settings) and the default Explore grid through the scheduler, `--rounds` times. Before each run it
+with its tuned settings) and the default Explore grid through the scheduler, and makes the Stylize result bigger (`--factor`, ×2), `--rounds` times. Before each run it
 prints the estimate the page would show, after it the measured time and their ratio; every run is learnt from, as
 in the app. The probe's prior (before calibration) is printed too. The CPU is named. Timings never gate CI.
 """
@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -31,11 +32,12 @@ def drain(updates) -> object:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--factor", type=int, default=2, help="the enlargement of the Stylize result (0: none)")
     args = parser.parse_args(argv)
     os.environ.setdefault("STYLIZE_WEIGHTS", "embedded")
     from stylize.engine.precision import cpu_name
     from stylize.experiments.explore import make_grid
-    from stylize.service.checks import check_compare, check_explore, check_stylize
+    from stylize.service.checks import check_compare, check_enlarge, check_explore, check_stylize
     from stylize.service.studio import Studio
 
     started = time.perf_counter()
@@ -73,6 +75,17 @@ def main(argv: list[str] | None = None) -> int:
         drain(studio.explore(explore))
         measured = time.perf_counter() - t0
         rows.append((round_, f"Explore {grid.cells} cells × {grid.settings.size} px", estimate, measured, None))
+
+        if args.factor:  # the Stylize result made bigger, as *Make it bigger* does
+            with tempfile.TemporaryDirectory() as folder:
+                result = Path(folder) / "result.png"
+                update.frame.image.save(result)
+                enlarge = check_enlarge(studio, defaults, str(result), args.factor, str(PHOTO), "starry_night")
+            estimate = studio.enlarge_seconds(enlarge)
+            t0 = time.perf_counter()
+            drain(studio.enlarge(enlarge))
+            measured = time.perf_counter() - t0
+            rows.append((round_, f"Make it bigger ×{args.factor} → {enlarge.longest} px", estimate, measured, None))
 
     print("\n| round | run | estimated | measured | measured / estimated |")
     print("|---|---|---|---|---|")
