@@ -168,3 +168,9 @@ def test_compare_cells_show_both_models_with_captions_and_batch_what_can_share_a
 
     both = studio.budget.seconds(base) + studio.budget.seconds(base.replace(style_model="mrf"))
     assert studio.compare_seconds(compare_cells([presets["starry_night"]], base, True)) == ZeroGpu.request(both)
+    # The estimate shown prices the batches as they run: the four results of the first batch pay the per-step fixed
+    # cost once, the fifth (its own batch) alone.
+    alone = [studio.budget.seconds(c.settings) for c in cells]
+    fixed = studio.budget.cost.ratio * studio.budget.cost.overhead * 3  # a run of 3 steps
+    assert studio.compare_time(cells) == pytest.approx(sum(alone) - 3 * fixed)
+    assert studio.budget.cost.fixed_seconds(base) == pytest.approx(fixed)

@@ -110,6 +110,10 @@ class StepCost:
         """The rate alone (no overhead): what the scheduler's estimates of the work left use."""
         return self.prior * self.ratio
 
+    def fixed_seconds(self, settings: Settings, aspect: tuple[int, int] = (4, 3)) -> float:
+        """The per-step fixed cost of a whole run: what runs batched together pay once."""
+        return self.ratio * self.overhead * work(settings, aspect)[0]
+
     def seconds(self, settings: Settings, aspect: tuple[int, int] = (4, 3), batch: int = 1, styles: int = 1) -> float:
         return self.ratio * self._model(settings, aspect, batch, styles)[0]
 

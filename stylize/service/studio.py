@@ -64,6 +64,9 @@ from .scheduler import Closed, Scheduler
 log = logging.getLogger(__name__)
 
 CALIBRATION_STEPS = 5  # per size at start-up: the first (allocation, targets) is left out, the median of the rest
+# A batch of this many images at the first level's size is timed too: Compare and Explore step several small images
+# in one pass, and a line fitted through one-image steps alone told them apart badly (README, Honest time).
+CALIBRATION_BATCH = 4
 
 
 def first_and_last_level(settings: Settings) -> list[tuple[int, int]]:
@@ -158,13 +161,19 @@ class Studio:
         return self.budget.cost.seconds_left(run.plan.sizes, run.plan.level_steps, run.step, run.items)
 
     def compare_time(self, cells: Sequence[CompareCell], aspect: tuple[int, int] = (4, 3)) -> float:
-        """A comparison's estimated time: every result's own run with its preset's tuned settings (a batch does
-        the same work per step as its items one after another, and on a GPU does it faster)."""
-        return sum(self.budget.seconds(cell.settings, aspect=aspect) for cell in cells)
+        """A comparison's estimated time: its batches one after another (`compare_batches`, as `compare` runs
+        them), each its results' own runs with their presets' tuned settings, less the per-step fixed cost its
+        results share (one pass, one optimizer step per step for the whole batch)."""
+        total = 0.0
+        for batch in compare_batches(cells, range(len(cells)), aspect, self.gpu_batches):
+            alone = sum(self.budget.seconds(cells[k].settings, aspect=aspect) for k in batch)
+            total += alone - (len(batch) - 1) * self.budget.cost.fixed_seconds(cells[batch[0]].settings, aspect)
+        return total
 
     def compare_seconds(self, cells: Sequence[CompareCell], aspect: tuple[int, int] = (4, 3)) -> int:
-        """The ZeroGPU duration a comparison asks for: `compare_time` with the request's margin."""
-        return ZeroGpu.request(self.compare_time(cells, aspect))
+        """The ZeroGPU duration a comparison asks for: every result's own run, nothing shared counted (a request
+        that asks too little is cut off), with the request's margin."""
+        return ZeroGpu.request(sum(self.budget.seconds(cell.settings, aspect=aspect) for cell in cells))
 
     def estimate(self, alone_s: float) -> str:
         """The estimate beside a button for work of `alone_s` seconds by itself ("≈ 40 s on this CPU"), or, while
@@ -185,7 +194,9 @@ class Studio:
         try:
             engine = self._engines.get("auto")
             if engine is not None:
-                steps = [self._time_steps(engine, size) for size in sorted(set(first_and_last_level(self.defaults)))]
+                sizes = sorted(set(first_and_last_level(self.defaults)))
+                steps = [self._time_steps(engine, size) for size in sizes]
+                steps.append(self._time_steps(engine, sizes[0], CALIBRATION_BATCH))
                 self.budget.cost.calibrate(steps)
                 self._refit()
                 log.info("time model: %.3f s per step + %.2f s per megapixel-step (%s); default run %d px, %d "
@@ -198,17 +209,18 @@ class Studio:
         finally:
             self.warmed.set()
 
-    def _time_steps(self, engine: Stylizer, size: tuple[int, int]) -> tuple[float, float]:
-        """(megapixels, seconds) of one engine step at `size`: the median step after the first of a short run."""
+    def _time_steps(self, engine: Stylizer, size: tuple[int, int], batch: int = 1) -> tuple[float, float]:
+        """(megapixels, seconds) of one engine step over `batch` images of `size`: the median step after the first
+        of a short run."""
         width, height = size
         photo, painting = Image.new("RGB", (width, height), "gray"), Image.new("RGB", (width, width), "white")
         settings = self.defaults.replace(size=max(size), steps=CALIBRATION_STEPS, scales=1)
         marks: list[float] = []
-        run = engine.prepare([Job(photo, [painting], settings)], report_every=1_000_000,
+        run = engine.prepare([Job(photo, [painting], settings)] * batch, report_every=1_000_000,
                              should_stop=lambda: bool(marks.append(time.perf_counter())))
         list(self.frames(run))
         gaps = sorted(b - a for a, b in zip(marks, marks[1:]))
-        return width * height / 1e6, gaps[len(gaps) // 2]
+        return batch * width * height / 1e6, gaps[len(gaps) // 2]
 
     def engine(self, weights: str = "auto") -> Stylizer:
         """The shared engine for a weight source (auto, hub, embedded), loaded on first use."""
