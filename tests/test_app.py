@@ -424,8 +424,9 @@ def test_explore_streams_a_2x2_style_grid_with_captions_a_labelled_image_and_a_l
     labelled, cells, status = (outputs[-1][f"explore_{n}"] for n in ("image", "gallery", "status"))
     link = outputs[0]["explore_link"]
     assert status.startswith("Done 20/20 · 2 × 2 grid: 4 cells of 64×43 in one batch"), status
-    images = [image.convert("RGB") for image, _ in cells]
+    images = [Image.open(png).convert("RGB") for png, _ in cells]  # the finished cells, as their lossless PNGs
     assert len(images) == 4 and all(image.size == (64, 43) for image in images)
+    assert outputs[-1]["explore_state"]["cells"] == [png for png, _ in cells]  # what a click hands to Stylize
     assert len({image.tobytes() for image in images}) == 4
     captions = [caption for _, caption in cells]
     assert [c.rsplit(" · loss ", 1)[0] for c in captions] == ["a · β/α=2", "a · β/α=200", "e · β/α=2", "e · β/α=200"]

@@ -247,7 +247,8 @@ def test_explore_streams_every_cell_from_the_worker_and_stop_ends_the_grid(app_m
     assert pressed and status.startswith("Stopped at step") and "/1000 · 2 × 2 grid" in status, status
     assert [caption.rsplit(" · loss ", 1)[0] for _, caption in cells] == ["a · seed 0", "a · seed 1", "c · seed 0",
                                                                            "c · seed 1"]
-    assert all(np.asarray(image).shape == (64, 64, 3) for image, _ in cells)
+    assert all(np.asarray(Image.open(png)).shape == (64, 64, 3) for png, _ in cells)  # the cells' lossless PNGs
+    assert state["cells"] == [png for png, _ in cells]
     assert Image.open(labelled).width > 2 * 64 and "tab=explore" in link and state["preset"] == "starry_night"
     from stylize.experiments.explore import Grid
 
