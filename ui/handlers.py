@@ -79,8 +79,7 @@ def choose_example(evt: gr.SelectData) -> dict[str, Any]:
     example = EXAMPLES[evt.index]
     status = (f"Example: **{example.caption}**, made by stylize with these settings. Press **Stylize** to make it "
               "yourself, change anything first, or press **Make it bigger** under it.")
-    with Image.open(example.image) as image:  # as a lossless PNG, like any finished result
-        shown = shown_result(storage.save_result(image.convert("RGB")))
+    shown = shown_result(storage.served(example.image, lossless=True))  # a PNG, like any finished result
     return {"photo": studio.assets.photo_path(example.photo), **_painting(example.preset), **shown,
             "status": status, **settings_values(example.settings)}
 

@@ -151,14 +151,17 @@ def _write(image: Image.Image, target: Path, fmt: str, **options) -> Path:
     return target
 
 
-def served(source: Path, side: int | None = None) -> str:
-    """A JPEG copy of a shipped image (shrunk to `side` if given), written once: small to send, and servable by
-    a web UI whatever folder the app runs from."""
+def served(source: Path, side: int | None = None, lossless: bool = False) -> str:
+    """A copy of a shipped image (shrunk to `side` if given), written once and servable by a web UI whatever folder
+    the app runs from: a JPEG, small to send, or with `lossless` a PNG (an example's picture as a finished result,
+    what *Make it bigger* enlarges)."""
     stat = source.stat()
-    key = hashlib.blake2b(f"{source.resolve()}:{stat.st_size}:{stat.st_mtime_ns}:{side}".encode(), digest_size=8)
-    target = folder("thumbnails") / f"{source.stem}-{key.hexdigest()}.jpg"
+    key = hashlib.blake2b(f"{source.resolve()}:{stat.st_size}:{stat.st_mtime_ns}:{side}:{lossless}".encode(),
+                          digest_size=8)
+    target = folder("thumbnails") / f"{source.stem}-{key.hexdigest()}.{'png' if lossless else 'jpg'}"
     if not target.exists():
-        _write(images.load_image(source, side), target, "JPEG", quality=90)
+        options = {} if lossless else {"quality": 90}
+        _write(images.load_image(source, side), target, "PNG" if lossless else "JPEG", **options)
     return str(target)
 
 
@@ -169,7 +172,7 @@ def save_result(image: Image.Image) -> str:
 
 def save_print(image: Image.Image) -> str:
     """An enlarged result (#33): a lossless PNG tagged sRGB whose name says its size (stylize-2048x1536-….png)."""
-    name = images.print_name(image).removesuffix(".png") + f"-{uuid.uuid4().hex[:8]}.png"
+    name = f"{images.print_name(image)}-{uuid.uuid4().hex[:8]}.png"
     return str(_write(image, folder("results") / name, "PNG", icc_profile=images.srgb_profile()))
 
 
