@@ -520,6 +520,27 @@ def test_an_explore_link_opens_the_explore_tab_validated_and_clamped(app_module)
     assert out["explore_columns"]["value"] == "2, 20, 200, 2000"
 
 
+def test_every_file_the_app_writes_is_one_its_sweep_may_remove(app_module, tmp_path):
+    """The sweep removes only names that match its folders' layouts (ui/disk.py): a writer whose names do not match
+    fills the disk past its cap (the print-size PNGs did), so every writer's names are checked against them."""
+    from stylize.service import storage
+    from stylize.service.stopping import StopFlag
+    from ui import disk
+
+    image, source = Image.new("RGB", (64, 48)), tmp_path / "shipped.jpg"
+    image.save(source)
+    stop = StopFlag("a token")
+    stop.set()
+    written = {"results": [storage.save_result(image), storage.save_print(image)],
+               "regions": [storage.save_background(image)], "stops": [str(stop.path)],
+               "thumbnails": [storage.served(source), storage.served(source, lossless=True)]}
+    for kind, paths in written.items():
+        for path in paths:
+            name = os.path.relpath(path, storage.folder(kind))
+            assert disk.LAYOUTS[kind].fullmatch(name), (kind, name)
+            os.remove(path)
+
+
 def test_clicking_a_cell_sends_it_and_its_settings_to_the_stylize_tab(app_module, tmp_path):
     """A style cell goes to Stylize with its picture, ready for *Make it bigger*; a texture cell (no photo) and a
     swept file hide the tab's finished part, so no picture is enlarged with settings that did not make it."""

@@ -20,10 +20,10 @@ from stylize.service.housekeeping import DAY, GRADIO_LAYOUT, Folder, Housekeeper
 log = logging.getLogger("stylize.disk")
 CACHE = storage.folder("gradio")  # gradio's (app.py points it here): uploads, previews, results shown, MCP inputs, …
 PART = r"(\.{0}\.[0-9a-f]{{8}}\.part|{0})"  # storage.py writes a file under a partial name, then renames it
-LAYOUTS = {"results": re.compile(PART.format(r"stylized-[0-9a-f]{12}\.png")),
+LAYOUTS = {"results": re.compile(PART.format(r"(stylized-[0-9a-f]{12}|stylize-[0-9]+x[0-9]+-[0-9a-f]{8})\.png")),
            "regions": re.compile(PART.format(r"photo-[0-9a-f]{12}\.jpg")),
            "stops": re.compile(r"[0-9a-f]{32}\.stop"),
-           "thumbnails": re.compile(PART.format(r"[^/]+-[0-9a-f]{16}\.jpg"))}
+           "thumbnails": re.compile(PART.format(r"[^/]+-[0-9a-f]{16}\.(jpg|png)"))}
 LINK_DAYS = 7
 HOUR = 3600.0
 EXPIRED = (f"This shared link's images have expired (a link keeps them {LINK_DAYS} days); its settings are applied: "
