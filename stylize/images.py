@@ -132,14 +132,14 @@ def srgb_profile() -> bytes:
     return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
 
 
-def save_png(img: Image.Image, target, fmt: str = "PNG") -> None:
+def save_png(img: Image.Image, target) -> None:
     """A result as a lossless PNG tagged sRGB (what the network's inputs and the screen assume)."""
-    img.save(target, fmt, icc_profile=srgb_profile())
+    img.save(target, "PNG", icc_profile=srgb_profile())
 
 
 def print_name(img: Image.Image) -> str:
-    """A print's file name that says its size: stylize-2048x1536.png."""
-    return f"stylize-{img.width}x{img.height}.png"
+    """The start of a print's file name, saying its size: stylize-2048x1536."""
+    return f"stylize-{img.width}x{img.height}"
 
 
 def to_tensor(img: Image.Image, device: torch.device | str = "cpu") -> torch.Tensor:

@@ -256,8 +256,7 @@ class Enlargement(Run):
         return max(1, min(max(size), round(own)))
 
     def _history(self) -> int:
-        """As many pairs as the level has steps (at most the engine's): at 2,048 px each pair is 75 MB."""
-        return max(2, min(self.engine.history, self.plan.level_steps[self.level]))
+        return self._history_at(self.level)
 
     def _max_step(self) -> float:
         return min(ENLARGE_MAX_STEP, self.engine.max_step or ENLARGE_MAX_STEP)
@@ -290,6 +289,7 @@ class Enlargement(Run):
         return passing + history + 3 * 4 * pixels
 
     def _history_at(self, level: int) -> int:
+        """As many pairs as the level has steps (at most the engine's): at 2,048 px each pair is 75 MB."""
         return max(2, min(self.engine.history, self.plan.level_steps[level]))
 
     def evaluate(self, rematch: bool) -> tuple[torch.Tensor, torch.Tensor]:

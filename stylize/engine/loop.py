@@ -298,10 +298,7 @@ class Run:
     def evaluate(self, rematch: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """This run's terms per item (B, 5) and the gradient of their totals at its current images, in one
         network pass (a run stepped alone; an enlargement overrides it to work in tiles)."""
-        with torch.enable_grad():
-            terms = self.engine.losses(self.x, self.objective, rematch=rematch)
-            (grad,) = torch.autograd.grad(terms[:, -1].sum(), self.x)
-        return terms, grad
+        return losses_and_gradient(self.engine, self.x, self.objective, rematch)
 
     def _advance(self, terms: torch.Tensor, grad: torch.Tensor, rematch: bool, seconds: float,
                  shared: bool) -> Frame:
@@ -341,6 +338,15 @@ class Run:
         self.contents, self.trace, self.best_terms = [], None, None
 
 
+def losses_and_gradient(engine: Stylizer, x: torch.Tensor, objective: Objective, rematch: bool
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The terms per item (B, 5) at images `x` and the gradient of their totals, in one network pass."""
+    with torch.enable_grad():
+        terms = engine.losses(x, objective, rematch=rematch)
+        (grad,) = torch.autograd.grad(terms[:, -1].sum(), x)
+    return terms, grad
+
+
 def step_together(runs: Sequence[Run]) -> list[Frame | None]:
     """One step of every run in `runs` (all of one `shape`) in one network pass: their images stacked, the loss
     of each item from its own terms, each run's L-BFGS stepped on its own slice. A frame per run, or None for a
@@ -364,11 +370,8 @@ def step_together(runs: Sequence[Run]) -> list[Frame | None]:
         terms, grad = first.evaluate(rematch)
     else:
         x = torch.cat([run.x.detach() for run in runs]).requires_grad_(True)
-        objective = _objective_of(runs)
         rematch = False  # runs with MRF terms never share a pass (Run.shareable)
-        with torch.enable_grad():
-            terms = first.engine.losses(x, objective, rematch=rematch)
-            (grad,) = torch.autograd.grad(terms[:, -1].sum(), x)
+        terms, grad = losses_and_gradient(first.engine, x, _objective_of(runs), rematch)
     share = (time.perf_counter() - started) / sum(run.items for run in runs)
     frames, offset = [], 0
     for run in runs:
